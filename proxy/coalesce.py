@@ -1,0 +1,233 @@
+"""Single-flight fills: one upstream request per cold key, however many clients ask.
+
+Owns the map from cache key to the fill in progress, the background tasks that
+run fills, and the ``Relay`` that hands a fill's body to the client who started
+it while it is read. A fill runs in its own task: the client that started it
+may go away, and waiters may be cancelled, without disturbing it. Every task is
+referenced here and awaited (or cancelled) on shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from proxy.entry import Headers, StoredResponse
+from proxy.policy import NoStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """The fill completed and its entry is in the cache."""
+
+    entry: StoredResponse
+
+
+@dataclass(frozen=True, slots=True)
+class Pass:
+    """The response may not be shared: each waiter fetches for itself."""
+
+    reason: NoStore
+
+
+FillResult = Stored | Pass
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    status: int
+    reason: str | None
+    headers: Headers
+    content_length: int | None
+    storable: bool
+
+
+class Relay:
+    """A single-consumer channel for a fill's body.
+
+    While the body may still be stored, every chunk is kept (bounded by
+    ``max_object_bytes``) and the producer never waits for the consumer: a slow
+    client does not slow a fill that others wait for. Once the body cannot be
+    stored, chunks are dropped as they are consumed and the producer waits when
+    more than ``window`` bytes are unread, so memory stays bounded.
+    """
+
+    def __init__(self, window: int) -> None:
+        self._window = window
+        self._chunks: list[bytes] = []
+        self._first = 0  # absolute index of _chunks[0]
+        self._read = 0  # absolute index of the next chunk to hand out
+        self._unread = 0
+        self._size = 0
+        self._keep = True
+        self._done = False
+        self._error: BaseException | None = None
+        self._data = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self.consumer_gone = False
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def keeping(self) -> bool:
+        return self._keep
+
+    async def put(self, chunk: bytes) -> None:
+        self._chunks.append(chunk)
+        self._unread += len(chunk)
+        self._size += len(chunk)
+        self._data.set()
+        while not self._keep and not self.consumer_gone and self._unread > self._window:
+            self._room.clear()
+            await self._room.wait()
+
+    def stop_keeping(self) -> None:
+        """From now on the body will not be stored: release what was consumed."""
+        self._keep = False
+        if self.consumer_gone:
+            self._chunks.clear()
+            self._first = self._read = 0
+        else:
+            self._trim()
+
+    def body(self) -> bytes:
+        assert self._keep and self._first == 0
+        return b"".join(self._chunks)
+
+    def finish(self, error: BaseException | None = None) -> None:
+        self._done = True
+        self._error = error
+        self._data.set()
+
+    def abandon(self) -> None:
+        """The consumer will read no more."""
+        self.consumer_gone = True
+        self._room.set()
+        if not self._keep:
+            self._chunks.clear()
+            self._first = self._read = 0
+
+    async def next_chunk(self) -> bytes | None:
+        """The next chunk, None at the end; raises the producer's error."""
+        while True:
+            index = self._read - self._first
+            if index < len(self._chunks):
+                chunk = self._chunks[index]
+                self._read += 1
+                self._unread -= len(chunk)
+                if not self._keep:
+                    self._trim()
+                self._room.set()
+                return chunk
+            if self._error is not None:
+                raise self._error
+            if self._done:
+                return None
+            self._data.clear()
+            await self._data.wait()
+
+    def _trim(self) -> None:
+        consumed = self._read - self._first
+        if consumed:
+            del self._chunks[:consumed]
+            self._first = self._read
+
+
+class Fill:
+    """One upstream fetch in progress for one key."""
+
+    def __init__(self, key: str, window: int) -> None:
+        loop = asyncio.get_running_loop()
+        self.key = key
+        self.head: asyncio.Future[Head] = loop.create_future()
+        self.result: asyncio.Future[FillResult] = loop.create_future()
+        self.relay = Relay(window)
+        self.waiters = 0
+        # Nobody may be left waiting on a future whose exception nobody retrieves.
+        self.head.add_done_callback(_consume)
+        self.result.add_done_callback(_consume)
+
+    def set_head(self, head: Head) -> None:
+        if not self.head.done():
+            self.head.set_result(head)
+
+    def resolve(self, result: FillResult) -> None:
+        if not self.result.done():
+            self.result.set_result(result)
+
+    def fail(self, error: BaseException) -> None:
+        for fut in (self.head, self.result):
+            if not fut.done():
+                fut.set_exception(error)
+        self.relay.finish(error)
+
+
+def _consume(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
+class Coalescer:
+    """The single-flight map and the tasks that run fills."""
+
+    def __init__(self) -> None:
+        self._fills: dict[str, Fill] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def __len__(self) -> int:
+        return len(self._fills)
+
+    def get(self, key: str) -> Fill | None:
+        return self._fills.get(key)
+
+    def start(
+        self,
+        key: str,
+        window: int,
+        run: Callable[[Fill], Coroutine[Any, Any, None]],
+    ) -> Fill:
+        """Start a fill for ``key``; ``run`` does the fetch and resolves the fill."""
+        assert key not in self._fills
+        fill = Fill(key, window)
+        self._fills[key] = fill
+        task = asyncio.get_running_loop().create_task(self._drive(fill, run))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return fill
+
+    def forget(self, key: str) -> None:
+        """Later requests for ``key`` start a new fill (this one will not be stored)."""
+        self._fills.pop(key, None)
+
+    async def _drive(self, fill: Fill, run: Callable[[Fill], Coroutine[Any, Any, None]]) -> None:
+        try:
+            await run(fill)
+        except asyncio.CancelledError:
+            fill.fail(ConnectionAbortedError("fill cancelled at shutdown"))
+            raise
+        except BaseException as exc:
+            log.exception("cache fill for %r failed unexpectedly", fill.key)
+            fill.fail(exc)
+        finally:
+            if self._fills.get(fill.key) is fill:
+                del self._fills[fill.key]
+            if not fill.result.done():
+                fill.fail(RuntimeError("fill ended without a result"))
+
+    async def close(self, grace: float) -> None:
+        """Let running fills finish for up to ``grace`` seconds, then cancel them."""
+        if not self._tasks:
+            return
+        _done, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)

@@ -1,0 +1,110 @@
+"""The control-port application: stats, health, readiness, purge.
+
+Owns the operator API of SPEC "Control port". It binds its own socket (loopback
+by default), separate from the public port, so nothing a client sends to the
+public port can reach it. Mutating endpoints require the configured bearer
+token, compared in constant time.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from proxy.keys import normalise_path
+
+if TYPE_CHECKING:
+    from proxy.server import Runtime
+
+RUNTIME_KEY: web.AppKey[Runtime] = web.AppKey("runtime")
+# Purge bodies are tiny; refuse anything larger before reading it.
+MAX_CONTROL_BODY = 64 * 1024
+READY_PROBE_TIMEOUT = 2.0
+
+
+def build_control_app(runtime: Runtime) -> web.Application:
+    app = web.Application(client_max_size=MAX_CONTROL_BODY)
+    app[RUNTIME_KEY] = runtime
+    app.router.add_get("/stats", _stats)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    app.router.add_post("/purge", _purge)
+    return app
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        status=status,
+        text=json.dumps(data, separators=(",", ":")),
+        content_type="application/json",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def _stats(request: web.Request) -> web.Response:
+    return _json(request.app[RUNTIME_KEY].snapshot())
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok\n", headers={"Cache-Control": "no-store"})
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME_KEY]
+    timeout = min(READY_PROBE_TIMEOUT, runtime.config.upstream.connect_timeout * 2)
+    if await runtime.upstream.probe(timeout):
+        return web.Response(text="ready\n", headers={"Cache-Control": "no-store"})
+    return web.Response(
+        status=503, text="upstream not answering\n", headers={"Cache-Control": "no-store"}
+    )
+
+
+def _authorised(request: web.Request, token: str) -> bool:
+    if not token:
+        return True
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+async def _purge(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME_KEY]
+    if not _authorised(request, runtime.config.control.token):
+        return web.Response(
+            status=401,
+            text='{"error":"a valid bearer token is required"}',
+            content_type="application/json",
+            headers={"WWW-Authenticate": 'Bearer realm="sidecache"'},
+        )
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        return _json({"error": "body must be JSON"}, 400)
+    if not isinstance(body, dict) or len(body) != 1:
+        return _json(
+            {"error": 'body must be one of {"path": "/..."}, {"route": "name"}, {"all": true}'},
+            400,
+        )
+    store = runtime.store
+    if "path" in body and isinstance(body["path"], str):
+        raw = body["path"].partition("?")[0]
+        path = normalise_path(raw)
+        if path is None:
+            return _json({"error": f"{raw!r} is not a valid path"}, 400)
+        purged = store.purge_path(path)
+    elif "route" in body and isinstance(body["route"], str):
+        if body["route"] not in {r.name for r in runtime.config.routes}:
+            return _json({"error": f"no route named {body['route']!r}"}, 404)
+        purged = store.purge_route(body["route"])
+    elif body.get("all") is True:
+        purged = store.purge_all()
+    else:
+        return _json(
+            {"error": 'body must be one of {"path": "/..."}, {"route": "name"}, {"all": true}'},
+            400,
+        )
+    return _json({"purged": purged})

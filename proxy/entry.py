@@ -1,0 +1,46 @@
+"""The stored response: what the cache keeps for one key.
+
+Owns the frozen value shared by the LRU, the store adapter, the policy and the
+handler. Pure: imports neither aiohttp nor asyncio.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+Headers = tuple[tuple[str, str], ...]
+
+# Fixed cost charged to every entry on top of its body and header bytes: the
+# key string, the dataclass, the LRU node and the dict slot. Measured with
+# sys.getsizeof on CPython 3.11 and rounded up, so the budget errs on the safe side.
+ENTRY_OVERHEAD = 512
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    """One cached upstream response. Times are ``time.monotonic()`` seconds."""
+
+    key: str
+    route: str
+    path: str  # normalised path without the query: what a purge by path names
+    status: int
+    headers: Headers  # end-to-end headers as stored (no hop-by-hop, no framing)
+    body: bytes
+    etag: str
+    stored_at: float
+    fresh_until: float
+    stale_until: float  # after this instant the entry is useless and may be dropped
+    initial_age: float = 0.0  # the upstream's Age header when stored
+    wall_date: str = ""  # the upstream's Date header (HTTP-date), kept for clients
+
+    @property
+    def size(self) -> int:
+        """Bytes charged against the cache budget: key, body, headers and overhead."""
+        return (
+            ENTRY_OVERHEAD
+            + len(self.key)
+            + len(self.path)
+            + len(self.body)
+            + len(self.etag)
+            + sum(len(name) + len(value) for name, value in self.headers)
+        )

@@ -1,0 +1,422 @@
+"""The public-port handler: route -> policy -> store / coalesce / upstream.
+
+Owns the per-request drive loop. Decisions come from the pure core
+(``policy.decide``, ``policy.store_refusal``, ``policy.freshness``); this module
+only dispatches on them and moves bytes. Responses served from the cache are
+built from the stored entry; everything else is streamed from the upstream as
+it is read, never buffered whole (except a body being stored, which is bounded
+by ``cache.max_object_bytes``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, assert_never
+
+from aiohttp import web
+from multidict import CIMultiDict
+from yarl import URL
+
+from proxy import headers as h
+from proxy.coalesce import Coalescer, Fill, Head, Pass, Relay, Stored
+from proxy.entry import Headers, StoredResponse
+from proxy.keys import normalise_path
+from proxy.policy import (
+    Bypass,
+    BypassReason,
+    Freshness,
+    Lookup,
+    NoStore,
+    age,
+    build_entry,
+    decide,
+    freshness,
+    store_refusal,
+    usable_on_error,
+)
+from proxy.routes import RouteTable
+from proxy.stats import CacheOutcome, Stats
+from proxy.store import MemoryLRUCache
+from proxy.upstream import Upstream, UpstreamError
+
+if TYPE_CHECKING:
+    from proxy.config import Config, RouteConfig
+
+log = logging.getLogger(__name__)
+
+# Unread bytes a pass-through relay may hold before the upstream read waits for
+# the client: bounds memory per streaming response.
+STREAM_WINDOW = 1024 * 1024
+# RFC 9110 section 15.4.5: the headers a 304 carries from the stored response.
+_NOT_MODIFIED_HEADERS = frozenset(
+    {"cache-control", "content-location", "date", "etag", "expires", "vary"}
+)
+_NO_BODY_STATUSES = frozenset({204, 304})
+
+
+class Proxy:
+    """The request handler of the public port (an aiohttp low-level handler)."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        store: MemoryLRUCache,
+        upstream: Upstream,
+        stats: Stats,
+        coalescer: Coalescer,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.upstream = upstream
+        self.stats = stats
+        self.coalescer = coalescer
+        self.clock = clock
+        self.apply(config)
+
+    def apply(self, config: Config) -> None:
+        """Switch to a new configuration; the cache and the counters stay."""
+        self.config = config
+        self.routes: RouteTable[RouteConfig] = RouteTable(config.routes)
+        self.max_object_bytes = config.cache.max_object_bytes
+
+    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        raw = request.raw_path
+        if raw.startswith("/"):
+            raw_path, _, raw_query = raw.partition("?")
+            path = normalise_path(raw_path)
+            target = raw
+        else:
+            # Absolute-form (RFC 9112 section 3.2.2): forwarded by its path, never cached.
+            url = URL(raw, encoded=True)
+            if not url.is_absolute() or url.scheme not in ("http", "https"):
+                return _plain(400, "request target must be a path")
+            path, raw_query, target = None, "", url.raw_path_qs or "/"
+        match = self.routes.match(path) if path is not None else None
+        decision = decide(
+            match.route if match is not None else None,
+            request.method,
+            path,
+            raw_query,
+            request.headers,
+            host=self.upstream.host_header,
+            has_body=request.body_exists,
+        )
+        log.debug("%s %s -> %s", request.method, raw, decision)
+        match decision:
+            case Lookup():
+                return await self._lookup(request, decision)
+            case Bypass():
+                self.stats.record(
+                    decision.route.name if decision.route else None, CacheOutcome.BYPASS
+                )
+                return await self._forward(
+                    request,
+                    target,
+                    x_cache="BYPASS",
+                    status=h.cache_status(hit=False, fwd="bypass", detail=decision.reason.value),
+                    invalidate=decision.invalidate,
+                    fill=False,
+                )
+            case _:
+                assert_never(decision)
+
+    # -- cache lookups -------------------------------------------------------------
+
+    async def _lookup(self, request: web.BaseRequest, lookup: Lookup) -> web.StreamResponse:
+        now = self.clock()
+        route = lookup.route
+        entry = self.store.lookup(lookup.key, now)
+        if entry is not None and freshness(entry, route, now) is Freshness.FRESH:
+            self.stats.record(route.name, CacheOutcome.HIT)
+            return self._serve(request, entry, route, "HIT", now)
+        fill = self.coalescer.get(lookup.key)
+        if fill is None:
+            fill = self.coalescer.start(
+                lookup.key,
+                STREAM_WINDOW,
+                lambda f: self._run_fill(f, lookup, _fill_headers(request)),
+            )
+            return await self._lead(request, fill, lookup, entry)
+        return await self._follow(request, fill, lookup, entry)
+
+    async def _run_fill(self, fill: Fill, lookup: Lookup, headers: Headers) -> None:
+        """Fetch ``lookup`` once, hand the body to the leader, store it if allowed."""
+        relay = fill.relay
+        self.stats.upstream_started()
+        try:
+            async with self.upstream.request("GET", lookup.target, headers) as resp:
+                kept = h.response_headers_for_client(resp.headers)
+                refusal = store_refusal(
+                    lookup.route,
+                    resp.status,
+                    kept,
+                    content_length=resp.content_length,
+                    max_object_bytes=self.max_object_bytes,
+                )
+                fill.set_head(
+                    Head(resp.status, resp.reason, kept, resp.content_length, refusal is None)
+                )
+                if refusal is not None:
+                    self._give_up_storing(fill, refusal)
+                async for chunk in resp.chunks():
+                    if relay.consumer_gone and not relay.keeping:
+                        resp.abort()  # nobody reads and nothing will be stored
+                        relay.finish()
+                        return
+                    await relay.put(chunk)
+                    if relay.keeping and relay.size > self.max_object_bytes:
+                        self._give_up_storing(fill, NoStore.TOO_LARGE)
+                if relay.keeping:
+                    now = self.clock()
+                    entry = build_entry(lookup, resp.status, kept, relay.body(), now=now)
+                    stored = self.store.store(entry, now)
+                    log.debug("fill %r complete: %d bytes, stored=%s", lookup.key, relay.size, stored)
+                    fill.resolve(Stored(entry))
+                relay.finish()
+        except UpstreamError as exc:
+            self.stats.upstream_failed()
+            log.info("upstream %s for %s: %s", exc.reason, lookup.target, exc)
+            fill.fail(exc)
+        finally:
+            self.stats.upstream_finished()
+
+    def _give_up_storing(self, fill: Fill, reason: NoStore) -> None:
+        log.debug("fill %r not stored: %s", fill.key, reason.value)
+        fill.relay.stop_keeping()
+        self.coalescer.forget(fill.key)
+        fill.resolve(Pass(reason))
+
+    async def _lead(
+        self,
+        request: web.BaseRequest,
+        fill: Fill,
+        lookup: Lookup,
+        stale: StoredResponse | None,
+    ) -> web.StreamResponse:
+        """The client whose miss started the fill: stream the body as it arrives."""
+        route = lookup.route
+        relay = fill.relay
+        try:
+            try:
+                head = await asyncio.shield(fill.head)
+            except UpstreamError as exc:
+                return self._on_error(request, exc, lookup, stale, "MISS")
+            self.stats.record(route.name, CacheOutcome.MISS)
+            out = web.StreamResponse(status=head.status, reason=head.reason)
+            _copy_headers(out, head.headers)
+            if head.storable and route.client_cache_control is not None:
+                out.headers["Cache-Control"] = route.client_cache_control
+            out.headers["X-Cache"] = "MISS"
+            out.headers["Cache-Status"] = h.cache_status(
+                hit=False,
+                fwd="stale" if stale is not None else "uri-miss",
+                fwd_status=head.status,
+                stored=head.storable,
+            )
+            if head.content_length is not None and head.status not in _NO_BODY_STATUSES:
+                out.content_length = head.content_length
+            await out.prepare(request)
+            if lookup.head:
+                await out.write_eof()
+                return out
+            return await _pump(request, out, relay)
+        finally:
+            relay.abandon()
+
+    async def _follow(
+        self,
+        request: web.BaseRequest,
+        fill: Fill,
+        lookup: Lookup,
+        stale: StoredResponse | None,
+    ) -> web.StreamResponse:
+        """A client that missed while a fill for its key runs: wait and share it."""
+        route = lookup.route
+        fill.waiters += 1
+        self.stats.coalesced()
+        try:
+            result = await asyncio.shield(fill.result)
+        except UpstreamError as exc:
+            return self._on_error(request, exc, lookup, stale, "MISS")
+        except ConnectionAbortedError:
+            return _plain(503, "shutting down")
+        match result:
+            case Stored(entry):
+                self.stats.record(route.name, CacheOutcome.HIT)
+                return self._serve(request, entry, route, "HIT", self.clock(), detail="coalesced")
+            case Pass(reason):
+                # Not shareable: fetch for this client alone (hit-for-pass).
+                self.stats.record(route.name, CacheOutcome.MISS)
+                return await self._forward(
+                    request,
+                    lookup.target,
+                    x_cache="MISS",
+                    status=h.cache_status(hit=False, fwd="uri-miss", detail=reason.value),
+                    invalidate=None,
+                    fill=True,
+                )
+            case _:
+                assert_never(result)
+
+    def _on_error(
+        self,
+        request: web.BaseRequest,
+        exc: UpstreamError,
+        lookup: Lookup,
+        stale: StoredResponse | None,
+        x_cache: str,
+    ) -> web.StreamResponse:
+        now = self.clock()
+        if stale is not None and usable_on_error(stale, lookup.route, now):
+            self.stats.record(lookup.route.name, CacheOutcome.STALE)
+            return self._serve(request, stale, lookup.route, "STALE", now, detail=exc.reason)
+        self.stats.record(lookup.route.name, CacheOutcome.MISS)
+        return _plain(exc.status, exc.reason, x_cache=x_cache)
+
+    def _serve(
+        self,
+        request: web.BaseRequest,
+        entry: StoredResponse,
+        route: RouteConfig,
+        x_cache: str,
+        now: float,
+        detail: str | None = None,
+    ) -> web.Response:
+        """A response built from a stored entry (HIT or STALE)."""
+        headers: CIMultiDict[str] = CIMultiDict(entry.headers)
+        headers["ETag"] = entry.etag
+        headers["Age"] = str(age(entry, now))
+        if route.client_cache_control is not None:
+            headers["Cache-Control"] = route.client_cache_control
+        headers["Via"] = h.VIA_VALUE if "Via" not in headers else headers["Via"] + ", " + h.VIA_VALUE
+        headers["X-Cache"] = x_cache
+        headers["Cache-Status"] = h.cache_status(
+            hit=True,
+            fwd="stale" if x_cache == "STALE" else None,
+            ttl=entry.fresh_until - now,
+            detail=detail,
+        )
+        inm = request.headers.get("If-None-Match")
+        if inm is not None and h.if_none_match_matches(inm, entry.etag):
+            kept: CIMultiDict[str] = CIMultiDict(
+                (n, v)
+                for n, v in headers.items()
+                if n.lower() in _NOT_MODIFIED_HEADERS
+                or n in ("Age", "Via", "X-Cache", "Cache-Status")
+            )
+            return web.Response(status=304, headers=kept)
+        return web.Response(status=entry.status, body=entry.body, headers=headers)
+
+    # -- pass-through ----------------------------------------------------------------
+
+    async def _forward(
+        self,
+        request: web.BaseRequest,
+        target: str,
+        *,
+        x_cache: str,
+        status: str,
+        invalidate: str | None,
+        fill: bool,
+    ) -> web.StreamResponse:
+        """Proxy the request unchanged, streaming both bodies; store nothing."""
+        headers = h.request_headers_for_upstream(
+            request.headers.items(),
+            client_ip=request.remote or "",
+            scheme=request.scheme,
+            fill=fill,
+        )
+        body = None
+        if request.body_exists:
+            if request.content_length is not None:
+                headers = (*headers, ("Content-Length", str(request.content_length)))
+            if request.headers.get("Expect", "").lower() == "100-continue":
+                await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            body = request.content
+        self.stats.upstream_started()
+        try:
+            async with self.upstream.request(request.method, target, headers, body) as resp:
+                if invalidate is not None and 200 <= resp.status < 300:
+                    purged = self.store.purge_path(invalidate)
+                    log.debug("%s %s: dropped %d entries", request.method, invalidate, purged)
+                out = web.StreamResponse(status=resp.status, reason=resp.reason)
+                _copy_headers(out, h.response_headers_for_client(resp.headers))
+                out.headers["X-Cache"] = x_cache
+                out.headers["Cache-Status"] = status
+                if resp.content_length is not None and resp.status not in _NO_BODY_STATUSES:
+                    out.content_length = resp.content_length
+                await out.prepare(request)
+                if request.method == "HEAD" or resp.status in _NO_BODY_STATUSES:
+                    await out.write_eof()
+                    return out
+                try:
+                    async for chunk in resp.chunks():
+                        await out.write(chunk)
+                except UpstreamError as exc:
+                    self.stats.upstream_failed()
+                    log.info("upstream body cut short for %s: %s", target, exc)
+                    _abort(request)
+                    return out
+                except ConnectionError:
+                    resp.abort()  # the client left: stop reading
+                    return out
+                await out.write_eof()
+                return out
+        except UpstreamError as exc:
+            self.stats.upstream_failed()
+            log.info("upstream %s for %s %s: %s", exc.reason, request.method, target, exc)
+            return _plain(exc.status, exc.reason, x_cache=x_cache)
+        finally:
+            self.stats.upstream_finished()
+
+
+async def _pump(
+    request: web.BaseRequest, out: web.StreamResponse, relay: Relay
+) -> web.StreamResponse:
+    try:
+        while (chunk := await relay.next_chunk()) is not None:
+            await out.write(chunk)
+    except UpstreamError:
+        _abort(request)
+        return out
+    except ConnectionError:
+        return out
+    await out.write_eof()
+    return out
+
+
+def _fill_headers(request: web.BaseRequest) -> Headers:
+    return h.request_headers_for_upstream(
+        request.headers.items(),
+        client_ip=request.remote or "",
+        scheme=request.scheme,
+        fill=True,
+    )
+
+
+def _copy_headers(out: web.StreamResponse, headers: Headers) -> None:
+    target = out.headers
+    for name, value in headers:
+        target.add(name, value)
+    via = target.getall("Via", [])
+    target.popall("Via", None)
+    target["Via"] = ", ".join([*via, h.VIA_VALUE])
+
+
+def _abort(request: web.BaseRequest) -> None:
+    """Cut the client connection so that a short body cannot pass for a complete one."""
+    transport = request.transport
+    if transport is not None:
+        transport.close()
+
+
+def _plain(status: int, reason: str, *, x_cache: str | None = None) -> web.Response:
+    headers = {"X-Cache": x_cache} if x_cache is not None else None
+    return web.Response(status=status, text=f"{status} {reason}\n", headers=headers)
+
+
+__all__ = ["BypassReason", "Proxy"]

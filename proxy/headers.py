@@ -1,0 +1,168 @@
+"""Header rules: hop-by-hop filtering, forwarding headers, validators, Cache-Status.
+
+Owns the header transformations a proxy makes in both directions (RFC 9110
+section 7.6.1 for hop-by-hop, RFC 9211 for ``Cache-Status``) and the parsing of
+``Cache-Control`` and ``If-None-Match``. Works on plain ``(name, value)`` pairs
+so that it can be tested without a server. Pure: imports neither aiohttp nor asyncio.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+from proxy.entry import Headers
+
+PROXY_NAME = "sidecache"
+VIA_VALUE = "1.1 " + PROXY_NAME
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+
+# Set by the proxy from what it saw, never taken from the client: a client that
+# could choose them could make the upstream build links to a host of its choice.
+_PROXY_SET_REQUEST = frozenset(
+    {"host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded"}
+)
+# The body framing is the proxy's business on each hop; ``expect`` is answered
+# by the proxy itself.
+_FRAMING = frozenset({"content-length", "expect"})
+# Conditional and range headers are removed from a cache fill: the fill must
+# bring the whole representation, whatever the first client asked for.
+_CONDITIONAL = frozenset(
+    {"if-none-match", "if-modified-since", "if-match", "if-unmodified-since", "if-range", "range"}
+)
+
+
+def connection_tokens(headers: Iterable[tuple[str, str]]) -> frozenset[str]:
+    """Header names listed in ``Connection``: hop-by-hop for this message only."""
+    tokens: set[str] = set()
+    for name, value in headers:
+        if name.lower() == "connection":
+            tokens.update(t.strip().lower() for t in value.split(",") if t.strip())
+    return frozenset(tokens)
+
+
+def end_to_end(headers: Iterable[tuple[str, str]], drop: frozenset[str] = frozenset()) -> Headers:
+    """The headers that travel to the next hop: hop-by-hop and ``drop`` removed."""
+    items = tuple(headers)
+    hop = HOP_BY_HOP | connection_tokens(items) | drop
+    return tuple((name, value) for name, value in items if name.lower() not in hop)
+
+
+def request_headers_for_upstream(
+    headers: Iterable[tuple[str, str]],
+    *,
+    client_ip: str,
+    scheme: str,
+    fill: bool,
+) -> Headers:
+    """Headers to send upstream for a client request.
+
+    ``fill`` marks a cache fill, which drops conditionals and ``Range`` so that the
+    whole representation comes back.
+    """
+    items = tuple(headers)
+    host = next((v for n, v in items if n.lower() == "host"), "")
+    drop = _PROXY_SET_REQUEST | _FRAMING | (_CONDITIONAL if fill else frozenset())
+    kept = end_to_end(items, drop)
+    via = [v for n, v in kept if n.lower() == "via"]
+    out = [(n, v) for n, v in kept if n.lower() != "via"]
+    out.append(("Via", ", ".join([*via, VIA_VALUE])))
+    out.append(("X-Forwarded-For", client_ip))
+    out.append(("X-Forwarded-Proto", scheme))
+    if host:
+        out.append(("X-Forwarded-Host", host))
+    return tuple(out)
+
+
+def response_headers_for_client(headers: Iterable[tuple[str, str]]) -> Headers:
+    """Upstream response headers kept for the client (and for storage).
+
+    ``Content-Length`` is removed because the proxy frames each response itself.
+    """
+    return end_to_end(headers, frozenset({"content-length"}))
+
+
+def with_via(headers: Headers) -> Headers:
+    """Append this proxy to ``Via`` (RFC 9110 section 7.6.3)."""
+    via = [v for n, v in headers if n.lower() == "via"]
+    rest = tuple((n, v) for n, v in headers if n.lower() != "via")
+    return (*rest, ("Via", ", ".join([*via, VIA_VALUE])))
+
+
+def get(headers: Iterable[tuple[str, str]], name: str) -> str | None:
+    """The first value of ``name`` (case-insensitive), or None."""
+    lname = name.lower()
+    return next((v for n, v in headers if n.lower() == lname), None)
+
+
+def get_all(headers: Iterable[tuple[str, str]], name: str) -> list[str]:
+    lname = name.lower()
+    return [v for n, v in headers if n.lower() == lname]
+
+
+def cache_control_directives(values: Iterable[str]) -> dict[str, str | None]:
+    """Parse ``Cache-Control`` field values into lower-cased directives."""
+    directives: dict[str, str | None] = {}
+    for value in values:
+        for part in value.split(","):
+            name, sep, arg = part.strip().partition("=")
+            if name:
+                directives[name.strip().lower()] = arg.strip().strip('"') if sep else None
+    return directives
+
+
+def compute_etag(body: bytes) -> str:
+    """A strong validator derived from the body, for responses stored without one."""
+    return '"sc-' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
+
+
+def _opaque(tag: str) -> str:
+    tag = tag.strip()
+    return tag[2:] if tag.startswith("W/") else tag
+
+
+def if_none_match_matches(header: str, etag: str) -> bool:
+    """RFC 9110 section 13.1.2: weak comparison of ``If-None-Match`` against ``etag``."""
+    if header.strip() == "*":
+        return True
+    mine = _opaque(etag)
+    return any(_opaque(candidate) == mine for candidate in header.split(","))
+
+
+def cache_status(
+    *,
+    hit: bool,
+    fwd: str | None = None,
+    fwd_status: int | None = None,
+    stored: bool = False,
+    ttl: float | None = None,
+    detail: str | None = None,
+) -> str:
+    """An RFC 9211 ``Cache-Status`` member for this proxy."""
+    parts = [PROXY_NAME]
+    if hit:
+        parts.append("hit")
+    if fwd is not None:
+        parts.append(f"fwd={fwd}")
+    if fwd_status is not None:
+        parts.append(f"fwd-status={fwd_status}")
+    if stored:
+        parts.append("stored")
+    if ttl is not None:
+        parts.append(f"ttl={int(ttl)}")
+    if detail is not None:
+        parts.append(f"detail={detail}")
+    return "; ".join(parts)

@@ -1,0 +1,229 @@
+"""Cache decisions: may this request use the cache, may this response be stored,
+and how fresh is an entry.
+
+Every decision is a value: ``decide`` returns a ``Lookup`` or a ``Bypass``;
+``store_refusal`` returns the reason a response may not be stored, or None;
+``freshness`` classifies an entry at a given instant. Time is an argument.
+Pure: imports neither aiohttp nor asyncio.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from proxy import headers as h
+from proxy.entry import Headers, StoredResponse
+from proxy.keys import build_key, credential_digest, select_query
+
+if TYPE_CHECKING:
+    from proxy.config import RouteConfig
+
+
+class RequestHeaders(Protocol):
+    """The read-only view of request headers the policy needs (a CIMultiDictProxy fits)."""
+
+    def get(self, key: str, /) -> str | None: ...
+
+    def getall(self, key: str, default: list[str], /) -> list[str]: ...
+
+
+class BypassReason(enum.Enum):
+    NO_ROUTE = "no-route"
+    METHOD = "method"
+    CREDENTIALS = "credentials"
+    AMBIGUOUS = "ambiguous-target"
+    REQUEST_BODY = "request-body"
+    RANGE = "range"
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """Serve from the cache if possible, else fill it. ``target`` is what goes upstream."""
+
+    route: RouteConfig
+    key: str
+    path: str
+    target: str
+    head: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Bypass:
+    """Forward unchanged and store nothing. ``invalidate`` names the path whose
+    entries a successful unsafe request drops."""
+
+    reason: BypassReason
+    route: RouteConfig | None
+    invalidate: str | None = None
+
+
+Decision = Lookup | Bypass
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+
+
+def decide(
+    route: RouteConfig | None,
+    method: str,
+    path: str | None,
+    raw_query: str,
+    headers: RequestHeaders,
+    *,
+    host: str,
+    has_body: bool,
+) -> Decision:
+    """Decide how to handle a request. ``path`` is the normalised path, None if ambiguous."""
+    invalidate = path if method not in SAFE_METHODS else None
+    if path is None:
+        return Bypass(BypassReason.AMBIGUOUS, None)
+    if route is None:
+        return Bypass(BypassReason.NO_ROUTE, None, invalidate)
+    if method not in route.methods:
+        return Bypass(BypassReason.METHOD, route, invalidate)
+    if has_body:
+        # A body the key does not see could shape the response (RFC 9110 9.3.1).
+        return Bypass(BypassReason.REQUEST_BODY, route)
+    if headers.get("Range") is not None:
+        return Bypass(BypassReason.RANGE, route)
+    authorization = headers.get("Authorization")
+    cookie = headers.get("Cookie")
+    creds: str | None = None
+    if authorization is not None or cookie is not None:
+        if route.credentials == "bypass":
+            return Bypass(BypassReason.CREDENTIALS, route)
+        if route.credentials == "per-user":
+            creds = credential_digest(authorization, cookie)
+    query = select_query(raw_query, route.query)
+    if query is None:
+        return Bypass(BypassReason.AMBIGUOUS, route)
+    target = f"{path}?{query}" if query else path
+    vary = [(name, _joined(headers.getall(name, []))) for name in route.vary]
+    key = build_key(route.name, host, target, vary, creds)
+    return Lookup(route, key, path, target, method == "HEAD")
+
+
+def _joined(values: list[str]) -> str | None:
+    return ", ".join(values) if values else None
+
+
+class NoStore(enum.Enum):
+    """Why a response was not stored."""
+
+    STATUS = "status"
+    SET_COOKIE = "set-cookie"
+    NO_STORE = "no-store"
+    PRIVATE = "private"
+    NO_CACHE = "no-cache"
+    VARY = "vary"
+    CONTENT_TYPE = "content-type"
+    TOO_LARGE = "too-large"
+
+
+def store_refusal(
+    route: RouteConfig,
+    status: int,
+    headers: Headers,
+    *,
+    content_length: int | None,
+    max_object_bytes: int,
+) -> NoStore | None:
+    """Why the response may not be stored, or None if it may (body size permitting)."""
+    if status not in route.statuses:
+        return NoStore.STATUS
+    if h.get(headers, "set-cookie") is not None:
+        return NoStore.SET_COOKIE
+    cc = h.cache_control_directives(h.get_all(headers, "cache-control"))
+    if "no-store" in cc:
+        return NoStore.NO_STORE
+    if "private" in cc:
+        return NoStore.PRIVATE
+    if "no-cache" in cc:
+        # Stored responses are served without revalidation, which no-cache forbids.
+        return NoStore.NO_CACHE
+    vary = {
+        v.strip().lower() for value in h.get_all(headers, "vary") for v in value.split(",")
+    } - {""}
+    if "*" in vary or not vary <= set(route.vary):
+        # A variant the key cannot tell apart would be served to the wrong client.
+        return NoStore.VARY
+    if route.content_types is not None and not content_type_allowed(
+        h.get(headers, "content-type"), route.content_types
+    ):
+        return NoStore.CONTENT_TYPE
+    if content_length is not None and content_length > max_object_bytes:
+        return NoStore.TOO_LARGE
+    return None
+
+
+def content_type_allowed(content_type: str | None, allowed: tuple[str, ...]) -> bool:
+    if content_type is None:
+        return False
+    mime = content_type.partition(";")[0].strip().lower()
+    major = mime.partition("/")[0]
+    return any(a == mime or a == f"{major}/*" for a in allowed)
+
+
+def build_entry(
+    lookup: Lookup,
+    status: int,
+    headers: Headers,
+    body: bytes,
+    *,
+    now: float,
+) -> StoredResponse:
+    """The entry to store for a complete response fetched for ``lookup``."""
+    route = lookup.route
+    etag = h.get(headers, "etag") or h.compute_etag(body)
+    initial_age = _parse_age(h.get(headers, "age"))
+    kept = tuple((n, v) for n, v in headers if n.lower() not in ("age", "etag"))
+    fresh_until = now + route.ttl
+    return StoredResponse(
+        key=lookup.key,
+        route=route.name,
+        path=lookup.path,
+        status=status,
+        headers=kept,
+        body=body,
+        etag=etag,
+        stored_at=now,
+        fresh_until=fresh_until,
+        stale_until=fresh_until + max(route.stale_while_revalidate, route.stale_if_error),
+        initial_age=initial_age,
+    )
+
+
+def _parse_age(value: str | None) -> float:
+    if value is None or not value.strip().isdigit():
+        return 0.0
+    return float(value.strip())
+
+
+class Freshness(enum.Enum):
+    FRESH = "fresh"
+    STALE_WHILE_REVALIDATE = "stale-while-revalidate"  # may be served while one refresh runs
+    STALE_IF_ERROR = "stale-if-error"  # may be served only if the upstream fails
+    EXPIRED = "expired"
+
+
+def freshness(entry: StoredResponse, route: RouteConfig, now: float) -> Freshness:
+    """Classify ``entry`` at ``now`` using the route's current windows."""
+    if now < entry.fresh_until:
+        return Freshness.FRESH
+    late = now - entry.fresh_until
+    if late < route.stale_while_revalidate:
+        return Freshness.STALE_WHILE_REVALIDATE
+    if late < route.stale_if_error:
+        return Freshness.STALE_IF_ERROR
+    return Freshness.EXPIRED
+
+
+def usable_on_error(entry: StoredResponse, route: RouteConfig, now: float) -> bool:
+    """May ``entry`` stand in for a failed upstream request (``stale_if_error``)?"""
+    return now - entry.fresh_until < route.stale_if_error
+
+
+def age(entry: StoredResponse, now: float) -> int:
+    """The ``Age`` header value (RFC 9111 section 4.2.3), in whole seconds."""
+    return int(entry.initial_age + max(0.0, now - entry.stored_at))

@@ -1,0 +1,174 @@
+"""Process assembly: build the runtime, run the public and control sites, reload, stop.
+
+Owns the lifetime of everything that holds a socket or a task: the upstream
+session, the two listening sites, the periodic sweep and the coalescer's fills.
+SIGHUP reloads the configuration in place (the cache and counters stay);
+SIGINT/SIGTERM stop accepting and let in-flight requests finish within a grace
+period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from proxy.coalesce import Coalescer
+from proxy.config import Config, ConfigError, load_config
+from proxy.control import build_control_app
+from proxy.handler import Proxy
+from proxy.stats import Stats
+from proxy.store import MemoryLRUCache
+from proxy.upstream import Upstream
+
+log = logging.getLogger(__name__)
+
+SWEEP_INTERVAL = 10.0
+SHUTDOWN_GRACE = 10.0
+
+
+@dataclass
+class Runtime:
+    """What the handlers share; ``config`` and ``upstream`` change on reload."""
+
+    config: Config
+    store: MemoryLRUCache
+    upstream: Upstream
+    stats: Stats
+    coalescer: Coalescer
+    proxy: Proxy
+    clock: Any = field(default=time.monotonic)
+
+    def snapshot(self) -> dict[str, object]:
+        return self.stats.snapshot(now=self.clock(), cache=self.store.figures())
+
+
+class Sidecache:
+    """A running instance: ``await start()``, then ``await stop()``."""
+
+    def __init__(self, config: Config, config_path: str | None = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self._runners: list[web.BaseRunner] = []
+        self._sites: list[web.TCPSite] = []
+        self._sweeper: asyncio.Task[None] | None = None
+        self.runtime: Runtime | None = None
+
+    async def start(self) -> None:
+        config = self.config
+        store = MemoryLRUCache(config.cache.max_bytes)
+        upstream = Upstream(config.upstream)
+        await upstream.start()
+        stats = Stats(started_at=time.monotonic())
+        coalescer = Coalescer()
+        proxy = Proxy(config, store=store, upstream=upstream, stats=stats, coalescer=coalescer)
+        self.runtime = Runtime(config, store, upstream, stats, coalescer, proxy)
+
+        public = web.ServerRunner(
+            web.Server(proxy, auto_decompress=False, handler_cancellation=False),
+            access_log=None,
+            shutdown_timeout=SHUTDOWN_GRACE,
+        )
+        control = web.AppRunner(
+            build_control_app(self.runtime), access_log=None, shutdown_timeout=2.0
+        )
+        for runner, address in ((public, config.listen), (control, config.control.listen)):
+            await runner.setup()
+            self._runners.append(runner)
+            site = web.TCPSite(runner, address.host, address.port, backlog=1024)
+            await site.start()
+            self._sites.append(site)
+        self._sweeper = asyncio.get_running_loop().create_task(
+            store.sweep_forever(SWEEP_INTERVAL)
+        )
+        log.info(
+            "sidecache listening on %s:%d (control %s:%d), upstream %s, %d routes",
+            config.listen.host,
+            self.public_port,
+            config.control.listen.host,
+            self.control_port,
+            config.upstream.url,
+            len(config.routes),
+        )
+
+    @property
+    def public_port(self) -> int:
+        return _bound_port(self._sites[0])
+
+    @property
+    def control_port(self) -> int:
+        return _bound_port(self._sites[1])
+
+    def reload(self) -> bool:
+        """Re-read the config file; keep the old config if the new one is invalid."""
+        if self.config_path is None or self.runtime is None:
+            return False
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            log.error("reload failed, keeping the current config: %s", exc)
+            return False
+        self.apply(new)
+        return True
+
+    def apply(self, new: Config) -> None:
+        runtime = self.runtime
+        assert runtime is not None
+        old = self.config
+        if new.listen != old.listen or new.control.listen != old.control.listen:
+            log.warning("listen addresses changed in the config: they take effect on restart")
+        if new.upstream != old.upstream:
+            log.warning("upstream settings changed in the config: they take effect on restart")
+        runtime.store.resize(new.cache.max_bytes)
+        runtime.proxy.apply(new)
+        runtime.config = new
+        self.config = new
+        log.info("config reloaded: %d routes", len(new.routes))
+
+    async def stop(self, grace: float = SHUTDOWN_GRACE) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        # Stop accepting first, then let in-flight requests and fills finish.
+        for site in self._sites:
+            await site.stop()
+        if self.runtime is not None:
+            await self.runtime.coalescer.close(grace)
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        if self.runtime is not None:
+            await self.runtime.upstream.close()
+        self._sites.clear()
+        self._runners.clear()
+
+
+def _bound_port(site: web.TCPSite) -> int:
+    server = site._server  # aiohttp keeps the asyncio server private
+    assert server is not None and server.sockets
+    port: int = server.sockets[0].getsockname()[1]
+    return port
+
+
+async def serve(config: Config, config_path: str | None) -> None:
+    """Run until SIGINT or SIGTERM; SIGHUP reloads."""
+    instance = Sidecache(config, config_path)
+    await instance.start()
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    loop.add_signal_handler(signal.SIGHUP, instance.reload)
+    try:
+        await stopping.wait()
+        log.info("stopping: finishing in-flight requests (up to %.0fs)", SHUTDOWN_GRACE)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+        await instance.stop()

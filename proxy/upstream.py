@@ -1,0 +1,167 @@
+"""The upstream client: one pooled aiohttp session, streaming, error translation.
+
+Owns the connection pool to the application and the single place where
+aiohttp's client exceptions become ours (``UpstreamTimeout`` -> 504,
+``UpstreamUnavailable`` and ``UpstreamBroken`` -> 502). Nothing here knows about
+caching.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from yarl import URL
+
+from proxy.entry import Headers
+
+if TYPE_CHECKING:
+    from proxy.config import UpstreamConfig
+
+CHUNK = 256 * 1024
+
+
+class UpstreamError(Exception):
+    """The upstream could not deliver a complete response."""
+
+    status = 502
+    reason = "upstream error"
+
+
+class UpstreamUnavailable(UpstreamError):
+    """Connection refused, reset or closed before a response started."""
+
+    reason = "upstream unavailable"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    reason = "upstream timed out"
+
+
+class UpstreamBroken(UpstreamError):
+    """A malformed response, or a body cut short."""
+
+    reason = "upstream response broken"
+
+
+@contextmanager
+def translate_errors() -> Iterator[None]:
+    """Map aiohttp's client exceptions (and timeouts) to ours, in one place."""
+    try:
+        yield
+    except UpstreamError:
+        raise
+    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        raise UpstreamTimeout(str(exc) or "timeout") from exc
+    except aiohttp.ClientPayloadError as exc:
+        raise UpstreamBroken(str(exc)) from exc
+    except aiohttp.ClientResponseError as exc:
+        raise UpstreamBroken(str(exc)) from exc
+    except (aiohttp.ClientConnectionError, ConnectionError, OSError) as exc:
+        raise UpstreamUnavailable(str(exc) or type(exc).__name__) from exc
+    except aiohttp.ClientError as exc:
+        raise UpstreamBroken(str(exc) or type(exc).__name__) from exc
+
+
+class UpstreamResponse:
+    """A response whose body has not been read yet."""
+
+    __slots__ = ("_resp", "content_length", "headers", "reason", "status")
+
+    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+        self._resp = resp
+        self.status = resp.status
+        self.reason = resp.reason
+        self.headers: Headers = tuple(resp.headers.items())
+        self.content_length = resp.content_length
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives; raises UpstreamError if it is cut short."""
+        content = self._resp.content
+        while True:
+            with translate_errors():
+                chunk = await content.readany()
+            if not chunk:
+                return
+            yield chunk
+
+    def abort(self) -> None:
+        """Drop the connection: the body will not be read to its end."""
+        self._resp.close()
+
+
+class Upstream:
+    """The pooled client for one upstream base URL."""
+
+    def __init__(self, config: UpstreamConfig) -> None:
+        self.config = config
+        self.base = URL(config.url)
+        self.host_header = self.base.raw_authority
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(
+            limit=self.config.max_connections,
+            limit_per_host=0,
+            keepalive_timeout=30,
+            ttl_dns_cache=10,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(
+                total=self.config.timeout, sock_connect=self.config.connect_timeout
+            ),
+            # The proxy forwards bytes: no decompression, no cookie jar shared
+            # between clients, no headers the client did not send.
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+            raise_for_status=False,
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @asynccontextmanager
+    async def request(
+        self,
+        method: str,
+        target: str,
+        headers: Headers,
+        body: Any = None,
+    ) -> AsyncIterator[UpstreamResponse]:
+        """Send a request for ``target`` (raw path and query) and yield its response.
+
+        The response is released (the connection returned to the pool, or closed
+        if the body was not read to its end) when the block exits.
+        """
+        assert self._session is not None, "Upstream.start() was not awaited"
+        url = URL(str(self.base) + target, encoded=True)
+        with translate_errors():
+            resp = await self._session.request(
+                method,
+                url,
+                headers=headers,
+                data=body,
+                allow_redirects=False,
+                compress=None,
+                chunked=None,
+            )
+        try:
+            yield UpstreamResponse(resp)
+        finally:
+            resp.release()
+
+    async def probe(self, timeout: float) -> bool:
+        """Does the upstream answer HTTP at all? Used by ``/readyz``."""
+        try:
+            async with asyncio.timeout(timeout), self.request("HEAD", "/", ()):
+                return True
+        except (UpstreamError, TimeoutError):
+            return False
