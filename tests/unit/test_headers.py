@@ -1,0 +1,124 @@
+"""Header rules (proxy/headers.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from proxy import headers as h
+
+
+def test_hop_by_hop_and_connection_named_headers_are_dropped() -> None:
+    given = (
+        ("Connection", "keep-alive, X-Secret-Hop"),
+        ("Keep-Alive", "timeout=5"),
+        ("X-Secret-Hop", "1"),
+        ("Transfer-Encoding", "chunked"),
+        ("Upgrade", "websocket"),
+        ("Proxy-Authorization", "Basic x"),
+        ("TE", "trailers"),
+        ("Trailer", "X-T"),
+        ("Content-Type", "image/jpeg"),
+        ("X-App", "kept"),
+    )
+    assert h.end_to_end(given) == (("Content-Type", "image/jpeg"), ("X-App", "kept"))
+
+
+def test_request_headers_for_upstream_sets_forwarding_headers_and_distrusts_clients() -> None:
+    given = (
+        ("Host", "photos.example"),
+        ("X-Forwarded-For", "6.6.6.6"),
+        ("X-Forwarded-Host", "evil.example"),
+        ("X-Forwarded-Proto", "https"),
+        ("Forwarded", "for=6.6.6.6"),
+        ("Via", "1.0 edge"),
+        ("Content-Length", "5"),
+        ("Expect", "100-continue"),
+        ("If-None-Match", '"x"'),
+        ("Range", "bytes=0-1"),
+        ("Accept", "image/*"),
+    )
+    out = h.request_headers_for_upstream(given, client_ip="10.0.0.7", scheme="http", fill=False)
+    d = {n.lower(): v for n, v in out}
+    assert "host" not in d  # the client library sets the upstream's own Host
+    assert d["x-forwarded-for"] == "10.0.0.7"
+    assert d["x-forwarded-host"] == "photos.example"
+    assert d["x-forwarded-proto"] == "http"
+    assert "forwarded" not in d
+    assert d["via"] == "1.0 edge, 1.1 sidecache"
+    assert "content-length" not in d and "expect" not in d
+    assert d["if-none-match"] == '"x"' and d["range"] == "bytes=0-1"
+    assert d["accept"] == "image/*"
+    filled = dict(
+        (n.lower(), v)
+        for n, v in h.request_headers_for_upstream(
+            given, client_ip="10.0.0.7", scheme="http", fill=True
+        )
+    )
+    assert "if-none-match" not in filled and "range" not in filled
+
+
+def test_response_headers_drop_framing() -> None:
+    given = (("Content-Length", "3"), ("Transfer-Encoding", "chunked"), ("ETag", '"a"'))
+    assert h.response_headers_for_client(given) == (("ETag", '"a"'),)
+
+
+def test_with_via_appends() -> None:
+    assert h.with_via((("Via", "1.0 app"),)) == (("Via", "1.0 app, 1.1 sidecache"),)
+    assert h.with_via(()) == (("Via", "1.1 sidecache"),)
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        (["public, max-age=60"], {"public": None, "max-age": "60"}),
+        (["No-Store"], {"no-store": None}),
+        (["private", 'max-age="5"'], {"private": None, "max-age": "5"}),
+        ([" , ,"], {}),
+    ],
+)
+def test_cache_control_directives(values: list[str], expected: dict[str, str | None]) -> None:
+    assert h.cache_control_directives(values) == expected
+
+
+@pytest.mark.parametrize(
+    ("header", "etag", "match"),
+    [
+        ('"a"', '"a"', True),
+        ('W/"a"', '"a"', True),
+        ('"a"', 'W/"a"', True),
+        ('"b", "a"', '"a"', True),
+        ("*", '"a"', True),
+        ('"b"', '"a"', False),
+        ('"a', '"a"', False),
+    ],
+)
+def test_if_none_match_uses_weak_comparison(header: str, etag: str, match: bool) -> None:
+    assert h.if_none_match_matches(header, etag) is match
+
+
+def test_computed_etag_is_strong_and_body_derived() -> None:
+    a, b = h.compute_etag(b"one"), h.compute_etag(b"two")
+    assert a != b and a == h.compute_etag(b"one")
+    assert a.startswith('"') and a.endswith('"') and not a.startswith("W/")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({"hit": True, "ttl": 299.7}, "sidecache; hit; ttl=299"),
+        (
+            {"hit": False, "fwd": "uri-miss", "fwd_status": 200, "stored": True},
+            "sidecache; fwd=uri-miss; fwd-status=200; stored",
+        ),
+        ({"hit": False, "fwd": "bypass", "detail": "no-route"}, "sidecache; fwd=bypass; detail=no-route"),
+    ],
+)
+def test_cache_status(kwargs: dict[str, object], expected: str) -> None:
+    assert h.cache_status(**kwargs) == expected  # type: ignore[arg-type]
+
+
+def test_get_helpers_are_case_insensitive() -> None:
+    hs = (("Vary", "a"), ("vary", "b"))
+    assert h.get(hs, "VARY") == "a"
+    assert h.get_all(hs, "Vary") == ["a", "b"]
+    assert h.get(hs, "x") is None

@@ -1,0 +1,120 @@
+"""Path normalisation, query selection and key construction (proxy/keys.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from proxy.keys import build_key, credential_digest, normalise_path, select_query
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("/", "/"),
+        ("/api/photo/12", "/api/photo/12"),
+        ("/api/photo/12/", "/api/photo/12/"),
+        # Unreserved characters are decoded, other escapes upper-cased (RFC 3986 6.2.2).
+        ("/api/photo/%31%32", "/api/photo/12"),
+        ("/a/%7euser", "/a/~user"),
+        ("/a/%c3%a9", "/a/%C3%A9"),
+        ("/a/%25", "/a/%25"),
+        ("/a/b:c@d!$&'()*+,=", "/a/b:c@d!$&'()*+,="),
+        # Ambiguous: never looked up, never stored.
+        ("api/photo/1", None),
+        ("", None),
+        ("/api/photo%2F12", None),
+        ("/api/photo%2f12", None),
+        ("/api%5Cphoto", None),
+        ("/api\\photo", None),
+        ("/api/../admin", None),
+        ("/api/./photo", None),
+        ("/api/%2e%2e/admin", None),
+        ("/api/%2E/photo", None),
+        ("/api/photo/1;jsessionid=x", None),
+        ("/api//photo", None),
+        ("//api/photo", None),
+        ("/api/photo%00", None),
+        ("/api/photo%0a", None),
+        ("/api/photo%7F", None),
+        ("/api/photo#frag", None),
+        ("/api/ph oto", None),
+        ("/api/photo/\x01", None),
+        ("/api/phöto", None),
+        ("/bad/%zz", None),
+        ("/bad/%4", None),
+    ],
+)
+def test_normalise_path(raw: str, expected: str | None) -> None:
+    assert normalise_path(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("query", "mode", "expected"),
+    [
+        ("", "all", ""),
+        ("b=2&a=1", "all", "b=2&a=1"),
+        ("b=2&a=1", "ignore", ""),
+        ("w=100&sig=x&h=50", ("w", "h"), "w=100&h=50"),
+        ("w=100&w=200", ("w",), "w=100&w=200"),
+        ("sig=x", ("w",), ""),
+        ("", ("w",), ""),
+        ("%77=1&x=2", ("w",), "%77=1"),
+        ("a=1#frag", "all", None),
+        ("a=\x00", "all", None),
+        ("a=é", "all", None),
+    ],
+)
+def test_select_query(query: str, mode: str | tuple[str, ...], expected: str | None) -> None:
+    assert select_query(query, mode) == expected
+
+
+def test_credential_digest_distinguishes_users_and_never_contains_them() -> None:
+    pairs = [
+        (None, None),
+        ("Bearer alice", None),
+        ("Bearer bob", None),
+        (None, "session=alice"),
+        ("Bearer alice", "session=alice"),
+        # Concatenation tricks must not collide.
+        ("ab", "c"),
+        ("a", "bc"),
+        ("", None),
+        (None, ""),
+    ]
+    digests = [credential_digest(a, c) for a, c in pairs]
+    assert len(set(digests)) == len(pairs)
+    for (a, c), d in zip(pairs, digests, strict=True):
+        for secret in (a, c):
+            if secret and len(secret) > 4:
+                assert secret not in d
+    assert credential_digest("Bearer alice", None) == credential_digest("Bearer alice", None)
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        (("photo", "h", "/p/1"), ("photo", "h", "/p/2")),
+        (("photo", "h", "/p/1"), ("thumb", "h", "/p/1")),
+        (("photo", "h", "/p/1"), ("photo", "other", "/p/1")),
+        (("photo", "h", "/p/1?a=1"), ("photo", "h", "/p/1?a=2")),
+    ],
+)
+def test_keys_differ_on_every_component(
+    a: tuple[str, str, str], b: tuple[str, str, str]
+) -> None:
+    assert build_key(*a) != build_key(*b)
+
+
+def test_vary_values_and_absence_are_distinct() -> None:
+    base = ("photo", "h", "/p/1")
+    absent = build_key(*base, vary=[("accept", None)])
+    empty = build_key(*base, vary=[("accept", "")])
+    webp = build_key(*base, vary=[("accept", "image/webp")])
+    assert len({absent, empty, webp, build_key(*base)}) == 4
+
+
+def test_credentials_join_the_key() -> None:
+    base = ("mine", "h", "/my")
+    alice = build_key(*base, credentials=credential_digest("Bearer alice", None))
+    bob = build_key(*base, credentials=credential_digest("Bearer bob", None))
+    assert alice != bob != build_key(*base)
