@@ -1,0 +1,94 @@
+"""Fixtures: a real upstream on a real socket, sidecache instances in front of it,
+and a client that forwards bytes as they are (no cookie jar, no decompression)."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+from yarl import URL
+
+from proxy.config import parse_config
+from proxy.server import Runtime, Sidecache
+from tests.integration.upstream_app import build_app
+
+DEFAULT_ROUTES: list[dict[str, Any]] = [
+    {"name": "photo", "match": "/api/photo/{id}", "ttl": "5m"},
+    {"name": "gated", "match": "/gated/photo/{id}", "ttl": "5m"},
+]
+
+
+@dataclass
+class Running:
+    instance: Sidecache
+    url: URL
+    control: URL
+
+    @property
+    def runtime(self) -> Runtime:
+        assert self.instance.runtime is not None
+        return self.instance.runtime
+
+
+Factory = Callable[..., Awaitable[Running]]
+
+
+@pytest.fixture
+async def upstream(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> TestServer:
+    return await aiohttp_server(build_app())
+
+
+def free_port_that_refuses() -> int:
+    """A loopback port with nothing listening on it."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+@pytest.fixture
+async def sidecache(upstream: TestServer) -> AsyncIterator[Factory]:
+    started: list[Sidecache] = []
+
+    async def make(
+        routes: list[dict[str, Any]] | None = None,
+        *,
+        upstream_url: str | None = None,
+        **sections: Any,
+    ) -> Running:
+        data: dict[str, Any] = {
+            "listen": "127.0.0.1:0",
+            "upstream": {"url": upstream_url or str(upstream.make_url("/")).rstrip("/")},
+            "control": {"listen": "127.0.0.1:0"},
+            "routes": DEFAULT_ROUTES if routes is None else routes,
+        }
+        for name, value in sections.items():
+            if isinstance(value, dict) and isinstance(data.get(name), dict):
+                data[name] = {**data[name], **value}
+            else:
+                data[name] = value
+        instance = Sidecache(parse_config(data, source="<test>", environ={}))
+        await instance.start()
+        started.append(instance)
+        return Running(
+            instance,
+            URL(f"http://127.0.0.1:{instance.public_port}"),
+            URL(f"http://127.0.0.1:{instance.control_port}"),
+        )
+
+    yield make
+    for instance in started:
+        await instance.stop(grace=1.0)
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(
+        cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False
+    ) as session:
+        yield session

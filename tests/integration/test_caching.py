@@ -1,0 +1,240 @@
+"""Caching behaviour end to end: real upstream, real proxy, real client."""
+
+from __future__ import annotations
+
+import aiohttp
+from aiohttp.test_utils import TestServer
+
+from tests.integration.conftest import Factory
+from tests.integration.upstream_app import HITS, photo_body
+
+
+def hits(upstream: TestServer, key: str) -> int:
+    return upstream.app[HITS][key]
+
+
+async def test_miss_then_hit_serves_the_stored_body(
+    sidecache: Factory, upstream: TestServer, client: aiohttp.ClientSession
+) -> None:
+    proxy = await sidecache()
+    async with client.get(proxy.url / "api/photo/7") as first:
+        assert first.status == 200
+        assert first.headers["X-Cache"] == "MISS"
+        assert "fwd=uri-miss" in first.headers["Cache-Status"]
+        assert "stored" in first.headers["Cache-Status"]
+        assert await first.read() == photo_body("7", 1000)
+    async with client.get(proxy.url / "api/photo/7") as second:
+        assert second.status == 200
+        assert second.headers["X-Cache"] == "HIT"
+        assert second.headers["Cache-Status"].startswith("sidecache; hit")
+        assert second.headers["Content-Type"] == "image/jpeg"
+        assert int(second.headers["Age"]) >= 0
+        assert second.headers["ETag"].startswith('"')
+        assert "1.1 sidecache" in second.headers["Via"]
+        assert await second.read() == photo_body("7", 1000)
+    assert hits(upstream, "GET /api/photo/7") == 1
+
+
+async def test_if_none_match_is_answered_304_from_the_cache(
+    sidecache: Factory, upstream: TestServer, client: aiohttp.ClientSession
+) -> None:
+    proxy = await sidecache()
+    async with client.get(proxy.url / "api/photo/1") as r:
+        await r.read()
+    async with client.get(proxy.url / "api/photo/1") as r:
+        etag = r.headers["ETag"]
+    async with client.get(proxy.url / "api/photo/1", headers={"If-None-Match": etag}) as r:
+        assert r.status == 304
+        assert r.headers["X-Cache"] == "HIT"
+        assert r.headers["ETag"] == etag
+        assert await r.read() == b""
+    async with client.get(proxy.url / "api/photo/1", headers={"If-None-Match": '"other"'}) as r:
+        assert r.status == 200
+        assert len(await r.read()) == 1000
+    assert hits(upstream, "GET /api/photo/1") == 1
+
+
+async def test_upstream_etag_is_kept(
+    sidecache: Factory, client: aiohttp.ClientSession
+) -> None:
+    proxy = await sidecache()
+    url = proxy.url.with_path("/api/photo/2").with_query(etag='"v1"')
+    for _ in range(2):
+        async with client.get(url) as r:
+            await r.read()
+    assert r.headers["X-Cache"] == "HIT"
+    assert r.headers["ETag"] == '"v1"'
+
+
+async def test_head_is_answered_from_the_get_entry(
+    sidecache: Factory, upstream: TestServer, client: aiohttp.ClientSession
+) -> None:
+    proxy = await sidecache()
+    async with client.head(proxy.url / "api/photo/3") as r:
+        assert r.status == 200
+        assert r.headers["X-Cache"] == "MISS"
+    async with client.get(proxy.url / "api/photo/3") as r:
+        assert r.headers["X-Cache"] == "HIT"
+        assert await r.read() == photo_body("3", 1000)
+    async with client.head(proxy.url / "api/photo/3") as r:
+        assert r.headers["X-Cache"] == "HIT"
+        assert r.headers["Content-Length"] == "1000"
+        assert await r.read() == b""
+    assert hits(upstream, "GET /api/photo/3") == 1
+    assert hits(upstream, "HEAD /api/photo/3") == 0
+
+
+async def test_requests_matching_no_route_are_proxied_and_never_stored(
+    sidecache: Factory, upstream: TestServer, client: aiohttp.ClientSession
+) -> None:
+    proxy = await sidecache()
+    for _ in range(2):
+        async with client.get(proxy.url / "files/9") as r:
+            assert r.status == 200
+            assert r.headers["X-Cache"] == "BYPASS"
+            assert "fwd=bypass" in r.headers["Cache-Status"]
+            assert await r.read() == photo_body("9", 1000)
+    assert hits(upstream, "GET /files/9") == 2
+
+
+async def test_statuses_outside_the_route_list_are_not_stored(
+    sidecache: Factory, upstream: TestServer, client: aiohttp.ClientSession
+) -> None:
+    proxy = await sidecache()
+    url = proxy.url.with_path("/api/photo/4").with_query(status="404")
+    for _ in range(2):
+        async with client.get(url) as r:
+            assert r.status == 404
+            assert r.headers["X-Cache"] == "MISS"
+            assert "stored" not in r.headers["Cache-Status"]
+    assert hits(upstream, "GET /api/photo/4?status=404") == 2
+
+
+async def test_listed_statuses_are_stored(
+    sidecache: Factory, upstream: TestServer, client: aiohttp.ClientSession
+) -> None:
+    routes = [{"name": "photo", "match": "/api/photo/{id}", "ttl": 60, "statuses": [200, 404]}]
+    proxy = await sidecache(routes)
+    url = proxy.url.with_path("/api/photo/4").with_query(status="404")
+    for _ in range(2):
+        async with client.get(url) as r:
+            assert r.status == 404
+    assert r.headers["X-Cache"] == "HIT"
+    assert hits(upstream, "GET /api/photo/4?status=404") == 1
+
+
+async def test_responses_that_forbid_sharing_are_never_stored(
+    sidecache: Factory, upstream: TestServer, client: aiohttp.ClientSession
+) -> None:
+    routes = [
+        {"name": "photo", "match": "/api/photo/{id}", "ttl": 60, "credentials": "shared"},
+    ]
+    proxy = await sidecache(routes)
+    cases = {
+        "set-cookie": "session=abc",
+        "cache-control": "no-store",
+        "vary": "*",
+    }
+    for name, value in cases.items():
+        url = proxy.url.with_path("/api/photo/5").with_query({name: value})
+        for _ in range(2):
+            async with client.get(url) as r:
+                assert r.status == 200
+                assert r.headers["X-Cache"] == "MISS", name
+                await r.read()
+        assert hits(upstream, f"GET {url.path_qs}") == 2, name
+    private = proxy.url.with_path("/api/photo/5").with_query({"cache-control": "private"})
+    for _ in range(2):
+        async with client.get(private) as r:
+            assert r.headers["X-Cache"] == "MISS"
+
+
+async def test_set_cookie_response_never_reaches_another_client(
+    sidecache: Factory, client: aiohttp.ClientSession
+) -> None:
+    proxy = await sidecache()
+    url = proxy.url.with_path("/api/photo/6").with_query({"set-cookie": "session=alice"})
+    async with client.get(url) as r:
+        assert r.headers.get("Set-Cookie") == "session=alice"
+    async with client.get(url) as r:
+        assert r.headers["X-Cache"] == "MISS"
+
+
+async def test_client_cache_control_is_set_on_cacheable_responses(
+    sidecache: Factory, client: aiohttp.ClientSession
+) -> None:
+    cc = "public, max-age=86400, immutable"
+    routes = [{"name": "photo", "match": "/api/photo/{id}", "ttl": 60, "client_cache_control": cc}]
+    proxy = await sidecache(routes)
+    for expected in ("MISS", "HIT"):
+        async with client.get(proxy.url / "api/photo/8") as r:
+            assert r.headers["X-Cache"] == expected
+            assert r.headers["Cache-Control"] == cc
+    async with client.get(proxy.url / "files/8") as r:
+        assert "Cache-Control" not in r.headers
+
+
+async def test_content_types_restrict_what_is_stored(
+    sidecache: Factory, upstream: TestServer, client: aiohttp.ClientSession
+) -> None:
+    routes = [
+        {"name": "photo", "match": "/api/photo/{id}", "ttl": 60, "content_types": ["image/*"]}
+    ]
+    proxy = await sidecache(routes)
+    html = proxy.url.with_path("/api/photo/1").with_query(type="text/html")
+    jpeg = proxy.url.with_path("/api/photo/1").with_query(type="image/jpeg; q=1")
+    for url, second in ((html, "MISS"), (jpeg, "HIT")):
+        for _ in range(2):
+            async with client.get(url) as r:
+                await r.read()
+        assert r.headers["X-Cache"] == second
+
+
+async def test_query_modes(
+    sidecache: Factory, upstream: TestServer, client: aiohttp.ClientSession
+) -> None:
+    routes = [
+        {"name": "all", "match": "/api/photo/{id:1}", "ttl": 60},
+        {"name": "ignore", "match": "/api/photo/{id:2}", "ttl": 60, "query": "ignore"},
+        {"name": "some", "match": "/api/photo/{id:3}", "ttl": 60, "query": ["size"]},
+    ]
+    proxy = await sidecache(routes)
+
+    async def get(path_qs: str) -> str:
+        async with client.get(proxy.url.join(aiohttp.client.URL(path_qs))) as r:
+            await r.read()
+            return r.headers["X-Cache"]
+
+    assert [await get("/api/photo/1?a=1"), await get("/api/photo/1?a=2")] == ["MISS", "MISS"]
+    assert await get("/api/photo/1?a=1") == "HIT"
+    # ignore: one entry, and the query is not forwarded (the key names what was fetched)
+    assert [await get("/api/photo/2?a=1"), await get("/api/photo/2?b=2")] == ["MISS", "HIT"]
+    assert hits(upstream, "GET /api/photo/2") == 1
+    # a list: only the named parameters join the key and travel upstream
+    assert await get("/api/photo/3?size=10&utm=x") == "MISS"
+    assert await get("/api/photo/3?utm=y&size=10") == "HIT"
+    assert await get("/api/photo/3?size=20") == "MISS"
+    assert hits(upstream, "GET /api/photo/3?size=10") == 1
+
+
+async def test_vary_headers_join_the_key(
+    sidecache: Factory, upstream: TestServer, client: aiohttp.ClientSession
+) -> None:
+    routes = [{"name": "photo", "match": "/api/photo/{id}", "ttl": 60, "vary": ["accept"]}]
+    proxy = await sidecache(routes)
+    seen = []
+    for accept in ("image/webp", "image/avif", "image/webp", None):
+        headers = {"Accept": accept} if accept else {}
+        async with client.get(proxy.url / "api/photo/1", headers=headers) as r:
+            seen.append(r.headers["X-Cache"])
+    assert seen == ["MISS", "MISS", "HIT", "MISS"]
+
+
+async def test_upstream_vary_outside_the_route_key_is_not_stored(
+    sidecache: Factory, client: aiohttp.ClientSession
+) -> None:
+    proxy = await sidecache()
+    url = proxy.url.with_path("/api/photo/1").with_query(vary="Accept-Language")
+    for _ in range(2):
+        async with client.get(url) as r:
+            assert r.headers["X-Cache"] == "MISS"

@@ -1,0 +1,123 @@
+"""The control port: stats, health, readiness, purge, token, byte budget."""
+
+from __future__ import annotations
+
+import aiohttp
+from aiohttp.test_utils import TestServer
+
+from tests.integration.conftest import Factory, free_port_that_refuses
+from tests.integration.upstream_app import HITS
+
+
+async def get_json(client: aiohttp.ClientSession, url: object) -> dict[str, object]:
+    async with client.get(url) as r:  # type: ignore[arg-type]
+        assert r.status == 200
+        data: dict[str, object] = await r.json()
+        return data
+
+
+async def test_stats_has_the_contract_fields_and_counts(
+    sidecache: Factory, client: aiohttp.ClientSession
+) -> None:
+    proxy = await sidecache()
+    for path in ("api/photo/1", "api/photo/1", "api/photo/1", "api/photo/2", "files/1"):
+        async with client.get(proxy.url / path) as r:
+            await r.read()
+    stats = await get_json(client, proxy.control / "stats")
+    cache, upstream, routes = stats["cache"], stats["upstream"], stats["routes"]
+    assert isinstance(cache, dict) and isinstance(upstream, dict) and isinstance(routes, dict)
+    for name in ("entries", "bytes", "max_bytes", "hits", "misses", "hit_rate", "stale",
+                 "bypass", "evictions", "expired"):
+        assert isinstance(cache[name], int | float), name
+    for name in ("requests", "errors", "in_flight", "queued", "coalesced"):
+        assert isinstance(upstream[name], int), name
+    assert cache["entries"] == 2
+    assert cache["hits"] == 2 and cache["misses"] == 2 and cache["bypass"] == 1
+    assert cache["hit_rate"] == 0.5
+    assert 2000 < cache["bytes"] <= cache["max_bytes"]
+    assert upstream["requests"] == 3 and upstream["in_flight"] == 0
+    assert routes["photo"] == {"hits": 2, "misses": 2, "stale": 0, "bypass": 0}
+    assert isinstance(stats["uptime_s"], float | int)
+
+
+async def test_healthz_and_readyz(sidecache: Factory, client: aiohttp.ClientSession) -> None:
+    up = await sidecache()
+    down = await sidecache(upstream_url=f"http://127.0.0.1:{free_port_that_refuses()}")
+    for proxy, ready in ((up, 200), (down, 503)):
+        async with client.get(proxy.control / "healthz") as r:
+            assert r.status == 200
+        async with client.get(proxy.control / "readyz") as r:
+            assert r.status == ready
+
+
+async def test_purge_by_path_route_and_all(
+    sidecache: Factory, upstream: TestServer, client: aiohttp.ClientSession
+) -> None:
+    routes = [
+        {"name": "photo", "match": "/api/photo/{id}", "ttl": 60},
+        {"name": "files", "match": "/files/{id}", "ttl": 60},
+    ]
+    proxy = await sidecache(routes)
+
+    async def fill(*paths: str) -> None:
+        for p in paths:
+            async with client.get(proxy.url.join(aiohttp.client.URL(p))) as r:
+                await r.read()
+
+    async def purge(body: object) -> tuple[int, dict[str, object]]:
+        async with client.post(proxy.control / "purge", json=body) as r:
+            return r.status, await r.json()
+
+    await fill("/api/photo/1", "/api/photo/1?size=10", "/api/photo/2", "/files/1", "/files/2")
+    assert proxy.runtime.store.figures().entries == 5
+    assert await purge({"path": "/api/photo/1"}) == (200, {"purged": 2})  # every variant
+    assert await purge({"path": "/api/photo/%31"}) == (200, {"purged": 0})
+    assert await purge({"route": "files"}) == (200, {"purged": 2})
+    assert await purge({"all": True}) == (200, {"purged": 1})
+    assert proxy.runtime.store.figures().entries == 0
+    await fill("/api/photo/2")
+    assert upstream.app[HITS]["GET /api/photo/2"] == 2
+    for bad in ({}, {"path": 1}, {"all": False}, {"path": "/a", "all": True}, [1]):
+        status, body = await purge(bad)
+        assert status == 400 and "error" in body
+    assert (await purge({"path": "/a/../b"}))[0] == 400
+    assert (await purge({"route": "nope"}))[0] == 404
+    async with client.post(proxy.control / "purge", data=b"not json") as r:
+        assert r.status == 400
+
+
+async def test_purge_requires_the_token_when_one_is_set(
+    sidecache: Factory, client: aiohttp.ClientSession
+) -> None:
+    proxy = await sidecache(control={"token": "s3cret"})
+    url = proxy.control / "purge"
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic s3cret"}):
+        async with client.post(url, json={"all": True}, headers=headers) as r:
+            assert r.status == 401
+            assert r.headers["WWW-Authenticate"].startswith("Bearer")
+    async with client.post(url, json={"all": True}, headers={"Authorization": "Bearer s3cret"}) as r:
+        assert r.status == 200
+    async with client.get(proxy.control / "stats") as r:
+        assert r.status == 200  # reading stays open on the loopback-bound port
+
+
+async def test_byte_budget_is_kept_and_eviction_is_lru(
+    sidecache: Factory, upstream: TestServer, client: aiohttp.ClientSession
+) -> None:
+    proxy = await sidecache(cache={"max_bytes": "100KiB", "max_object_bytes": "40KiB"})
+
+    async def get(n: int) -> str:
+        async with client.get(proxy.url.with_path(f"/api/photo/{n}").with_query(size="30000")) as r:
+            await r.read()
+            return r.headers["X-Cache"]
+
+    for n in (1, 2, 3):
+        assert await get(n) == "MISS"
+    assert await get(1) == "HIT"  # 1 is now the most recently used
+    assert await get(4) == "MISS"  # evicts 2, the least recently used
+    figures = proxy.runtime.store.figures()
+    assert figures.bytes <= figures.max_bytes == 100 * 1024
+    assert figures.evictions == 1
+    assert await get(1) == "HIT"
+    assert await get(3) == "HIT"
+    assert await get(2) == "MISS"

@@ -1,0 +1,144 @@
+"""A test upstream that counts what it receives and misbehaves on request.
+
+Runs in-process behind pytest-aiohttp's ``aiohttp_server`` (a real socket), or as
+a separate process: ``python -m tests.integration.upstream_app`` prints its port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections import Counter
+
+from aiohttp import web
+
+HITS: web.AppKey[Counter[str]] = web.AppKey("hits", Counter)
+GATE: web.AppKey[asyncio.Event] = web.AppKey("gate", asyncio.Event)
+ARRIVED: web.AppKey[asyncio.Event] = web.AppKey("arrived", asyncio.Event)
+LAST: web.AppKey[dict[str, object]] = web.AppKey("last", dict)
+
+
+def photo_body(photo_id: str, size: int) -> bytes:
+    unit = f"photo-{photo_id}-".encode()
+    return (unit * (size // len(unit) + 1))[:size]
+
+
+def _count(request: web.Request) -> None:
+    request.app[HITS][f"{request.method} {request.path_qs}"] += 1
+    request.app[HITS]["total"] += 1
+    request.app[LAST].clear()
+    request.app[LAST].update(
+        method=request.method,
+        path_qs=request.raw_path,
+        headers=[[k, v] for k, v in request.headers.items()],
+    )
+    request.app[ARRIVED].set()
+
+
+async def _gate(request: web.Request) -> None:
+    if "gated" in request.query or request.path.startswith("/gated"):
+        await request.app[GATE].wait()
+
+
+async def photo(request: web.Request) -> web.StreamResponse:
+    _count(request)
+    if request.method in ("POST", "PUT", "PATCH", "DELETE"):
+        await request.read()
+        return web.Response(status=204)
+    await _gate(request)
+    size = int(request.query.get("size", "1000"))
+    headers = {"Content-Type": request.query.get("type", "image/jpeg")}
+    for name in ("cache-control", "set-cookie", "vary", "etag"):
+        if name in request.query:
+            headers[name] = request.query[name]
+    status = int(request.query.get("status", "200"))
+    body = photo_body(request.match_info["id"], size)
+    if "chunked" in request.query:
+        resp = web.StreamResponse(status=status, headers=headers)
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        for i in range(0, len(body), 4096):
+            await resp.write(body[i : i + 4096])
+        await resp.write_eof()
+        return resp
+    return web.Response(status=status, body=body, headers=headers)
+
+
+async def truncated(request: web.Request) -> web.StreamResponse:
+    """Promises more than it sends, then drops the connection."""
+    _count(request)
+    resp = web.StreamResponse(headers={"Content-Type": "image/jpeg"})
+    if "chunked" in request.query:
+        resp.enable_chunked_encoding()
+    else:
+        resp.content_length = 100_000
+    await resp.prepare(request)
+    await resp.write(b"x" * 50_000)
+    assert request.transport is not None
+    request.transport.close()
+    return resp
+
+
+async def echo(request: web.Request) -> web.Response:
+    _count(request)
+    await _gate(request)
+    body = await request.read()
+    return web.json_response(
+        {
+            "method": request.method,
+            "path_qs": request.raw_path,
+            "headers": [[k, v] for k, v in request.headers.items()],
+            "body_length": len(body),
+            "chunked": request.headers.get("Transfer-Encoding", "") == "chunked",
+        },
+        headers={"X-Upstream-Hop": "1", "Connection": "X-Upstream-Hop"},
+    )
+
+
+async def my_photos(request: web.Request) -> web.Response:
+    _count(request)
+    auth = request.headers.get("Authorization", "")
+    if not auth:
+        return web.Response(status=401, text="login required")
+    return web.json_response({"user": auth.removeprefix("Bearer ")})
+
+
+async def hang(request: web.Request) -> web.Response:
+    _count(request)
+    await asyncio.Event().wait()
+    raise AssertionError("unreachable")
+
+
+def build_app() -> web.Application:
+    app = web.Application()
+    app[HITS] = Counter()
+    app[GATE] = asyncio.Event()
+    app[ARRIVED] = asyncio.Event()
+    app[LAST] = {}
+    app.router.add_route("*", "/api/photo/{id}", photo)
+    app.router.add_route("*", "/gated/photo/{id}", photo)
+    app.router.add_route("*", "/files/{id}", photo)
+    app.router.add_get("/truncated", truncated)
+    app.router.add_route("*", "/echo{tail:.*}", echo)
+    app.router.add_get("/api/my-photos", my_photos)
+    app.router.add_get("/hang", hang)
+    return app
+
+
+if __name__ == "__main__":
+    runner = web.AppRunner(build_app())
+
+    async def main() -> None:
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        server = site._server
+        assert server is not None
+        print(json.dumps({"port": server.sockets[0].getsockname()[1]}), flush=True)
+        await asyncio.Event().wait()
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        sys.exit(0)
