@@ -111,7 +111,7 @@ async def hang(request: web.Request) -> web.Response:
 
 
 def build_app() -> web.Application:
-    app = web.Application()
+    app = web.Application(client_max_size=64 * 1024 * 1024)
     app[HITS] = Counter()
     app[GATE] = asyncio.Event()
     app[ARRIVED] = asyncio.Event()

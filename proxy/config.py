@@ -1,0 +1,513 @@
+"""Configuration: YAML -> environment substitution -> validated, frozen objects.
+
+Owns the schema of SPEC "Configuration (YAML)", the duration and size syntaxes,
+``${VAR}`` / ``${VAR:-default}`` substitution and ``ConfigError``, whose message
+names the file, the key path (``routes[1].ttl``), the value and what was
+expected. Validation is pydantic's; its errors are translated here, once.
+Pure: imports neither aiohttp nor asyncio.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from proxy.routes import TemplateError, compile_template
+
+DEFAULT_CONFIG_PATH = "config/sidecache.yaml"
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; ``str()`` is the one-line message for the user."""
+
+
+# -- scalar syntaxes -----------------------------------------------------------------
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {
+    "b": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "tb": 1000**4,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "tib": 1024**4,
+}
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from ``30``, ``1.5``, ``"500ms"``, ``"30s"``, ``"5m"``, ``"1h"``, ``"1d"``."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration (e.g. '30s', '5m')")
+    if isinstance(value, int | float):
+        if value < 0 or not math.isfinite(value):
+            raise ValueError(f"{value!r} is not a duration: it must be 0 or more")
+        return float(value)
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if m:
+            return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    raise ValueError(f"{value!r} is not a duration (e.g. '30s', '5m')")
+
+
+def parse_size(value: object) -> int:
+    """Bytes from ``1024``, ``"512KiB"``, ``"64MiB"``, ``"1GiB"``, ``"10MB"`` (powers of 1000)."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a size (e.g. '512KiB', '64MiB', '1GiB')")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"{value!r} is not a size: it must be 0 or more")
+        return value
+    if isinstance(value, str):
+        m = _SIZE.match(value)
+        if m:
+            unit = (m.group(2) or "b").lower()
+            return int(float(m.group(1)) * _SIZE_UNITS[unit])
+    raise ValueError(f"{value!r} is not a size (e.g. '512KiB', '64MiB', '1GiB')")
+
+
+def _duration(value: object) -> float:
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise PydanticCustomError("sidecache", str(exc)) from None
+
+
+def _size(value: object) -> int:
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise PydanticCustomError("sidecache", str(exc)) from None
+
+
+Duration = Annotated[float, BeforeValidator(_duration)]
+PositiveDuration = Annotated[float, BeforeValidator(_duration), Field(gt=0)]
+Size = Annotated[int, BeforeValidator(_size), Field(gt=0)]
+
+
+def _fail(value: object, expected: str) -> PydanticCustomError:
+    return PydanticCustomError("sidecache", "{value} {expected}", {"value": repr(value), "expected": expected})
+
+
+# -- the schema ------------------------------------------------------------------------
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid", strict=False)
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_ROUTE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+_MEDIA_RANGE = re.compile(r"^[a-z0-9!#$&^_.+-]+/(\*|[a-z0-9!#$&^_.+-]+)$")
+
+
+class Address(BaseModel):
+    model_config = _FROZEN
+    host: str
+    port: int
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse(cls, value: object) -> object:
+        if isinstance(value, Address | dict):
+            return value
+        if not isinstance(value, str):
+            raise _fail(value, "is not an address (e.g. '0.0.0.0:8080', '127.0.0.1:9090')")
+        text = value.strip()
+        if text.startswith("["):
+            host, sep, port = text[1:].partition("]:")
+        else:
+            host, sep, port = text.rpartition(":")
+        if not sep or not port.isdigit() or int(port) > 65535 or "[" in host or "]" in host:
+            raise _fail(value, "is not an address (e.g. '0.0.0.0:8080', '127.0.0.1:9090')")
+        return {"host": host or "0.0.0.0", "port": int(port)}
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+class UpstreamConfig(BaseModel):
+    model_config = _FROZEN
+    url: str
+    max_connections: int = Field(50, ge=1)
+    queue_timeout: PositiveDuration = 10.0
+    connect_timeout: PositiveDuration = 2.0
+    timeout: PositiveDuration = 30.0
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _url(cls, value: object) -> str:
+        expected = "is not an upstream URL (e.g. 'http://127.0.0.1:8000')"
+        if not isinstance(value, str):
+            raise _fail(value, expected)
+        try:
+            parts = urlsplit(value.strip())
+            _ = parts.port
+        except ValueError:
+            raise _fail(value, expected) from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise _fail(value, expected)
+        if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+            raise _fail(value, "must be scheme://host[:port] only, without a path or query")
+        return f"{parts.scheme}://{parts.netloc}"
+
+
+class ControlConfig(BaseModel):
+    model_config = _FROZEN
+    listen: Address = Address(host="127.0.0.1", port=9090)
+    token: str = ""
+
+
+class CacheConfig(BaseModel):
+    model_config = _FROZEN
+    max_bytes: Size = 1024**3
+    max_object_bytes: Size = 16 * 1024**2
+
+    @model_validator(mode="after")
+    def _object_fits(self) -> CacheConfig:
+        if self.max_object_bytes > self.max_bytes:
+            raise PydanticCustomError(
+                "sidecache_at",
+                "{value} must not exceed cache.max_bytes ({limit})",
+                {"value": self.max_object_bytes, "limit": self.max_bytes, "loc": "max_object_bytes"},
+            )
+        return self
+
+
+class RouteConfig(BaseModel):
+    model_config = _FROZEN
+    name: str
+    match: str
+    methods: tuple[str, ...] = ("GET", "HEAD")
+    ttl: PositiveDuration
+    stale_while_revalidate: Duration = 0.0
+    stale_if_error: Duration = 0.0
+    statuses: tuple[Annotated[int, Field(ge=200, le=599)], ...] = (200,)
+    query: Literal["all", "ignore"] | tuple[str, ...] = "all"
+    vary: tuple[str, ...] = ()
+    credentials: Literal["bypass", "per-user", "shared"] = "bypass"
+    client_cache_control: str | None = None
+    content_types: tuple[str, ...] | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _ROUTE_NAME.match(value):
+            raise _fail(value, "is not a route name (letters, digits, '_', '.', '-')")
+        return value
+
+    @field_validator("match")
+    @classmethod
+    def _match(cls, value: str) -> str:
+        try:
+            compile_template(value)
+        except TemplateError as exc:
+            raise PydanticCustomError("sidecache", str(exc)) from None
+        return value
+
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _methods(cls, value: object) -> object:
+        if not isinstance(value, list | tuple) or not value:
+            raise _fail(value, "is not a list of methods (e.g. [GET, HEAD])")
+        out: list[str] = []
+        for method in value:
+            upper = method.upper() if isinstance(method, str) else method
+            if upper not in ("GET", "HEAD"):
+                raise _fail(method, "is not a cacheable method (GET or HEAD)")
+            if upper not in out:
+                out.append(upper)
+        return tuple(out)
+
+    @field_validator("query", mode="before")
+    @classmethod
+    def _query(cls, value: object) -> object:
+        if isinstance(value, list | tuple):
+            names: list[str] = []
+            for name in value:
+                if not isinstance(name, str) or not name:
+                    raise _fail(name, "is not a query parameter name")
+                if name not in names:
+                    names.append(name)
+            return tuple(names)
+        if value not in ("all", "ignore"):
+            raise _fail(value, "is not 'all', 'ignore' or a list of parameter names")
+        return value
+
+    @field_validator("vary", mode="before")
+    @classmethod
+    def _vary(cls, value: object) -> object:
+        if not isinstance(value, list | tuple):
+            raise _fail(value, "is not a list of header names")
+        out: list[str] = []
+        for name in value:
+            if not isinstance(name, str) or not _TOKEN.match(name):
+                raise _fail(name, "is not a header name")
+            if name.lower() not in out:
+                out.append(name.lower())
+        return tuple(out)
+
+    @field_validator("client_cache_control")
+    @classmethod
+    def _cache_control(cls, value: str | None) -> str | None:
+        if value is not None and any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+            raise _fail(value, "must not contain control characters")
+        return value
+
+    @field_validator("content_types", mode="before")
+    @classmethod
+    def _content_types(cls, value: object) -> object:
+        if value is None:
+            return None
+        if not isinstance(value, list | tuple) or not value:
+            raise _fail(value, "is not a list of media types (e.g. [image/*])")
+        out: list[str] = []
+        for item in value:
+            if not isinstance(item, str) or not _MEDIA_RANGE.match(item.strip().lower()):
+                raise _fail(item, "is not a media type (e.g. 'image/jpeg' or 'image/*')")
+            out.append(item.strip().lower())
+        return tuple(out)
+
+
+class Config(BaseModel):
+    model_config = _FROZEN
+    listen: Address = Address(host="0.0.0.0", port=8080)
+    upstream: UpstreamConfig
+    control: ControlConfig = ControlConfig()
+    cache: CacheConfig = CacheConfig()
+    routes: tuple[RouteConfig, ...] = ()
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Config:
+        seen: set[str] = set()
+        for index, route in enumerate(self.routes):
+            if route.name in seen:
+                raise PydanticCustomError(
+                    "sidecache_at",
+                    "{value} is used by an earlier route: names must be unique",
+                    {"value": repr(route.name), "loc": f"routes.{index}.name"},
+                )
+            seen.add(route.name)
+        return self
+
+
+# -- loading ---------------------------------------------------------------------------
+
+_VAR = re.compile(r"\$(\$|\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\})")
+
+
+class _Unset(Exception):
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def _substitute(value: str, environ: Mapping[str, str]) -> str:
+    def repl(m: re.Match[str]) -> str:
+        if m.group(1) == "$":
+            return "$"
+        name, default = m.group(2), m.group(3)
+        found = environ.get(name)
+        if found is not None and (found != "" or default is None):
+            return found
+        if default is not None:
+            return default
+        raise _Unset(name)
+
+    return _VAR.sub(repl, value)
+
+
+def _walk(node: object, environ: Mapping[str, str], path: str) -> object:
+    if isinstance(node, str):
+        try:
+            return _substitute(node, environ)
+        except _Unset as unset:
+            raise ConfigError(
+                f"{path or '<root>'}: environment variable {unset.name!r} is not set "
+                f"(use ${{{unset.name}:-default}} for a default)"
+            ) from None
+    if isinstance(node, dict):
+        return {k: _walk(v, environ, f"{path}.{k}" if path else str(k)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_walk(v, environ, f"{path}[{i}]") for i, v in enumerate(node)]
+    return node
+
+
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif str(part).isdigit():
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _fields_of(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
+    """The keys allowed where ``loc`` points, for 'unknown key' messages."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int) or str(part).isdigit():
+            continue
+        field = current.model_fields.get(part) if hasattr(current, "model_fields") else None
+        if field is None:
+            return []
+        annotation = field.annotation
+        args = getattr(annotation, "__args__", ())
+        current = next((a for a in (annotation, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if current is None:
+            return []
+    return list(current.model_fields) if current is not None else []
+
+
+def _translate(exc: ValidationError, data: object) -> str:
+    errors = exc.errors(include_url=False)
+    # A misspelt key also makes the real one "missing": name the misspelling.
+    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+    loc: tuple[int | str, ...] = tuple(err["loc"])
+    # Union members add their own names to the location; keep the key path only.
+    loc = tuple(p for p in loc if not (isinstance(p, str) and ("[" in p or p in {"literal['all','ignore']", "tuple[str, ...]"})))
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    if kind == "sidecache_at":
+        extra = str(ctx["loc"]).split(".")
+        loc = (*loc, *extra)
+        return f"{_dotted(loc)}: {err['msg']}"
+    where = _dotted(loc) or "<root>"
+    if kind == "extra_forbidden":
+        allowed = _fields_of(Config, loc)
+        hint = f" (expected one of: {', '.join(allowed)})" if allowed else ""
+        return f"{where}: unknown key{hint}"
+    if kind == "missing":
+        return f"{where}: required"
+    if kind == "sidecache":
+        return f"{where}: {err['msg']}"
+    value = err.get("input")
+    expected = {
+        "int_parsing": "is not a whole number",
+        "int_type": "is not a whole number",
+        "int_from_float": "is not a whole number",
+        "string_type": "is not a string",
+        "greater_than": f"must be greater than {ctx.get('gt')}",
+        "greater_than_equal": f"must be {ctx.get('ge')} or more",
+        "less_than_equal": f"must be {ctx.get('le')} or less",
+        "literal_error": f"is not one of {ctx.get('expected')}",
+        "model_type": "is not a mapping",
+        "model_attributes_type": "is not a mapping",
+        "dict_type": "is not a mapping",
+        "tuple_type": "is not a list",
+    }.get(kind, err["msg"])
+    if kind in ("greater_than", "greater_than_equal", "less_than_equal") and isinstance(value, float):
+        value = _format_number(value)
+    return f"{where}: {value!r} {expected}"
+
+
+def _format_number(value: float) -> float | int:
+    return int(value) if value.is_integer() else value
+
+
+def parse_config(
+    data: object, *, source: str = "<config>", environ: Mapping[str, str] | None = None
+) -> Config:
+    """Validate already-loaded YAML data."""
+    env = os.environ if environ is None else environ
+    if data is None:
+        raise ConfigError(f"{source}: the config is empty (it needs at least upstream.url)")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of keys, not {type(data).__name__}")
+    try:
+        substituted = _walk(data, env, "")
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    try:
+        return Config.model_validate(substituted)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {_translate(exc, substituted)}") from None
+
+
+def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
+    """Read, substitute and validate a YAML config file."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(f"{source}: cannot read config: {reason}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"{source}: invalid YAML{where}: {problem}") from None
+    return parse_config(data, source=source, environ=environ)
+
+
+def resolve_config_path(cli_value: str | None, environ: Mapping[str, str]) -> str:
+    """``-c`` if given, else ``$SIDECACHE_CONFIG``, else the default path."""
+    return cli_value or environ.get("SIDECACHE_CONFIG") or DEFAULT_CONFIG_PATH
+
+
+def _duration_text(seconds: float) -> str:
+    for unit, size in (("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds * 1000)}ms" if seconds < 1 else f"{seconds:g}s"
+
+
+def _size_text(size: int) -> str:
+    for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if size >= factor and size % factor == 0:
+            return f"{size // factor}{unit}"
+    return f"{size}B"
+
+
+def format_routes(config: Config) -> str:
+    """The effective configuration, as ``sidecache check`` prints it."""
+    lines = [
+        f"listen    {config.listen}",
+        f"upstream  {config.upstream.url} (max {config.upstream.max_connections} connections, "
+        f"timeout {_duration_text(config.upstream.timeout)})",
+        f"control   {config.control.listen} (token {'set' if config.control.token else 'not set'})",
+        f"cache     {_size_text(config.cache.max_bytes)} "
+        f"(objects up to {_size_text(config.cache.max_object_bytes)})",
+        f"routes    {len(config.routes)}",
+    ]
+    header = ("name", "match", "methods", "ttl", "swr", "sie", "statuses", "query", "credentials")
+    rows = [header] + [
+        (
+            r.name,
+            r.match,
+            ",".join(r.methods),
+            _duration_text(r.ttl),
+            _duration_text(r.stale_while_revalidate) if r.stale_while_revalidate else "-",
+            _duration_text(r.stale_if_error) if r.stale_if_error else "-",
+            ",".join(map(str, r.statuses)),
+            r.query if isinstance(r.query, str) else "[" + ",".join(r.query) + "]",
+            r.credentials,
+        )
+        for r in config.routes
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    for row in rows:
+        lines.append("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return "\n".join(lines)

@@ -1,0 +1,117 @@
+"""Counters and the ``/stats`` snapshot.
+
+Owns every number the control port reports about requests and the upstream;
+the store reports its own figures (``CacheFigures``). Plain integer fields,
+incremented on the hot path without locks (one event loop). Pure: imports
+neither aiohttp nor asyncio.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class CacheOutcome(enum.Enum):
+    HIT = "HIT"
+    MISS = "MISS"
+    STALE = "STALE"
+    BYPASS = "BYPASS"
+
+
+@dataclass(frozen=True, slots=True)
+class CacheFigures:
+    """What the store knows about itself."""
+
+    entries: int
+    bytes: int
+    max_bytes: int
+    evictions: int
+    expired: int
+    purged: int
+
+
+@dataclass(slots=True)
+class RouteCounters:
+    hits: int = 0
+    misses: int = 0
+    stale: int = 0
+    bypass: int = 0
+
+    def add(self, outcome: CacheOutcome) -> None:
+        if outcome is CacheOutcome.HIT:
+            self.hits += 1
+        elif outcome is CacheOutcome.MISS:
+            self.misses += 1
+        elif outcome is CacheOutcome.STALE:
+            self.stale += 1
+        else:
+            self.bypass += 1
+
+    def as_dict(self) -> dict[str, int]:
+        return {"hits": self.hits, "misses": self.misses, "stale": self.stale, "bypass": self.bypass}
+
+
+@dataclass(slots=True)
+class Stats:
+    """Request and upstream counters since ``started_at`` (monotonic seconds)."""
+
+    started_at: float
+    cache: RouteCounters = field(default_factory=RouteCounters)
+    routes: dict[str, RouteCounters] = field(default_factory=dict)
+    upstream_requests: int = 0
+    upstream_errors: int = 0
+    upstream_in_flight: int = 0
+    upstream_queued: int = 0
+    upstream_coalesced: int = 0
+
+    def record(self, route: str | None, outcome: CacheOutcome) -> None:
+        """Count one client request; ``route`` None means no route matched."""
+        self.cache.add(outcome)
+        if route is not None:
+            counters = self.routes.get(route)
+            if counters is None:
+                counters = self.routes[route] = RouteCounters()
+            counters.add(outcome)
+
+    def upstream_started(self) -> None:
+        self.upstream_requests += 1
+        self.upstream_in_flight += 1
+
+    def upstream_finished(self) -> None:
+        self.upstream_in_flight -= 1
+
+    def upstream_failed(self) -> None:
+        self.upstream_errors += 1
+
+    def coalesced(self) -> None:
+        self.upstream_coalesced += 1
+
+    def snapshot(self, *, now: float, cache: CacheFigures) -> dict[str, object]:
+        """The ``/stats`` document (SPEC "Control port"): numbers, never strings."""
+        c = self.cache
+        lookups = c.hits + c.misses + c.stale
+        return {
+            "cache": {
+                "entries": cache.entries,
+                "bytes": cache.bytes,
+                "max_bytes": cache.max_bytes,
+                "hits": c.hits,
+                "misses": c.misses,
+                "hit_rate": round(c.hits / lookups, 4) if lookups else 0.0,
+                "stale": c.stale,
+                "bypass": c.bypass,
+                "evictions": cache.evictions,
+                "expired": cache.expired,
+                "purged": cache.purged,
+            },
+            "upstream": {
+                "requests": self.upstream_requests,
+                "errors": self.upstream_errors,
+                "in_flight": self.upstream_in_flight,
+                "queued": self.upstream_queued,
+                "coalesced": self.upstream_coalesced,
+            },
+            "routes": {name: counters.as_dict() for name, counters in self.routes.items()},
+            "uptime_s": round(max(0.0, now - self.started_at), 1),
+        }

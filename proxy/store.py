@@ -1,0 +1,184 @@
+"""The in-memory tier: our byte-budgeted LRU as an aiocache backend.
+
+Owns the only aiocache import. ``MemoryLRUCache`` implements aiocache's backend
+contract (``_get``, ``_set``, ...) over ``lru.ByteLRU[StoredResponse]``, so the
+generic aiocache API works on it, and adds typed synchronous methods that the
+request handler calls on the hot path (a lookup is a dict access: wrapping it in
+aiocache's coroutine, plugin and timeout layers would cost more than the lookup).
+No per-call timeout (``timeout=None``), no per-key timers: expiry is lazy, plus
+``sweep_forever``. Untyped aiocache calls stay inside this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiocache.base import BaseCache
+from aiocache.serializers import NullSerializer
+
+from proxy.entry import StoredResponse
+from proxy.lru import ByteLRU
+from proxy.stats import CacheFigures
+
+SWEEP_BATCH = 1000
+
+
+class MemoryLRUCache(BaseCache):  # type: ignore[misc]  # aiocache is untyped
+    """Byte-budgeted LRU of ``StoredResponse`` values, indexed by path and route."""
+
+    NAME = "memory-lru"
+
+    def __init__(
+        self,
+        max_bytes: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        namespace: str | None = None,
+    ) -> None:
+        super().__init__(serializer=NullSerializer(), namespace=namespace, timeout=None)
+        self._clock = clock
+        self._by_path: dict[str, set[str]] = {}
+        self._by_route: dict[str, set[str]] = {}
+        self._lru: ByteLRU[StoredResponse] = ByteLRU(max_bytes, on_remove=self._unindex)
+
+    # -- typed API (hot path and control port) --------------------------------------
+
+    def lookup(self, key: str, now: float) -> StoredResponse | None:
+        return self._lru.get(key, now)
+
+    def store(self, entry: StoredResponse, now: float) -> bool:
+        """Keep ``entry`` until its ``stale_until``; False if it can never fit."""
+        return self._put(entry.key, entry, entry.stale_until, now)
+
+    def purge_path(self, path: str) -> int:
+        return self._delete_keys(self._by_path.get(path, ()))
+
+    def purge_route(self, route: str) -> int:
+        return self._delete_keys(self._by_route.get(route, ()))
+
+    def purge_all(self) -> int:
+        return self._lru.clear()
+
+    def figures(self) -> CacheFigures:
+        lru = self._lru
+        return CacheFigures(
+            entries=len(lru),
+            bytes=lru.bytes_used,
+            max_bytes=lru.max_bytes,
+            evictions=lru.evictions,
+            expired=lru.expired,
+            purged=lru.purged,
+        )
+
+    def resize(self, max_bytes: int) -> int:
+        return self._lru.resize(max_bytes, self._clock())
+
+    def sweep(self, limit: int | None = None) -> int:
+        return self._lru.sweep(self._clock(), limit)
+
+    async def sweep_forever(self, interval: float) -> None:
+        """Drop expired entries every ``interval`` seconds, in batches that yield the loop."""
+        while True:
+            await asyncio.sleep(interval)
+            while self.sweep(SWEEP_BATCH) == SWEEP_BATCH:
+                await asyncio.sleep(0)
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _put(self, key: str, entry: StoredResponse, expires_at: float, now: float) -> bool:
+        result = self._lru.put(key, entry, entry.size, expires_at, now)
+        if result.stored:
+            self._by_path.setdefault(entry.path, set()).add(key)
+            self._by_route.setdefault(entry.route, set()).add(key)
+        return result.stored
+
+    def _delete_keys(self, keys: set[str] | tuple[()]) -> int:
+        return sum(self._lru.delete(key) for key in list(keys))
+
+    def _unindex(self, key: str, entry: StoredResponse) -> None:
+        for index, name in ((self._by_path, entry.path), (self._by_route, entry.route)):
+            keys = index.get(name)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del index[name]
+
+    # -- aiocache backend contract -----------------------------------------------------
+
+    async def _get(self, key: str, encoding: str | None = "utf-8", _conn: Any = None) -> Any:
+        return self._lru.get(key, self._clock())
+
+    async def _gets(self, key: str, encoding: str | None = "utf-8", _conn: Any = None) -> Any:
+        return self._lru.get(key, self._clock())
+
+    async def _multi_get(
+        self, keys: list[str], encoding: str | None = "utf-8", _conn: Any = None
+    ) -> list[Any]:
+        now = self._clock()
+        return [self._lru.get(k, now) for k in keys]
+
+    async def _set(
+        self,
+        key: str,
+        value: Any,
+        ttl: float | None = None,
+        _cas_token: Any = None,
+        _conn: Any = None,
+    ) -> bool:
+        if not isinstance(value, StoredResponse):
+            raise TypeError(f"MemoryLRUCache stores StoredResponse values, not {type(value)!r}")
+        now = self._clock()
+        if _cas_token is not None and _cas_token != self._lru.peek(key, now):
+            return False
+        expires_at = now + ttl if ttl else value.stale_until
+        return self._put(key, value, expires_at, now)
+
+    async def _multi_set(
+        self, pairs: list[tuple[str, Any]], ttl: float | None = None, _conn: Any = None
+    ) -> bool:
+        results = [await self._set(k, v, ttl=ttl) for k, v in pairs]
+        return all(results)
+
+    async def _add(self, key: str, value: Any, ttl: float | None = None, _conn: Any = None) -> bool:
+        if self._lru.peek(key, self._clock()) is not None:
+            raise ValueError(f"Key {key} already exists, use .set to update the value")
+        return await self._set(key, value, ttl=ttl)
+
+    async def _exists(self, key: str, _conn: Any = None) -> bool:
+        return self._lru.peek(key, self._clock()) is not None
+
+    async def _increment(self, key: str, delta: int, _conn: Any = None) -> int:
+        raise TypeError("MemoryLRUCache stores responses; increment is not supported")
+
+    async def _expire(self, key: str, ttl: float, _conn: Any = None) -> bool:
+        now = self._clock()
+        entry = self._lru.peek(key, now)
+        if entry is None:
+            return False
+        if not ttl:
+            return True
+        return self._put(key, entry, now + ttl, now)
+
+    async def _delete(self, key: str, _conn: Any = None) -> int:
+        return int(self._lru.delete(key))
+
+    async def _clear(self, namespace: str | None = None, _conn: Any = None) -> bool:
+        if namespace:
+            self._lru.remove_where(lambda k, _v: k.startswith(namespace))
+        else:
+            self._lru.clear()
+        return True
+
+    async def _raw(self, command: str, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError("MemoryLRUCache has no raw commands")
+
+    async def _redlock_release(self, key: str, value: Any) -> int:
+        if self._lru.peek(key, self._clock()) == value:
+            return int(self._lru.delete(key))
+        return 0
+
+    async def _close(self, *args: Any, **kwargs: Any) -> None:
+        return None
