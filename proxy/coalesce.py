@@ -151,9 +151,21 @@ class Fill:
         self.result: asyncio.Future[FillResult] = loop.create_future()
         self.relay = Relay(window)
         self.waiters = 0
+        self._joined = asyncio.Event()
         # Nobody may be left waiting on a future whose exception nobody retrieves.
         self.head.add_done_callback(_consume)
         self.result.add_done_callback(_consume)
+
+    def join(self) -> None:
+        """Count one more client waiting for this fill."""
+        self.waiters += 1
+        self._joined.set()
+
+    async def wait_for_waiters(self, count: int) -> None:
+        """Return once ``count`` clients wait on this fill (an observation point)."""
+        while self.waiters < count:
+            self._joined.clear()
+            await self._joined.wait()
 
     def set_head(self, head: Head) -> None:
         if not self.head.done():
@@ -187,6 +199,9 @@ class Coalescer:
 
     def get(self, key: str) -> Fill | None:
         return self._fills.get(key)
+
+    def in_progress(self) -> list[Fill]:
+        return list(self._fills.values())
 
     def start(
         self,

@@ -107,7 +107,9 @@ Size = Annotated[int, BeforeValidator(_size), Field(gt=0)]
 
 
 def _fail(value: object, expected: str) -> PydanticCustomError:
-    return PydanticCustomError("sidecache", "{value} {expected}", {"value": repr(value), "expected": expected})
+    return PydanticCustomError(
+        "sidecache", "{value} {expected}", {"value": repr(value), "expected": expected}
+    )
 
 
 # -- the schema ------------------------------------------------------------------------
@@ -187,7 +189,11 @@ class CacheConfig(BaseModel):
             raise PydanticCustomError(
                 "sidecache_at",
                 "{value} must not exceed cache.max_bytes ({limit})",
-                {"value": self.max_object_bytes, "limit": self.max_bytes, "loc": "max_object_bytes"},
+                {
+                    "value": self.max_object_bytes,
+                    "limit": self.max_bytes,
+                    "loc": "max_object_bytes",
+                },
             )
         return self
 
@@ -353,9 +359,7 @@ def _walk(node: object, environ: Mapping[str, str], path: str) -> object:
 def _dotted(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif str(part).isdigit():
+        if isinstance(part, int) or str(part).isdigit():
             out += f"[{part}]"
         else:
             out += f".{part}" if out else str(part)
@@ -373,7 +377,10 @@ def _fields_of(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
             return []
         annotation = field.annotation
         args = getattr(annotation, "__args__", ())
-        current = next((a for a in (annotation, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        current = next(
+            (a for a in (annotation, *args) if isinstance(a, type) and issubclass(a, BaseModel)),
+            None,
+        )
         if current is None:
             return []
     return list(current.model_fields) if current is not None else []
@@ -385,7 +392,13 @@ def _translate(exc: ValidationError, data: object) -> str:
     err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc: tuple[int | str, ...] = tuple(err["loc"])
     # Union members add their own names to the location; keep the key path only.
-    loc = tuple(p for p in loc if not (isinstance(p, str) and ("[" in p or p in {"literal['all','ignore']", "tuple[str, ...]"})))
+    loc = tuple(
+        p
+        for p in loc
+        if not (
+            isinstance(p, str) and ("[" in p or p in {"literal['all','ignore']", "tuple[str, ...]"})
+        )
+    )
     kind = err["type"]
     ctx = err.get("ctx") or {}
     if kind == "sidecache_at":
@@ -416,7 +429,9 @@ def _translate(exc: ValidationError, data: object) -> str:
         "dict_type": "is not a mapping",
         "tuple_type": "is not a list",
     }.get(kind, err["msg"])
-    if kind in ("greater_than", "greater_than_equal", "less_than_equal") and isinstance(value, float):
+    if kind in ("greater_than", "greater_than_equal", "less_than_equal") and isinstance(
+        value, float
+    ):
         value = _format_number(value)
     return f"{where}: {value!r} {expected}"
 
@@ -433,7 +448,9 @@ def parse_config(
     if data is None:
         raise ConfigError(f"{source}: the config is empty (it needs at least upstream.url)")
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: the top level must be a mapping of keys, not {type(data).__name__}")
+        raise ConfigError(
+            f"{source}: the top level must be a mapping of keys, not {type(data).__name__}"
+        )
     try:
         substituted = _walk(data, env, "")
     except ConfigError as exc:
@@ -509,5 +526,7 @@ def format_routes(config: Config) -> str:
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     for row in rows:
-        lines.append("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+        lines.append(
+            "  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        )
     return "\n".join(lines)

@@ -8,6 +8,7 @@ token, compared in constant time.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 from typing import TYPE_CHECKING, Any
@@ -55,7 +56,12 @@ async def _healthz(request: web.Request) -> web.Response:
 async def _readyz(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME_KEY]
     timeout = min(READY_PROBE_TIMEOUT, runtime.config.upstream.connect_timeout * 2)
-    if await runtime.upstream.probe(timeout):
+    try:
+        async with asyncio.timeout(timeout):
+            ready = await runtime.upstream.probe()
+    except TimeoutError:
+        ready = False
+    if ready:
         return web.Response(text="ready\n", headers={"Cache-Control": "no-store"})
     return web.Response(
         status=503, text="upstream not answering\n", headers={"Cache-Control": "no-store"}

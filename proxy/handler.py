@@ -174,7 +174,9 @@ class Proxy:
                     now = self.clock()
                     entry = build_entry(lookup, resp.status, kept, relay.body(), now=now)
                     stored = self.store.store(entry, now)
-                    log.debug("fill %r complete: %d bytes, stored=%s", lookup.key, relay.size, stored)
+                    log.debug(
+                        "fill %r complete: %d bytes, stored=%s", lookup.key, relay.size, stored
+                    )
                     fill.resolve(Stored(entry))
                 relay.finish()
         except UpstreamError as exc:
@@ -236,7 +238,7 @@ class Proxy:
     ) -> web.StreamResponse:
         """A client that missed while a fill for its key runs: wait and share it."""
         route = lookup.route
-        fill.waiters += 1
+        fill.join()
         self.stats.coalesced()
         try:
             result = await asyncio.shield(fill.result)
@@ -292,7 +294,9 @@ class Proxy:
         headers["Age"] = str(age(entry, now))
         if route.client_cache_control is not None:
             headers["Cache-Control"] = route.client_cache_control
-        headers["Via"] = h.VIA_VALUE if "Via" not in headers else headers["Via"] + ", " + h.VIA_VALUE
+        headers["Via"] = (
+            h.VIA_VALUE if "Via" not in headers else headers["Via"] + ", " + h.VIA_VALUE
+        )
         headers["X-Cache"] = x_cache
         headers["Cache-Status"] = h.cache_status(
             hit=True,

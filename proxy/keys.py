@@ -77,9 +77,7 @@ def select_query(raw_query: str, mode: str | Sequence[str]) -> str | None:
     if mode == "ignore" or not raw_query:
         return ""
     wanted = frozenset(mode)
-    kept = [
-        part for part in raw_query.split("&") if unquote_plus(part.partition("=")[0]) in wanted
-    ]
+    kept = [part for part in raw_query.split("&") if unquote_plus(part.partition("=")[0]) in wanted]
     return "&".join(kept)
 
 

@@ -42,9 +42,7 @@ class ByteLRU(Generic[V]):
     beside it stay consistent.
     """
 
-    def __init__(
-        self, max_bytes: int, on_remove: Callable[[str, V], None] | None = None
-    ) -> None:
+    def __init__(self, max_bytes: int, on_remove: Callable[[str, V], None] | None = None) -> None:
         if max_bytes <= 0:
             raise ValueError("max_bytes must be positive")
         self._max_bytes = max_bytes

@@ -142,9 +142,9 @@ def store_refusal(
     if "no-cache" in cc:
         # Stored responses are served without revalidation, which no-cache forbids.
         return NoStore.NO_CACHE
-    vary = {
-        v.strip().lower() for value in h.get_all(headers, "vary") for v in value.split(",")
-    } - {""}
+    vary = {v.strip().lower() for value in h.get_all(headers, "vary") for v in value.split(",")} - {
+        ""
+    }
     if "*" in vary or not vary <= set(route.vary):
         # A variant the key cannot tell apart would be served to the wrong client.
         return NoStore.VARY

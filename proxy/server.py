@@ -84,9 +84,7 @@ class Sidecache:
             site = web.TCPSite(runner, address.host, address.port, backlog=1024)
             await site.start()
             self._sites.append(site)
-        self._sweeper = asyncio.get_running_loop().create_task(
-            store.sweep_forever(SWEEP_INTERVAL)
-        )
+        self._sweeper = asyncio.get_running_loop().create_task(store.sweep_forever(SWEEP_INTERVAL))
         log.info(
             "sidecache listening on %s:%d (control %s:%d), upstream %s, %d routes",
             config.listen.host,
@@ -150,8 +148,9 @@ class Sidecache:
 
 
 def _bound_port(site: web.TCPSite) -> int:
+    """The port a site really bound: with port 0 in the config, the OS chose it."""
     server = site._server  # aiohttp keeps the asyncio server private
-    assert server is not None and server.sockets
+    assert isinstance(server, asyncio.Server) and server.sockets
     port: int = server.sockets[0].getsockname()[1]
     return port
 

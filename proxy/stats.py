@@ -49,7 +49,12 @@ class RouteCounters:
             self.bypass += 1
 
     def as_dict(self) -> dict[str, int]:
-        return {"hits": self.hits, "misses": self.misses, "stale": self.stale, "bypass": self.bypass}
+        return {
+            "hits": self.hits,
+            "misses": self.misses,
+            "stale": self.stale,
+            "bypass": self.bypass,
+        }
 
 
 @dataclass(slots=True)

@@ -54,9 +54,7 @@ async def test_if_none_match_is_answered_304_from_the_cache(
     assert hits(upstream, "GET /api/photo/1") == 1
 
 
-async def test_upstream_etag_is_kept(
-    sidecache: Factory, client: aiohttp.ClientSession
-) -> None:
+async def test_upstream_etag_is_kept(sidecache: Factory, client: aiohttp.ClientSession) -> None:
     proxy = await sidecache()
     url = proxy.url.with_path("/api/photo/2").with_query(etag='"v1"')
     for _ in range(2):

@@ -21,7 +21,10 @@ LISTENING = re.compile(rb"listening on [^:]+:(\d+) \(control [^:]+:(\d+)\)")
 
 async def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "proxy", *args,
+        sys.executable,
+        "-m",
+        "proxy",
+        *args,
         cwd=ROOT,
         env={**os.environ, **(env or {})},
         stdout=asyncio.subprocess.PIPE,
@@ -55,7 +58,10 @@ async def test_check_prints_the_routes_and_exits_0(tmp_path: Path) -> None:
 
 
 async def test_check_of_the_shipped_configs_succeeds() -> None:
-    for path in [ROOT / "config" / "sidecache.yaml", *sorted((ROOT / "config").glob("examples/*.yaml"))]:
+    for path in [
+        ROOT / "config" / "sidecache.yaml",
+        *sorted((ROOT / "config").glob("examples/*.yaml")),
+    ]:
         code, _, err = await run("check", "-c", str(path))
         assert code == 0, (path, err)
 
@@ -65,7 +71,7 @@ async def test_a_bad_config_exits_2_with_the_key_path_and_no_traceback(
     tmp_path: Path, command: str
 ) -> None:
     path = write(tmp_path, (GOOD % 8000).replace("ttl: 5m", "ttl: 5 mins"))
-    code, out, err = await run(command, "-c", str(path))
+    code, _out, err = await run(command, "-c", str(path))
     assert code == 2
     assert "routes[0].ttl" in err and "'5 mins'" in err and "duration" in err
     assert "Traceback" not in err
@@ -84,8 +90,15 @@ async def test_serve_runs_caches_and_stops_cleanly_on_sigterm(
 ) -> None:
     path = write(tmp_path, GOOD % upstream.port)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "proxy", "serve", "-c", str(path),
-        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "proxy",
+        "serve",
+        "-c",
+        str(path),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
         assert proc.stderr is not None

@@ -9,17 +9,17 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from tests.integration.conftest import Factory
+from tests.integration.conftest import Factory, Running
 from tests.integration.upstream_app import ARRIVED, GATE, HITS, photo_body
 
 CLIENTS = 50
 
 
-async def until(predicate: object, what: str) -> None:
-    """Wait (bounded) for a condition driven by other tasks; no fixed sleeps."""
+async def waiters(proxy: Running, count: int) -> None:
+    """Wait (bounded) until the one fill in progress has ``count`` waiting clients."""
     async with asyncio.timeout(10):
-        while not predicate():  # type: ignore[operator]
-            await asyncio.sleep(0)  # yield to the tasks that make progress
+        (fill,) = proxy.runtime.coalescer.in_progress()
+        await fill.wait_for_waiters(count)
 
 
 async def test_concurrent_misses_make_one_upstream_request(
@@ -35,8 +35,7 @@ async def test_concurrent_misses_make_one_upstream_request(
     tasks = [asyncio.create_task(get()) for _ in range(CLIENTS)]
     async with asyncio.timeout(10):
         await upstream.app[ARRIVED].wait()
-    fills = proxy.runtime.coalescer
-    await until(lambda: any(f.waiters == CLIENTS - 1 for f in fills._fills.values()), "waiters")
+    await waiters(proxy, CLIENTS - 1)
     upstream.app[GATE].set()
     results = await asyncio.gather(*tasks)
     assert upstream.app[HITS]["GET /gated/photo/1"] == 1
@@ -61,8 +60,7 @@ async def test_a_waiter_that_goes_away_does_not_disturb_the_fill(
     async with asyncio.timeout(10):
         await upstream.app[ARRIVED].wait()
     quitter = asyncio.create_task(get())
-    fills = proxy.runtime.coalescer
-    await until(lambda: any(f.waiters == 1 for f in fills._fills.values()), "waiter")
+    await waiters(proxy, 1)
     quitter.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await quitter
@@ -83,8 +81,7 @@ async def test_a_leader_that_goes_away_does_not_stop_the_fill(
         async with asyncio.timeout(10):
             await upstream.app[ARRIVED].wait()
         follower = asyncio.create_task(waiting.get(url))
-        fills = proxy.runtime.coalescer
-        await until(lambda: any(f.waiters == 1 for f in fills._fills.values()), "waiter")
+        await waiters(proxy, 1)
         leader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await leader
@@ -130,8 +127,7 @@ async def test_waiters_on_an_unshareable_response_fetch_for_themselves(
     tasks = [asyncio.create_task(get()) for _ in range(5)]
     async with asyncio.timeout(10):
         await upstream.app[ARRIVED].wait()
-    fills = proxy.runtime.coalescer
-    await until(lambda: any(f.waiters == 4 for f in fills._fills.values()), "waiters")
+    await waiters(proxy, 4)
     upstream.app[GATE].set()
     statuses = await asyncio.gather(*tasks)
     assert len(set(statuses)) == 1

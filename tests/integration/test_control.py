@@ -26,8 +26,18 @@ async def test_stats_has_the_contract_fields_and_counts(
     stats = await get_json(client, proxy.control / "stats")
     cache, upstream, routes = stats["cache"], stats["upstream"], stats["routes"]
     assert isinstance(cache, dict) and isinstance(upstream, dict) and isinstance(routes, dict)
-    for name in ("entries", "bytes", "max_bytes", "hits", "misses", "hit_rate", "stale",
-                 "bypass", "evictions", "expired"):
+    for name in (
+        "entries",
+        "bytes",
+        "max_bytes",
+        "hits",
+        "misses",
+        "hit_rate",
+        "stale",
+        "bypass",
+        "evictions",
+        "expired",
+    ):
         assert isinstance(cache[name], int | float), name
     for name in ("requests", "errors", "in_flight", "queued", "coalesced"):
         assert isinstance(upstream[name], int), name
@@ -95,7 +105,9 @@ async def test_purge_requires_the_token_when_one_is_set(
         async with client.post(url, json={"all": True}, headers=headers) as r:
             assert r.status == 401
             assert r.headers["WWW-Authenticate"].startswith("Bearer")
-    async with client.post(url, json={"all": True}, headers={"Authorization": "Bearer s3cret"}) as r:
+    async with client.post(
+        url, json={"all": True}, headers={"Authorization": "Bearer s3cret"}
+    ) as r:
         assert r.status == 200
     async with client.get(proxy.control / "stats") as r:
         assert r.status == 200  # reading stays open on the loopback-bound port

@@ -20,7 +20,9 @@ def route(credentials: str | None) -> list[dict[str, object]]:
     return [r]
 
 
-async def fetch(client: aiohttp.ClientSession, url: object, headers: dict[str, str]) -> tuple[str, str]:
+async def fetch(
+    client: aiohttp.ClientSession, url: object, headers: dict[str, str]
+) -> tuple[str, str]:
     async with client.get(url, headers=headers) as r:  # type: ignore[arg-type]
         return r.headers["X-Cache"], await r.text()
 

@@ -48,12 +48,12 @@ def test_request_headers_for_upstream_sets_forwarding_headers_and_distrusts_clie
     assert "content-length" not in d and "expect" not in d
     assert d["if-none-match"] == '"x"' and d["range"] == "bytes=0-1"
     assert d["accept"] == "image/*"
-    filled = dict(
-        (n.lower(), v)
+    filled = {
+        n.lower(): v
         for n, v in h.request_headers_for_upstream(
             given, client_ip="10.0.0.7", scheme="http", fill=True
         )
-    )
+    }
     assert "if-none-match" not in filled and "range" not in filled
 
 
@@ -110,7 +110,10 @@ def test_computed_etag_is_strong_and_body_derived() -> None:
             {"hit": False, "fwd": "uri-miss", "fwd_status": 200, "stored": True},
             "sidecache; fwd=uri-miss; fwd-status=200; stored",
         ),
-        ({"hit": False, "fwd": "bypass", "detail": "no-route"}, "sidecache; fwd=bypass; detail=no-route"),
+        (
+            {"hit": False, "fwd": "bypass", "detail": "no-route"},
+            "sidecache; fwd=bypass; detail=no-route",
+        ),
     ],
 )
 def test_cache_status(kwargs: dict[str, object], expected: str) -> None:

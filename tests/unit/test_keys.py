@@ -99,9 +99,7 @@ def test_credential_digest_distinguishes_users_and_never_contains_them() -> None
         (("photo", "h", "/p/1?a=1"), ("photo", "h", "/p/1?a=2")),
     ],
 )
-def test_keys_differ_on_every_component(
-    a: tuple[str, str, str], b: tuple[str, str, str]
-) -> None:
+def test_keys_differ_on_every_component(a: tuple[str, str, str], b: tuple[str, str, str]) -> None:
     assert build_key(*a) != build_key(*b)
 
 
