@@ -7,7 +7,6 @@ Owns exit codes and the translation of user errors into one-line messages
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import sys
@@ -67,9 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             path = resolve_config_path(args.config, os.environ)
             config = load_config(path)
-            from proxy.server import serve
+            from proxy.server import run
 
-            asyncio.run(serve(config, path))
+            run(serve_config=config, config_path=path)
             return 0
     except ConfigError as exc:
         print(f"sidecache: {exc}", file=sys.stderr)

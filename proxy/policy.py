@@ -177,7 +177,11 @@ def build_entry(
     route = lookup.route
     etag = h.get(headers, "etag") or h.compute_etag(body)
     initial_age = _parse_age(h.get(headers, "age"))
-    kept = tuple((n, v) for n, v in headers if n.lower() not in ("age", "etag"))
+    # Stored as served: the validator and this proxy's Via are part of the entry,
+    # so that a hit only adds what changes with time (Age, Cache-Status).
+    kept = h.with_via(
+        (*((n, v) for n, v in headers if n.lower() not in ("age", "etag")), ("ETag", etag))
+    )
     fresh_until = now + route.ttl
     return StoredResponse(
         key=lookup.key,
