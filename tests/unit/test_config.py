@@ -1,0 +1,262 @@
+"""Configuration loading and validation (proxy/config.py).
+
+Every invalid fixture in ``configs/invalid/`` states on its first line the exact
+message it must produce (after the file name), so the messages users see are
+pinned down here.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from proxy.config import (
+    DEFAULT_CONFIG_PATH,
+    Config,
+    ConfigError,
+    format_routes,
+    load_config,
+    parse_config,
+    parse_duration,
+    parse_size,
+    resolve_config_path,
+)
+
+HERE = Path(__file__).parent
+ROOT = HERE.parents[1]
+INVALID = sorted((HERE / "configs" / "invalid").glob("*.yaml"))
+MINIMAL = {"upstream": {"url": "http://127.0.0.1:8000"}}
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        (0, 0.0),
+        (30, 30.0),
+        (1.5, 1.5),
+        ("500ms", 0.5),
+        ("30s", 30.0),
+        ("5m", 300.0),
+        ("1h", 3600.0),
+        ("1d", 86400.0),
+        ("2.5s", 2.5),
+        (" 10 s ", 10.0),
+        ("45", 45.0),
+    ],
+)
+def test_durations(value: object, seconds: float) -> None:
+    assert parse_duration(value) == seconds
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("5 mins", "'5 mins' is not a duration (e.g. '30s', '5m')"),
+        ("", "'' is not a duration (e.g. '30s', '5m')"),
+        ("-1s", "'-1s' is not a duration (e.g. '30s', '5m')"),
+        (-1, "-1 is not a duration: it must be 0 or more"),
+        (float("inf"), "inf is not a duration: it must be 0 or more"),
+        (True, "True is not a duration (e.g. '30s', '5m')"),
+        (None, "None is not a duration (e.g. '30s', '5m')"),
+        ([1], "[1] is not a duration (e.g. '30s', '5m')"),
+    ],
+)
+def test_bad_durations(value: object, message: str) -> None:
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        parse_duration(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "size"),
+    [
+        (0, 0),
+        (1024, 1024),
+        ("100B", 100),
+        ("512KiB", 512 * 1024),
+        ("64MiB", 64 * 1024**2),
+        ("1GiB", 1024**3),
+        ("1TiB", 1024**4),
+        ("10KB", 10_000),
+        ("10MB", 10_000_000),
+        ("1GB", 10**9),
+        ("1.5MiB", int(1.5 * 1024**2)),
+        ("64mib", 64 * 1024**2),
+        ("2048", 2048),
+    ],
+)
+def test_sizes(value: object, size: int) -> None:
+    assert parse_size(value) == size
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("12 megs", "'12 megs' is not a size (e.g. '512KiB', '64MiB', '1GiB')"),
+        ("MiB", "'MiB' is not a size (e.g. '512KiB', '64MiB', '1GiB')"),
+        (-5, "-5 is not a size: it must be 0 or more"),
+        (1.5, "1.5 is not a size (e.g. '512KiB', '64MiB', '1GiB')"),
+        (False, "False is not a size (e.g. '512KiB', '64MiB', '1GiB')"),
+    ],
+)
+def test_bad_sizes(value: object, message: str) -> None:
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        parse_size(value)
+
+
+def test_defaults() -> None:
+    c = parse_config(MINIMAL, environ={})
+    assert (c.listen.host, c.listen.port) == ("0.0.0.0", 8080)
+    assert (c.control.listen.host, c.control.listen.port) == ("127.0.0.1", 9090)
+    assert c.control.token == ""
+    assert c.upstream.url == "http://127.0.0.1:8000"
+    assert c.upstream.max_connections == 50
+    assert (c.upstream.queue_timeout, c.upstream.connect_timeout, c.upstream.timeout) == (
+        10.0,
+        2.0,
+        30.0,
+    )
+    assert (c.cache.max_bytes, c.cache.max_object_bytes) == (1024**3, 16 * 1024**2)
+    assert c.routes == ()
+
+
+def test_route_defaults_and_normalisation() -> None:
+    c = parse_config(
+        {
+            **MINIMAL,
+            "routes": [
+                {"name": "a", "match": "/a/{id}", "ttl": "5m"},
+                {
+                    "name": "b",
+                    "match": "/b",
+                    "ttl": 1,
+                    "methods": ["get", "GET"],
+                    "query": ["w", "h", "w"],
+                    "vary": ["Accept", "accept", "Accept-Language"],
+                    "content_types": ["Image/*"],
+                    "statuses": [200, 404],
+                    "credentials": "per-user",
+                    "client_cache_control": "public, max-age=60",
+                },
+            ],
+        },
+        environ={},
+    )
+    a, b = c.routes
+    assert a.methods == ("GET", "HEAD") and a.ttl == 300.0
+    assert (a.stale_while_revalidate, a.stale_if_error) == (0.0, 0.0)
+    assert a.statuses == (200,) and a.query == "all" and a.vary == ()
+    assert a.credentials == "bypass" and a.client_cache_control is None
+    assert a.content_types is None
+    assert b.methods == ("GET",) and b.query == ("w", "h")
+    assert b.vary == ("accept", "accept-language")
+    assert b.content_types == ("image/*",) and b.statuses == (200, 404)
+
+
+@pytest.mark.parametrize(
+    ("text", "host", "port"),
+    [
+        ("0.0.0.0:8080", "0.0.0.0", 8080),
+        ("127.0.0.1:0", "127.0.0.1", 0),
+        (":9000", "0.0.0.0", 9000),
+        ("[::1]:8080", "::1", 8080),
+        ("localhost:80", "localhost", 80),
+    ],
+)
+def test_addresses(text: str, host: str, port: int) -> None:
+    c = parse_config({**MINIMAL, "listen": text}, environ={})
+    assert (c.listen.host, c.listen.port) == (host, port)
+
+
+@pytest.mark.parametrize("text", ["8080", "host:", "host:99999", "[::1", "a:b"])
+def test_bad_addresses(text: str) -> None:
+    with pytest.raises(ConfigError, match=r"listen: .* is not an address"):
+        parse_config({**MINIMAL, "listen": text}, environ={})
+
+
+@pytest.mark.parametrize(
+    ("url", "stored"),
+    [
+        ("http://127.0.0.1:8000", "http://127.0.0.1:8000"),
+        ("http://app:8000/", "http://app:8000"),
+        ("https://app", "https://app"),
+    ],
+)
+def test_upstream_urls(url: str, stored: str) -> None:
+    assert parse_config({"upstream": {"url": url}}, environ={}).upstream.url == stored
+
+
+@pytest.mark.parametrize(
+    ("text", "environ", "expected"),
+    [
+        ("${UP}", {"UP": "http://a:1"}, "http://a:1"),
+        ("${UP:-http://b:2}", {}, "http://b:2"),
+        ("${UP:-http://b:2}", {"UP": ""}, "http://b:2"),
+        ("${UP:-http://b:2}", {"UP": "http://c:3"}, "http://c:3"),
+        ("http://${HOST}:${PORT:-80}", {"HOST": "h"}, "http://h:80"),
+    ],
+)
+def test_environment_substitution(text: str, environ: dict[str, str], expected: str) -> None:
+    assert parse_config({"upstream": {"url": text}}, environ=environ).upstream.url == expected
+
+
+def test_dollar_dollar_is_a_literal_dollar_and_numbers_can_come_from_variables() -> None:
+    c = parse_config(
+        {**MINIMAL, "control": {"token": "a$$b${T:-}"}, "listen": "${HOST:-0.0.0.0}:${PORT}"},
+        environ={"PORT": "9999"},
+    )
+    assert c.control.token == "a$b"
+    assert c.listen.port == 9999
+
+
+def test_config_objects_are_frozen() -> None:
+    c = parse_config(MINIMAL, environ={})
+    with pytest.raises(ValueError, match="frozen"):
+        c.listen = c.control.listen  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("fixture", INVALID, ids=lambda p: p.stem)
+def test_invalid_configs_give_their_exact_message(fixture: Path) -> None:
+    first = fixture.read_text().splitlines()[0] if fixture.read_text() else ""
+    assert first.startswith("# expect: "), f"{fixture.name} must start with '# expect: '"
+    expected = f"{fixture}: {first.removeprefix('# expect: ')}"
+    with pytest.raises(ConfigError) as info:
+        load_config(fixture, environ={})
+    assert str(info.value) == expected
+
+
+def test_unreadable_file() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(HERE / "configs" / "nope.yaml", environ={})
+    assert (
+        str(info.value)
+        == f"{HERE / 'configs' / 'nope.yaml'}: cannot read config: No such file or directory"
+    )
+
+
+@pytest.mark.parametrize(
+    "path",
+    [ROOT / "config" / "sidecache.yaml", *sorted((ROOT / "config" / "examples").glob("*.yaml"))],
+    ids=lambda p: p.name,
+)
+def test_shipped_configs_load(path: Path) -> None:
+    assert isinstance(load_config(path, environ={}), Config)
+
+
+def test_resolve_config_path() -> None:
+    assert resolve_config_path("a.yaml", {"SIDECACHE_CONFIG": "b.yaml"}) == "a.yaml"
+    assert resolve_config_path(None, {"SIDECACHE_CONFIG": "b.yaml"}) == "b.yaml"
+    assert resolve_config_path(None, {}) == DEFAULT_CONFIG_PATH == "config/sidecache.yaml"
+
+
+def test_format_routes_lists_every_route() -> None:
+    c = load_config(ROOT / "config" / "examples" / "full.yaml", environ={})
+    text = format_routes(c)
+    for route in c.routes:
+        line = next(line for line in text.splitlines() if line.strip().startswith(route.name))
+        assert route.match in line and route.credentials in line
+        assert ",".join(route.methods) in line
+    assert "upstream  http://127.0.0.1:8000" in text
+    assert "token not set" in text
+    assert "[w,h]" in text and "5m" in text and "10m" in text and "1h" in text

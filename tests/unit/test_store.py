@@ -1,0 +1,178 @@
+"""The LRU as an aiocache backend (proxy/store.py): the generic API and ours."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+
+import pytest
+
+from proxy.entry import StoredResponse
+from proxy.store import MemoryLRUCache
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def entry(key: str, *, path: str = "/p", route: str = "photo", size: int = 100) -> StoredResponse:
+    return StoredResponse(
+        key=key,
+        route=route,
+        path=path,
+        status=200,
+        headers=(("Content-Type", "image/jpeg"),),
+        body=b"x" * size,
+        etag='"e"',
+        stored_at=1000.0,
+        fresh_until=1060.0,
+        stale_until=1100.0,
+    )
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def cache(clock: Clock) -> MemoryLRUCache:
+    return MemoryLRUCache(10_000, clock=clock)
+
+
+async def test_aiocache_api_round_trip(cache: MemoryLRUCache, clock: Clock) -> None:
+    e = entry("k1")
+    assert await cache.set("k1", e) is True
+    assert await cache.get("k1") is e
+    assert await cache.exists("k1")
+    assert await cache.multi_get(["k1", "nope"]) == [e, None]
+    with pytest.raises(ValueError, match="already exists"):
+        await cache.add("k1", e)
+    assert await cache.delete("k1") == 1
+    assert await cache.get("k1", default="gone") == "gone"
+    assert await cache.multi_set([("a", entry("a")), ("b", entry("b"))]) is True
+    assert await cache.clear() is True
+    assert cache.figures().entries == 0
+
+
+async def test_aiocache_ttl_is_lazy_and_relative(cache: MemoryLRUCache, clock: Clock) -> None:
+    await cache.set("k", entry("k"), ttl=10)
+    clock.now += 9.9
+    assert await cache.get("k") is not None
+    clock.now += 0.1
+    assert await cache.get("k") is None
+    # Without a ttl, an entry lives until its own stale_until.
+    await cache.set("k2", entry("k2"))
+    clock.now = 1099.9
+    assert await cache.exists("k2")
+    clock.now = 1100.0
+    assert not await cache.exists("k2")
+
+
+async def test_expire_and_cas(cache: MemoryLRUCache, clock: Clock) -> None:
+    e = entry("k")
+    await cache.set("k", e)
+    assert await cache.expire("k", 5) is True
+    assert await cache.expire("nope", 5) is False
+    assert await cache.expire("k", 0) is True
+    clock.now += 5
+    assert await cache.get("k") is None
+    await cache.set("k", e)
+    assert await cache._set("k", entry("k"), _cas_token=entry("other")) is False
+    assert await cache._set("k", entry("k"), _cas_token=e) is True
+
+
+async def test_non_responses_and_unsupported_commands_are_refused(cache: MemoryLRUCache) -> None:
+    with pytest.raises(TypeError, match="StoredResponse"):
+        await cache.set("k", b"bytes")
+    with pytest.raises(TypeError, match="increment"):
+        await cache.increment("k")
+    with pytest.raises(NotImplementedError):
+        await cache.raw("get", "k")
+
+
+async def test_namespaced_clear(clock: Clock) -> None:
+    cache = MemoryLRUCache(10_000, clock=clock, namespace="ns:")
+    await cache.set("a", entry("ns:a"))
+    assert await cache.get("a") is not None
+    cache.store(entry("other:b", path="/b"), clock.now)
+    await cache.clear(namespace="ns:")
+    assert cache.figures().entries == 1
+
+
+async def test_redlock_release(cache: MemoryLRUCache) -> None:
+    e = entry("k")
+    await cache.set("k", e)
+    assert await cache._redlock_release("k", entry("x")) == 0
+    assert await cache._redlock_release("k", e) == 1
+
+
+def test_typed_api_store_lookup_and_purges(cache: MemoryLRUCache, clock: Clock) -> None:
+    now = clock.now
+    for key, path, route in [
+        ("a1", "/api/photo/1", "photo"),
+        ("a1?s", "/api/photo/1", "photo"),
+        ("a2", "/api/photo/2", "photo"),
+        ("f1", "/files/1", "files"),
+    ]:
+        assert cache.store(entry(key, path=path, route=route), now)
+    assert cache.lookup("a1", now) is not None
+    assert cache.purge_path("/api/photo/1") == 2
+    assert cache.purge_path("/api/photo/1") == 0
+    assert cache.purge_route("files") == 1
+    assert cache.purge_all() == 1
+    f = cache.figures()
+    assert (f.entries, f.bytes, f.purged) == (0, 0, 4)
+    assert not cache._by_path and not cache._by_route  # indexes follow removals
+
+
+def test_indexes_stay_consistent_through_eviction_expiry_and_replacement(clock: Clock) -> None:
+    size = entry("k1", path="/1").size
+    cache = MemoryLRUCache(size * 2 + 10, clock=clock)  # room for two entries
+    cache.store(entry("k1", path="/1"), clock.now)
+    cache.store(entry("k2", path="/2"), clock.now)
+    cache.store(entry("k3", path="/3"), clock.now)  # evicts k1
+    assert set(cache._by_path) == {"/2", "/3"}
+    cache.store(replace(entry("k2", path="/2b")), clock.now)  # replaced under a new path
+    assert set(cache._by_path) == {"/2b", "/3"}
+    clock.now = 2000.0
+    assert cache.lookup("k3", clock.now) is None  # expired
+    assert cache.sweep() == 1
+    assert not cache._by_path
+    f = cache.figures()
+    assert (f.evictions, f.expired) == (1, 2)
+
+
+def test_refuses_what_can_never_fit(clock: Clock) -> None:
+    cache = MemoryLRUCache(1000, clock=clock)
+    assert not cache.store(entry("big", size=2000), clock.now)
+    assert cache.figures().entries == 0
+
+
+def test_resize_evicts_down_to_the_new_budget(cache: MemoryLRUCache, clock: Clock) -> None:
+    for i in range(5):
+        cache.store(entry(f"k{i}", path=f"/{i}"), clock.now)
+    one = entry("k0").size
+    assert cache.resize(one * 2) == 3
+    f = cache.figures()
+    assert f.max_bytes == one * 2 and f.entries == 2 and f.bytes <= f.max_bytes
+
+
+async def test_sweep_forever_sweeps_and_stops_when_cancelled(clock: Clock) -> None:
+    cache = MemoryLRUCache(10**9, clock=clock)
+    for i in range(2500):
+        cache.store(entry(f"k{i}", path=f"/{i}"), clock.now)
+    clock.now = 5000.0
+    task = asyncio.create_task(cache.sweep_forever(0))
+    async with asyncio.timeout(10):
+        # The sweeper signals nothing by design; yield to it until it has run.
+        while cache.figures().entries:  # noqa: ASYNC110
+            await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert cache.figures().expired == 2500
