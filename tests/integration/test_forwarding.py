@@ -159,3 +159,14 @@ async def test_the_control_api_is_not_reachable_on_the_public_port(
         assert r.status == 404
     async with client.get(proxy.url / "stats") as r:
         assert r.status == 404
+
+
+async def test_upstream_connections_are_pooled_and_kept_alive(
+    sidecache: Factory, client: aiohttp.ClientSession
+) -> None:
+    proxy = await sidecache([])
+    peers = set()
+    for _ in range(5):
+        _, seen = await echo(client, proxy.url / "echo")
+        peers.add(seen["peer"])
+    assert len(peers) == 1  # one upstream connection served every request

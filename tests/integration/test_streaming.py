@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import aiohttp
@@ -9,7 +10,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from tests.integration.conftest import Factory, free_port_that_refuses
-from tests.integration.upstream_app import HITS, photo_body
+from tests.integration.upstream_app import GATE, HITS, photo_body
 
 SMALL_LIMIT = {"max_bytes": "1MiB", "max_object_bytes": "64KiB"}
 
@@ -94,3 +95,22 @@ async def test_upstream_timeout_is_a_504(
     async with client.get(proxy.url / "hang") as r:
         assert r.status == 504
         assert "timed out" in await r.text()
+
+
+@pytest.mark.parametrize("cached", [True, False])
+async def test_bodies_reach_the_client_while_the_upstream_is_still_sending(
+    sidecache: Factory, upstream: TestServer, client: aiohttp.ClientSession, cached: bool
+) -> None:
+    routes = [{"name": "s", "match": "/stream/{id}", "ttl": 60}] if cached else []
+    proxy = await sidecache(routes)
+    async with client.get(proxy.url / "stream/1") as r:
+        assert r.headers["X-Cache"] == ("MISS" if cached else "BYPASS")
+        # The upstream holds the rest back until the gate opens: this first
+        # chunk can only arrive if the proxy forwards as it reads.
+        async with asyncio.timeout(10):
+            assert await r.content.readexactly(12) == b"first-chunk;"
+        upstream.app[GATE].set()
+        assert await r.read() == b"the-rest"
+    async with client.get(proxy.url / "stream/1") as r:
+        assert r.headers["X-Cache"] == ("HIT" if cached else "BYPASS")
+        assert await r.read() == b"first-chunk;the-rest"

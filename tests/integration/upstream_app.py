@@ -91,6 +91,7 @@ async def echo(request: web.Request) -> web.Response:
             "headers": [[k, v] for k, v in request.headers.items()],
             "body_length": len(body),
             "chunked": request.headers.get("Transfer-Encoding", "") == "chunked",
+            "peer": request.transport.get_extra_info("peername")[1] if request.transport else None,
         },
         headers={"X-Upstream-Hop": "1", "Connection": "X-Upstream-Hop"},
     )
@@ -102,6 +103,19 @@ async def my_photos(request: web.Request) -> web.Response:
     if not auth:
         return web.Response(status=401, text="login required")
     return web.json_response({"user": auth.removeprefix("Bearer ")})
+
+
+async def stream(request: web.Request) -> web.StreamResponse:
+    """Sends a first chunk, then waits for the gate before the rest."""
+    _count(request)
+    resp = web.StreamResponse(headers={"Content-Type": "image/jpeg"})
+    resp.enable_chunked_encoding()
+    await resp.prepare(request)
+    await resp.write(b"first-chunk;")
+    await request.app[GATE].wait()
+    await resp.write(b"the-rest")
+    await resp.write_eof()
+    return resp
 
 
 async def hang(request: web.Request) -> web.Response:
@@ -123,6 +137,7 @@ def build_app() -> web.Application:
     app.router.add_route("*", "/echo{tail:.*}", echo)
     app.router.add_get("/api/my-photos", my_photos)
     app.router.add_get("/hang", hang)
+    app.router.add_get("/stream/{id}", stream)
     return app
 
 
