@@ -17,7 +17,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, assert_never
 
 from aiohttp import web
-from multidict import CIMultiDict
 from yarl import URL
 
 from proxy import headers as h
@@ -310,26 +309,34 @@ class Proxy:
         detail: str | None = None,
     ) -> web.Response:
         """A response built from a stored entry (HIT or STALE)."""
-        # entry.headers already carry ETag and Via (policy.build_entry).
-        headers: CIMultiDict[str] = CIMultiDict(entry.headers)
-        headers["Age"] = str(age(entry, now))
-        if route.client_cache_control is not None:
-            headers["Cache-Control"] = route.client_cache_control
-        headers["X-Cache"] = x_cache
-        headers["Cache-Status"] = h.cache_status(
-            hit=True,
-            fwd="stale" if x_cache == "STALE" else None,
-            ttl=entry.fresh_until - now,
-            detail=detail,
+        # entry.headers already carry ETag and Via (policy.build_entry); only what
+        # changes with time is added. A plain list: aiohttp builds the multidict once.
+        if route.client_cache_control is None:
+            headers = list(entry.headers)
+        else:
+            headers = [(n, v) for n, v in entry.headers if n.lower() != "cache-control"]
+            headers.append(("Cache-Control", route.client_cache_control))
+        headers.append(("Age", str(age(entry, now))))
+        headers.append(("X-Cache", x_cache))
+        headers.append(
+            (
+                "Cache-Status",
+                h.cache_status(
+                    hit=True,
+                    fwd="stale" if x_cache == "STALE" else None,
+                    ttl=entry.fresh_until - now,
+                    detail=detail,
+                ),
+            )
         )
         inm = request.headers.get("If-None-Match")
         if inm is not None and h.if_none_match_matches(inm, entry.etag):
-            kept: CIMultiDict[str] = CIMultiDict(
+            kept = [
                 (n, v)
-                for n, v in headers.items()
+                for n, v in headers
                 if n.lower() in _NOT_MODIFIED_HEADERS
                 or n in ("Age", "Via", "X-Cache", "Cache-Status")
-            )
+            ]
             return web.Response(status=304, headers=kept)
         return web.Response(status=entry.status, body=entry.body, headers=headers)
 

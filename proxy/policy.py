@@ -99,7 +99,7 @@ def decide(
     if query is None:
         return Bypass(BypassReason.AMBIGUOUS, route)
     target = f"{path}?{query}" if query else path
-    vary = [(name, _joined(headers.getall(name, []))) for name in route.vary]
+    vary = [(name, _joined(headers.getall(name, []))) for name in route.vary] if route.vary else ()
     key = build_key(route.name, host, target, vary, creds)
     return Lookup(route, key, path, target, method == "HEAD")
 
@@ -165,6 +165,10 @@ def content_type_allowed(content_type: str | None, allowed: tuple[str, ...]) -> 
     return any(a == mime or a == f"{major}/*" for a in allowed)
 
 
+# Headers a hit states afresh: never stored from the upstream's response.
+_RESTATED = frozenset({"age", "etag", "x-cache"})
+
+
 def build_entry(
     lookup: Lookup,
     status: int,
@@ -180,7 +184,7 @@ def build_entry(
     # Stored as served: the validator and this proxy's Via are part of the entry,
     # so that a hit only adds what changes with time (Age, Cache-Status).
     kept = h.with_via(
-        (*((n, v) for n, v in headers if n.lower() not in ("age", "etag")), ("ETag", etag))
+        (*((n, v) for n, v in headers if n.lower() not in _RESTATED), ("ETag", etag))
     )
     fresh_until = now + route.ttl
     return StoredResponse(
