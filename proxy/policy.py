@@ -183,9 +183,7 @@ def build_entry(
     initial_age = _parse_age(h.get(headers, "age"))
     # Stored as served: the validator and this proxy's Via are part of the entry,
     # so that a hit only adds what changes with time (Age, Cache-Status).
-    kept = h.with_via(
-        (*((n, v) for n, v in headers if n.lower() not in _RESTATED), ("ETag", etag))
-    )
+    kept = h.with_via((*((n, v) for n, v in headers if n.lower() not in _RESTATED), ("ETag", etag)))
     fresh_until = now + route.ttl
     return StoredResponse(
         key=lookup.key,
