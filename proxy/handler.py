@@ -227,6 +227,10 @@ class Proxy:
                 head = await asyncio.shield(fill.head)
             except UpstreamError as exc:
                 return self._on_error(request, exc, lookup, stale, "MISS")
+            if head.status >= 500 and self._stale_usable(stale, route):
+                # The app answered with an error: the stored copy stands in for it.
+                assert stale is not None
+                return self._serve_stale(request, stale, route, f"upstream-{head.status}")
             self.stats.record(route.name, CacheOutcome.MISS)
             out = web.StreamResponse(status=head.status, reason=head.reason)
             _copy_headers(out, head.headers)
@@ -271,6 +275,10 @@ class Proxy:
                 self.stats.record(route.name, CacheOutcome.HIT)
                 return self._serve(request, entry, route, "HIT", self.clock(), detail="coalesced")
             case Pass(reason):
+                status = fill.head.result().status
+                if status >= 500 and self._stale_usable(stale, route):
+                    assert stale is not None
+                    return self._serve_stale(request, stale, route, f"upstream-{status}")
                 # Not shareable: fetch for this client alone (hit-for-pass).
                 self.stats.record(route.name, CacheOutcome.MISS)
                 return await self._forward(
@@ -279,7 +287,7 @@ class Proxy:
                     x_cache="MISS",
                     status=h.cache_status(hit=False, fwd="uri-miss", detail=reason.value),
                     invalidate=None,
-                    fill=True,
+                    fill=False,
                 )
             case _:
                 assert_never(result)
@@ -292,12 +300,22 @@ class Proxy:
         stale: StoredResponse | None,
         x_cache: str,
     ) -> web.StreamResponse:
-        now = self.clock()
-        if stale is not None and usable_on_error(stale, lookup.route, now):
-            self.stats.record(lookup.route.name, CacheOutcome.STALE)
-            return self._serve(request, stale, lookup.route, "STALE", now, detail=exc.reason)
+        if self._stale_usable(stale, lookup.route):
+            assert stale is not None
+            return self._serve_stale(request, stale, lookup.route, exc.reason.replace(" ", "-"))
         self.stats.record(lookup.route.name, CacheOutcome.MISS)
         return _plain(exc.status, exc.reason, x_cache=x_cache)
+
+    def _stale_usable(self, stale: StoredResponse | None, route: RouteConfig) -> bool:
+        return stale is not None and usable_on_error(stale, route, self.clock())
+
+    def _serve_stale(
+        self, request: web.BaseRequest, stale: StoredResponse, route: RouteConfig, why: str
+    ) -> web.Response:
+        """``stale_if_error``: the app failed, the expired copy is served instead."""
+        log.info("serving stale %s: %s", stale.path, why)
+        self.stats.record(route.name, CacheOutcome.STALE)
+        return self._serve(request, stale, route, "STALE", self.clock(), detail=why)
 
     def _serve(
         self,

@@ -14,8 +14,8 @@ import contextlib
 import logging
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from aiohttp import web
 
@@ -43,7 +43,7 @@ class Runtime:
     stats: Stats
     coalescer: Coalescer
     proxy: Proxy
-    clock: Any = field(default=time.monotonic)
+    clock: Callable[[], float] = field(default=time.monotonic)
 
     def snapshot(self) -> dict[str, object]:
         return self.stats.snapshot(now=self.clock(), cache=self.store.figures())
@@ -52,8 +52,15 @@ class Runtime:
 class Sidecache:
     """A running instance: ``await start()``, then ``await stop()``."""
 
-    def __init__(self, config: Config, config_path: str | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        config_path: str | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.config = config
+        self.clock = clock
         self.config_path = config_path
         self._runners: list[web.BaseRunner] = []
         self._sites: list[web.TCPSite] = []
@@ -69,13 +76,20 @@ class Sidecache:
 
     async def _start(self) -> None:
         config = self.config
-        store = MemoryLRUCache(config.cache.max_bytes)
+        store = MemoryLRUCache(config.cache.max_bytes, clock=self.clock)
         upstream = Upstream(config.upstream)
         await upstream.start()
-        stats = Stats(started_at=time.monotonic())
+        stats = Stats(started_at=self.clock())
         coalescer = Coalescer()
-        proxy = Proxy(config, store=store, upstream=upstream, stats=stats, coalescer=coalescer)
-        self.runtime = Runtime(config, store, upstream, stats, coalescer, proxy)
+        proxy = Proxy(
+            config,
+            store=store,
+            upstream=upstream,
+            stats=stats,
+            coalescer=coalescer,
+            clock=self.clock,
+        )
+        self.runtime = Runtime(config, store, upstream, stats, coalescer, proxy, self.clock)
 
         # The low-level Server takes the protocol options itself (ServerRunner
         # ignores them). aiohttp's own access log costs about half of a hit's

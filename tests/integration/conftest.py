@@ -38,6 +38,16 @@ class Running:
 Factory = Callable[..., Awaitable[Running]]
 
 
+class Clock:
+    """A clock the test moves: time is an input, never slept through."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 @pytest.fixture
 async def upstream(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> TestServer:
     return await aiohttp_server(build_app())
@@ -59,6 +69,7 @@ async def sidecache(upstream: TestServer) -> AsyncIterator[Factory]:
         routes: list[dict[str, Any]] | None = None,
         *,
         upstream_url: str | None = None,
+        clock: Callable[[], float] | None = None,
         **sections: Any,
     ) -> Running:
         data: dict[str, Any] = {
@@ -72,7 +83,8 @@ async def sidecache(upstream: TestServer) -> AsyncIterator[Factory]:
                 data[name] = {**data[name], **value}
             else:
                 data[name] = value
-        instance = Sidecache(parse_config(data, source="<test>", environ={}))
+        config = parse_config(data, source="<test>", environ={})
+        instance = Sidecache(config) if clock is None else Sidecache(config, clock=clock)
         await instance.start()
         started.append(instance)
         return Running(

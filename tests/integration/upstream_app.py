@@ -17,6 +17,8 @@ HITS: web.AppKey[Counter[str]] = web.AppKey("hits", Counter)
 GATE: web.AppKey[asyncio.Event] = web.AppKey("gate", asyncio.Event)
 ARRIVED: web.AppKey[asyncio.Event] = web.AppKey("arrived", asyncio.Event)
 LAST: web.AppKey[dict[str, object]] = web.AppKey("last", dict)
+# When set, /api/photo/* answers with this status (an app that started failing).
+FAIL_WITH: web.AppKey[list[int]] = web.AppKey("fail_with", list)
 
 
 def photo_body(photo_id: str, size: int) -> bytes:
@@ -47,6 +49,8 @@ async def photo(request: web.Request) -> web.StreamResponse:
         await request.read()
         return web.Response(status=204)
     await _gate(request)
+    if request.app[FAIL_WITH]:
+        return web.Response(status=request.app[FAIL_WITH][0], text="database pool exhausted")
     size = int(request.query.get("size", "1000"))
     headers = {"Content-Type": request.query.get("type", "image/jpeg")}
     for name in ("cache-control", "set-cookie", "vary", "etag"):
@@ -130,6 +134,7 @@ def build_app() -> web.Application:
     app[GATE] = asyncio.Event()
     app[ARRIVED] = asyncio.Event()
     app[LAST] = {}
+    app[FAIL_WITH] = []
     app.router.add_route("*", "/api/photo/{id}", photo)
     app.router.add_route("*", "/gated/photo/{id}", photo)
     app.router.add_route("*", "/files/{id}", photo)
