@@ -170,3 +170,26 @@ async def test_upstream_connections_are_pooled_and_kept_alive(
         _, seen = await echo(client, proxy.url / "echo")
         peers.add(seen["peer"])
     assert len(peers) == 1  # one upstream connection served every request
+
+
+async def test_expect_100_continue_is_answered_by_the_proxy(
+    sidecache: Factory, client: aiohttp.ClientSession
+) -> None:
+    proxy = await sidecache([])
+    _, seen = await echo(client, proxy.url / "echo", "PUT", data=b"y" * 1000, expect100=True)
+    headers = {k.lower() for k, _ in seen["headers"]}  # type: ignore[union-attr]
+    assert seen["body_length"] == 1000
+    assert "expect" not in headers
+
+
+async def test_head_and_no_body_statuses_pass_through_without_a_body(
+    sidecache: Factory, client: aiohttp.ClientSession
+) -> None:
+    proxy = await sidecache([])
+    async with client.head(proxy.url / "files/1") as r:
+        assert r.status == 200
+        assert r.headers["Content-Length"] == "1000"
+        assert await r.read() == b""
+    async with client.delete(proxy.url / "files/1") as r:
+        assert r.status == 204
+        assert await r.read() == b""
