@@ -11,9 +11,21 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from proxy import __version__
-from proxy.config import Config, ConfigError, format_routes, load_config, resolve_config_path
+from proxy.config import (
+    Config,
+    ConfigError,
+    format_routes,
+    load_config,
+    parse_duration,
+    resolve_config_path,
+)
+from proxy.demo import DEMO_PHOTOS, DatabaseURLError
+
+if TYPE_CHECKING:
+    from proxy.demo.run import UpstreamOptions
 
 EXIT_USAGE = 2
 
@@ -44,7 +56,67 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flag(serve)
     check = sub.add_parser("check", help="validate a config and print the effective routes")
     _add_config_flag(check)
+
+    upstream = sub.add_parser("upstream", help="run the bundled demo photo app (unfixed)")
+    _add_app_flags(upstream, port=8000, photos=0)
+    upstream.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+
+    demo = sub.add_parser("demo", help="run the demo app and sidecache together")
+    _add_app_flags(demo, port=8000, photos=DEMO_PHOTOS)
+    demo.add_argument("--port", dest="proxy_port", type=int, default=8080, help="sidecache port")
+    demo.add_argument("--control-port", type=int, default=9090, help="control port")
     return parser
+
+
+def _add_app_flags(parser: argparse.ArgumentParser, *, port: int, photos: int) -> None:
+    dest = "port" if parser.prog.endswith("upstream") else "app_port"
+    flag = "--port" if dest == "port" else "--app-port"
+    parser.add_argument(flag, dest=dest, type=int, default=port, help=f"app port (default {port})")
+    parser.add_argument(
+        "--db",
+        default=None,
+        help="database URL: sqlite:///FILE or postgresql://... "
+        "(default: a SQLite file in ~/.cache/sidecache)",
+    )
+    parser.add_argument("--pool-size", type=int, default=20, help="connection pool size (20)")
+    parser.add_argument("--max-overflow", type=int, default=50, help="pool overflow (50)")
+    parser.add_argument(
+        "--pool-timeout", type=_duration, default=10.0, help="wait for a free connection (10s)"
+    )
+    parser.add_argument(
+        "--db-latency",
+        type=_duration,
+        default=0.0,
+        help="extra time each query holds its connection, e.g. 20ms (default 0)",
+    )
+    parser.add_argument(
+        "--photos",
+        type=int,
+        default=photos,
+        help=f"seed this many 2-3 MB JPEGs into an empty database (default {photos})",
+    )
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _app_options(args: argparse.Namespace, port: int, host: str) -> UpstreamOptions:
+    # The demo's modules (SQLAlchemy, Pillow) load only for the commands that use them.
+    from proxy.demo.db import PoolOptions
+    from proxy.demo.run import UpstreamOptions, default_db_url
+
+    return UpstreamOptions(
+        host=host,
+        port=port,
+        db=args.db or default_db_url(),
+        pool=PoolOptions(args.pool_size, args.max_overflow, args.pool_timeout),
+        db_latency=args.db_latency,
+        photos=args.photos,
+    )
 
 
 def _load(path_flag: str | None) -> Config:
@@ -66,11 +138,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             path = resolve_config_path(args.config, os.environ)
             config = load_config(path)
-            from proxy.server import run
+            from proxy.server import run_loop, serve
 
-            run(serve_config=config, config_path=path)
+            run_loop(serve(config, path))
             return 0
-    except ConfigError as exc:
+        if args.command == "upstream":
+            from proxy.demo.run import run_upstream
+            from proxy.server import run_loop
+
+            run_loop(run_upstream(_app_options(args, args.port, args.host)))
+            return 0
+        if args.command == "demo":
+            from proxy.demo.run import DemoOptions, run_demo
+            from proxy.server import run_loop
+
+            options = DemoOptions(
+                app=_app_options(args, args.app_port, "127.0.0.1"),
+                port=args.proxy_port,
+                control_port=args.control_port,
+            )
+            run_loop(run_demo(options))
+            return 0
+    except (ConfigError, DatabaseURLError) as exc:
         print(f"sidecache: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:

@@ -14,8 +14,9 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
@@ -179,30 +180,40 @@ def _bound_port(site: web.TCPSite) -> int:
     return port
 
 
-def run(*, serve_config: Config, config_path: str | None) -> None:
-    """Run ``serve`` on uvloop where it is installed (about 15 % more hits per
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` on uvloop where it is installed (about 6 % more hits per
     second than asyncio's default loop, measured with bench/run.py), else asyncio."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
-        asyncio.run(serve(serve_config, config_path))
+        asyncio.run(main)
     else:
-        uvloop.run(serve(serve_config, config_path))
+        uvloop.run(main)
+
+
+async def until_stopped(on_reload: Callable[[], object] | None = None) -> None:
+    """Return on SIGINT or SIGTERM; call ``on_reload`` on SIGHUP meanwhile."""
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    signals = [signal.SIGINT, signal.SIGTERM]
+    for sig in signals:
+        loop.add_signal_handler(sig, stopping.set)
+    if on_reload is not None:
+        loop.add_signal_handler(signal.SIGHUP, on_reload)
+        signals.append(signal.SIGHUP)
+    try:
+        await stopping.wait()
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
 
 
 async def serve(config: Config, config_path: str | None) -> None:
     """Run until SIGINT or SIGTERM; SIGHUP reloads."""
     instance = Sidecache(config, config_path)
     await instance.start()
-    loop = asyncio.get_running_loop()
-    stopping = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stopping.set)
-    loop.add_signal_handler(signal.SIGHUP, instance.reload)
     try:
-        await stopping.wait()
+        await until_stopped(instance.reload)
         log.info("stopping: finishing in-flight requests (up to %.0fs)", SHUTDOWN_GRACE)
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            loop.remove_signal_handler(sig)
         await instance.stop()

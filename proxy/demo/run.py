@@ -1,0 +1,161 @@
+"""``sidecache upstream`` and ``sidecache demo``: start the demo app (and the proxy).
+
+``demo`` runs the app and sidecache in one process on embedded defaults: a
+SQLite file in the user's cache directory, seeded once, the app on port 8000,
+the proxy on 8080 and its control port on 9090 (all on 127.0.0.1).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from proxy.config import parse_config
+from proxy.demo import DEMO_PHOTOS
+from proxy.demo.app import build_app
+from proxy.demo.db import PoolOptions, create_schema, make_engine
+from proxy.demo.seed import seed
+from proxy.server import Sidecache, until_stopped
+
+log = logging.getLogger(__name__)
+
+
+# The routes of config/sidecache.yaml (a test keeps the two equal).
+DEMO_ROUTES: list[dict[str, object]] = [
+    {
+        "name": "photo",
+        "match": "/api/photo/{id:[0-9]+}",
+        "ttl": "5m",
+        "stale_while_revalidate": "30s",
+        "stale_if_error": "10m",
+        "credentials": "shared",
+        "client_cache_control": "public, max-age=86400, immutable",
+        "content_types": ["image/*"],
+    },
+    {"name": "my-photos", "match": "/api/my-photos", "ttl": "30s", "credentials": "per-user"},
+    {"name": "event-photos", "match": "/api/events/{id:[0-9]+}/photos", "ttl": "30s"},
+]
+
+
+def default_db_url() -> str:
+    """A SQLite file in the user's cache directory, reused across runs."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sidecache"
+    base.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{base / 'demo.sqlite3'}"
+
+
+@dataclass(frozen=True)
+class UpstreamOptions:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    db: str = field(default_factory=default_db_url)
+    pool: PoolOptions = field(default_factory=PoolOptions)
+    db_latency: float = 0.0
+    photos: int = 0
+
+
+@dataclass
+class RunningApp:
+    runner: web.AppRunner
+    engine: AsyncEngine
+    port: int
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+        await self.engine.dispose()
+
+
+async def start_upstream(options: UpstreamOptions) -> RunningApp:
+    """Create the schema, seed if asked and the database is empty, and listen."""
+    engine = make_engine(options.db, options.pool)
+    try:
+        await create_schema(engine)
+        if options.photos:
+            await seed(engine, options.photos)
+        runner = web.AppRunner(build_app(engine, db_latency=options.db_latency), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, options.host, options.port)
+        await site.start()
+    except BaseException:
+        await engine.dispose()
+        raise
+    sockets = getattr(site._server, "sockets", None)
+    assert sockets
+    return RunningApp(runner, engine, sockets[0].getsockname()[1])
+
+
+async def run_upstream(options: UpstreamOptions) -> None:
+    app = await start_upstream(options)
+    pool = options.pool
+    print(
+        f"demo app on http://{options.host}:{app.port}/ "
+        f"(database {options.db}, pool {pool.size} + {pool.max_overflow}, "
+        f"pool timeout {pool.timeout:g}s, db latency {options.db_latency * 1000:g} ms)",
+        flush=True,
+    )
+    try:
+        await until_stopped()
+    finally:
+        await app.stop()
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    app: UpstreamOptions = field(default_factory=lambda: UpstreamOptions(photos=DEMO_PHOTOS))
+    host: str = "127.0.0.1"
+    port: int = 8080
+    control_port: int = 9090
+
+
+async def start_demo(options: DemoOptions) -> tuple[RunningApp, Sidecache]:
+    app = await start_upstream(options.app)
+    config = parse_config(
+        {
+            "listen": f"{options.host}:{options.port}",
+            "upstream": {"url": f"http://127.0.0.1:{app.port}"},
+            "control": {"listen": f"127.0.0.1:{options.control_port}"},
+            "cache": {"max_bytes": "1GiB", "max_object_bytes": "16MiB"},
+            "routes": DEMO_ROUTES,
+        },
+        source="<demo>",
+    )
+    proxy = Sidecache(config)
+    try:
+        await proxy.start()
+    except BaseException:
+        await app.stop()
+        raise
+    return app, proxy
+
+
+def demo_banner(app: RunningApp, proxy: Sidecache, host: str) -> str:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    return "\n".join(
+        [
+            "sidecache demo is running. Open:",
+            f"  gallery through sidecache  http://{shown}:{proxy.public_port}/gallery/1",
+            f"  gallery direct (no cache)  http://127.0.0.1:{app.port}/gallery/1",
+            f"  sidecache stats            http://127.0.0.1:{proxy.control_port}/stats",
+            "Then try the crowd (in another terminal):",
+            f"  sidecache loadtest http://127.0.0.1:{proxy.public_port} --users 50 "
+            f"--duration 30s --compare http://127.0.0.1:{app.port} "
+            f"--control http://127.0.0.1:{proxy.control_port}",
+            "Ctrl-C stops both.",
+        ]
+    )
+
+
+async def run_demo(options: DemoOptions) -> None:
+    app, proxy = await start_demo(options)
+    print(demo_banner(app, proxy, options.host), flush=True)
+    try:
+        await until_stopped()
+        log.info("stopping the demo")
+    finally:
+        await proxy.stop()
+        await app.stop()
