@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from proxy import __version__
@@ -65,7 +66,49 @@ def build_parser() -> argparse.ArgumentParser:
     _add_app_flags(demo, port=8000, photos=DEMO_PHOTOS)
     demo.add_argument("--port", dest="proxy_port", type=int, default=8080, help="sidecache port")
     demo.add_argument("--control-port", type=int, default=9090, help="control port")
+
+    load = sub.add_parser("loadtest", help="simulate a crowd scrolling galleries against a URL")
+    load.add_argument("url", help="the target, e.g. http://127.0.0.1:8080 (sidecache)")
+    load.add_argument("--users", type=_positive_int, default=20, help="simulated users (20)")
+    load.add_argument(
+        "--duration", type=_duration, default=30.0, help="how long to run, e.g. 30s, 2m (30s)"
+    )
+    load.add_argument(
+        "--rate", type=float, default=4.0, help="images each user loads per second (4)"
+    )
+    load.add_argument(
+        "--max-requests", type=_positive_int, default=1_000_000, help="stop after this many"
+    )
+    load.add_argument("--timeout", type=_duration, default=30.0, help="per request (30s)")
+    load.add_argument(
+        "--gallery",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="gallery page to scroll (repeatable; default: the /gallery/N links of the index page)",
+    )
+    load.add_argument("--control", metavar="URL", help="sidecache control URL of the target")
+    load.add_argument("--compare", metavar="URL", help="run the same load against this URL too")
+    load.add_argument("--compare-control", metavar="URL", help="control URL of --compare")
+    load.add_argument(
+        "--app-stats",
+        metavar="URL",
+        help="the demo app's /_demo/stats, for database figures (e.g. http://127.0.0.1:8000/_demo/stats)",
+    )
+    load.add_argument("--report", type=Path, metavar="FILE", help="write FILE.json and FILE.html")
+    load.add_argument("--seed", type=int, default=1, help="random seed of the users' choices")
+    load.add_argument("--no-progress", action="store_true", help="no live progress display")
     return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return value
 
 
 def _add_app_flags(parser: argparse.ArgumentParser, *, port: int, photos: int) -> None:
@@ -123,6 +166,40 @@ def _load(path_flag: str | None) -> Config:
     return load_config(resolve_config_path(path_flag, os.environ))
 
 
+def _loadtest(args: argparse.Namespace) -> int:
+    from proxy.loadtest.crowd import LoadOptions, LoadTestError
+    from proxy.loadtest.run import Target, run_loadtest
+    from proxy.server import run_loop
+
+    options = LoadOptions(
+        users=args.users,
+        duration=args.duration,
+        images_per_second=args.rate,
+        max_requests=args.max_requests,
+        timeout=args.timeout,
+        seed=args.seed,
+        galleries=tuple(args.gallery),
+    )
+    targets = [Target("target", args.url, args.control)]
+    if args.compare:
+        targets[0] = Target("sidecache" if args.control else "target", args.url, args.control)
+        targets.append(Target("compare", args.compare, args.compare_control))
+    try:
+        run_loop(
+            run_loadtest(
+                targets,
+                options,
+                app_stats=args.app_stats,
+                report=args.report,
+                show_progress=not args.no_progress,
+            )
+        )
+    except LoadTestError as exc:
+        print(f"sidecache loadtest: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -159,6 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             run_loop(run_demo(options))
             return 0
+        if args.command == "loadtest":
+            return _loadtest(args)
     except (ConfigError, DatabaseURLError) as exc:
         print(f"sidecache: {exc}", file=sys.stderr)
         return EXIT_USAGE

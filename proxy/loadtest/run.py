@@ -1,0 +1,114 @@
+"""Driving a load test: targets in turn, live progress, control-port deltas, report."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from rich.console import Console
+from rich.live import Live
+
+from proxy.loadtest.crowd import Crowd, LoadOptions
+from proxy.loadtest.display import progress
+from proxy.loadtest.report import TargetResult, deltas, table, write
+
+UPSTREAM_KEYS = {
+    "requests": "upstream.requests",
+    "coalesced": "upstream.coalesced",
+    "errors": "upstream.errors",
+    "hits": "cache.hits",
+    "misses": "cache.misses",
+}
+APP_KEYS = {
+    "photo_reads": "photo_reads",
+    "bytes_read": "bytes_read",
+    "pool_timeouts": "pool_timeouts",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    name: str
+    url: str
+    control: str | None = None  # sidecache control URL, for upstream figures
+
+
+async def get_json(url: str | None) -> dict[str, Any] | None:
+    if url is None:
+        return None
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session,
+            session.get(url) as r,
+        ):
+            data = await r.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+async def run_target(
+    target: Target,
+    options: LoadOptions,
+    *,
+    app_stats: str | None,
+    console: Console,
+    show_progress: bool,
+) -> TargetResult:
+    control_stats = f"{target.control.rstrip('/')}/stats" if target.control else None
+    before_ctl, before_app = await get_json(control_stats), await get_json(app_stats)
+    crowd = Crowd(target.url, options)
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGINT, crowd.stop)
+    try:
+        if show_progress:
+            with Live(progress(crowd, target.name), console=console, refresh_per_second=4) as live:
+                runner = asyncio.create_task(crowd.run())
+                while not runner.done():
+                    await asyncio.wait({runner}, timeout=0.5)
+                    live.update(progress(crowd, target.name))
+                await runner
+        else:
+            await crowd.run()
+    finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGINT)
+    after_ctl, after_app = await get_json(control_stats), await get_json(app_stats)
+    return TargetResult(
+        target.name,
+        target.url,
+        crowd.elapsed,
+        crowd.recorder,
+        upstream=deltas(before_ctl, after_ctl, UPSTREAM_KEYS),
+        app=deltas(before_app, after_app, APP_KEYS),
+    )
+
+
+async def run_loadtest(
+    targets: list[Target],
+    options: LoadOptions,
+    *,
+    app_stats: str | None = None,
+    report: Path | None = None,
+    show_progress: bool = True,
+    console: Console | None = None,
+) -> list[TargetResult]:
+    console = console or Console()
+    results = []
+    for target in targets:
+        results.append(
+            await run_target(
+                target, options, app_stats=app_stats, console=console, show_progress=show_progress
+            )
+        )
+    console.print(table(results))
+    if report is not None:
+        json_path, html_path = write(report, results)
+        console.print(f"report: {json_path} and {html_path}")
+    return results
