@@ -180,6 +180,8 @@ async def upload(request: web.Request) -> web.Response:
     user = _user(request)
     if user is None:
         raise web.HTTPUnauthorized(text="login required\n")
+    if not request.content_type.startswith("multipart/"):
+        raise web.HTTPBadRequest(text="send multipart/form-data with 'photo' and 'event_id'\n")
     reader = await request.multipart()
     fields: dict[str, bytes] = {}
     filename, content_type = "upload.jpg", "image/jpeg"
@@ -192,7 +194,7 @@ async def upload(request: web.Request) -> web.Response:
         fields[part.name] = await part.read()
     if "photo" not in fields or not fields.get("event_id", b"").isdigit():
         raise web.HTTPBadRequest(text="multipart fields 'photo' and 'event_id' are required\n")
-    async with db_session(request.app[STATE]) as session, session.begin():
+    async with db_session(request.app[STATE]) as session:
         photo = Photo(
             event_id=int(fields["event_id"]),
             user_id=user,
@@ -202,6 +204,7 @@ async def upload(request: web.Request) -> web.Response:
             photo_data=fields["photo"],
         )
         session.add(photo)
+        await session.commit()
     return web.json_response(_photo_json(photo), status=201)
 
 
@@ -210,13 +213,14 @@ async def delete_photo(request: web.Request) -> web.Response:
     if user is None:
         raise web.HTTPUnauthorized(text="login required\n")
     photo_id = _int(request, "id")
-    async with db_session(request.app[STATE]) as session, session.begin():
+    async with db_session(request.app[STATE]) as session:
         photo = await session.get(Photo, photo_id)
         if photo is None:
             raise web.HTTPNotFound(text="no such photo\n")
         if photo.user_id != user:
             raise web.HTTPForbidden(text="not your photo\n")
         await session.delete(photo)
+        await session.commit()
     return web.Response(status=204)
 
 

@@ -72,8 +72,8 @@ class Crowd:
             cookie_jar=aiohttp.DummyCookieJar(),
         ) as session:
             self._session = session
-            galleries = list(self.options.galleries) or await self._discover()
             self.started = self.clock()
+            galleries = list(self.options.galleries) or await self._discover()
             users = [
                 asyncio.create_task(self._user(i, galleries)) for i in range(self.options.users)
             ]
@@ -84,7 +84,10 @@ class Crowd:
             finally:
                 self._stop.set()
                 self.elapsed = self.now
-                for task in users:
+                # Requests in flight finish (and are counted): the target and the
+                # report then agree on every request. Past the timeout, cancel.
+                _, late = await asyncio.wait(users, timeout=self.options.timeout)
+                for task in late:
                     task.cancel()
                 await asyncio.gather(*users, return_exceptions=True)
         return self.recorder
@@ -93,14 +96,12 @@ class Crowd:
         self._stop.set()
 
     async def _discover(self) -> list[str]:
-        assert self._session is not None
-        try:
-            async with self._session.get(self.target.with_path("/")) as r:
-                links = gallery_links(await r.text())
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise LoadTestError(
-                f"cannot reach {self.target}: {exc or type(exc).__name__}"
-            ) from None
+        """The galleries linked from the index page (a counted request like any other)."""
+        page = await self._fetch("/", want_text=True)
+        if page is None:
+            kinds = ", ".join(self.recorder.errors) or "no answer"
+            raise LoadTestError(f"cannot read {self.target.with_path('/')}: {kinds}")
+        links = gallery_links(page)
         if not links:
             raise LoadTestError(
                 f"no gallery links (/gallery/N) on {self.target.with_path('/')}: "

@@ -15,6 +15,7 @@ from yarl import URL
 
 from proxy.config import parse_config
 from proxy.server import Runtime, Sidecache
+from tests.integration.demo_fixtures import demo_db, seeded_db_file  # noqa: F401 - fixtures
 from tests.integration.upstream_app import build_app
 
 DEFAULT_ROUTES: list[dict[str, Any]] = [

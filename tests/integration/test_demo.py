@@ -1,0 +1,170 @@
+"""``sidecache demo`` and ``sidecache loadtest``: the whole story, end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import re
+import signal
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+from rich.console import Console
+
+from proxy.config import load_config
+from proxy.demo.run import DEMO_ROUTES, DemoOptions, UpstreamOptions, demo_banner, start_demo
+from proxy.loadtest.crowd import LoadOptions
+from proxy.loadtest.run import Target, run_loadtest
+from tests.integration.demo_fixtures import SEEDED_PHOTOS
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def demo_options(db: str) -> DemoOptions:
+    return DemoOptions(app=UpstreamOptions(port=0, db=db, photos=0), port=0, control_port=0)
+
+
+def test_demo_routes_are_the_default_config_routes() -> None:
+    shipped = load_config(ROOT / "config" / "sidecache.yaml", environ={}).routes
+    from proxy.config import parse_config
+
+    embedded = parse_config(
+        {"upstream": {"url": "http://127.0.0.1:1"}, "routes": DEMO_ROUTES}, environ={}
+    ).routes
+    assert embedded == shipped
+
+
+async def test_demo_serves_the_gallery_through_sidecache(demo_db: str) -> None:
+    app, proxy = await start_demo(demo_options(demo_db))
+    try:
+        banner = demo_banner(app, proxy, "127.0.0.1")
+        assert f"http://127.0.0.1:{proxy.public_port}/gallery/1" in banner
+        assert f"http://127.0.0.1:{app.port}/gallery/1" in banner
+        assert f"http://127.0.0.1:{proxy.control_port}/stats" in banner
+        base = f"http://127.0.0.1:{proxy.public_port}"
+        async with aiohttp.ClientSession() as client:
+            async with client.get(f"{base}/gallery/1") as r:
+                page = await r.text()
+                assert r.headers["X-Cache"] == "BYPASS"
+            images = re.findall(r'src="([^"]+)"', page)
+            assert len(images) == SEEDED_PHOTOS
+            for expected in ("MISS", "HIT"):
+                for src in images:
+                    async with client.get(base + src) as r:
+                        assert r.status == 200
+                        assert r.headers["X-Cache"] == expected
+                        assert r.headers["Cache-Control"] == "public, max-age=86400, immutable"
+                        assert len(await r.read()) > 1_900_000
+        assert proxy.runtime is not None
+        assert proxy.runtime.snapshot()["upstream"]["requests"] == SEEDED_PHOTOS + 1  # type: ignore[index]
+    finally:
+        await proxy.stop(grace=1)
+        await app.stop()
+
+
+async def test_loadtest_report_matches_what_the_target_counted(
+    demo_db: str, tmp_path: Path
+) -> None:
+    app, proxy = await start_demo(demo_options(demo_db))
+    try:
+        control = f"http://127.0.0.1:{proxy.control_port}"
+        options = LoadOptions(
+            users=4, duration=20, images_per_second=200, max_requests=60, ramp_up=0.1, timeout=10
+        )
+        (result,) = await run_loadtest(
+            [Target("sidecache", f"http://127.0.0.1:{proxy.public_port}", control)],
+            options,
+            app_stats=f"http://127.0.0.1:{app.port}/_demo/stats",
+            report=tmp_path / "report",
+            show_progress=False,
+            console=Console(file=io.StringIO()),
+        )
+        assert proxy.runtime is not None
+        stats = proxy.runtime.snapshot()
+        cache = stats["cache"]
+        assert isinstance(cache, dict)
+        rec = result.recorder
+        assert 60 <= rec.requests < 60 + 4 * 6  # bounded: stops after the 60th request
+        assert rec.error_count == 0
+        # Every request the crowd made, the proxy saw, and the other way round.
+        assert rec.requests == cache["hits"] + cache["misses"] + cache["bypass"]
+        assert rec.x_cache["HIT"] == cache["hits"]
+        assert rec.x_cache["MISS"] == cache["misses"]
+        assert rec.x_cache["BYPASS"] == cache["bypass"]
+        assert result.upstream is not None and result.app is not None
+        assert result.upstream["requests"] == stats["upstream"]["requests"]  # type: ignore[index]
+        # The database read each photo once: the rest came from the cache.
+        assert result.app["photo_reads"] == SEEDED_PHOTOS
+        saved = json.loads((tmp_path / "report.json").read_text())
+        assert saved[0]["requests"] == rec.requests
+        assert saved[0]["x_cache"]["HIT"] == cache["hits"]
+        assert saved[0]["app"]["photo_reads"] == SEEDED_PHOTOS
+        assert sum(p["requests"] for p in saved[0]["series"]) == rec.requests
+        chart = (tmp_path / "report.html").read_text()
+        assert chart.count("<svg") == 2 and "<script" not in chart and "http" in chart
+    finally:
+        await proxy.stop(grace=1)
+        await app.stop()
+
+
+@pytest.mark.slow
+async def test_demo_command_starts_both_and_stops_on_ctrl_c(demo_db: str, tmp_path: Path) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "proxy", "demo", "--db", demo_db,
+        "--app-port", "0", "--port", "0", "--control-port", "0",
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        lines: list[str] = []
+        async with asyncio.timeout(60):
+            while not any("Ctrl-C" in line for line in lines):
+                line = (await proc.stdout.readline()).decode()
+                assert line, "demo exited before it was ready"
+                lines.append(line)
+        text = "".join(lines)
+        through = re.search(r"through sidecache\s+(\S+)", text)
+        direct = re.search(r"direct \(no cache\)\s+(\S+)", text)
+        stats = re.search(r"sidecache stats\s+(\S+)", text)
+        assert through and direct and stats, text
+        async with aiohttp.ClientSession() as client:
+            for url in (through.group(1), direct.group(1), stats.group(1)):
+                async with client.get(url) as r:
+                    assert r.status == 200, url
+        proc.send_signal(signal.SIGINT)
+        async with asyncio.timeout(30):
+            assert await proc.wait() == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+@pytest.mark.slow
+async def test_loadtest_command_compares_two_targets(demo_db: str, tmp_path: Path) -> None:
+    app, proxy = await start_demo(demo_options(demo_db))
+    try:
+        report = tmp_path / "cmp"
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "proxy", "loadtest",
+            f"http://127.0.0.1:{proxy.public_port}",
+            "--compare", f"http://127.0.0.1:{app.port}",
+            "--control", f"http://127.0.0.1:{proxy.control_port}",
+            "--users", "2", "--duration", "2s", "--rate", "20", "--no-progress",
+            "--report", str(report),
+            cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        async with asyncio.timeout(60):
+            out, err = await proc.communicate()
+        assert proc.returncode == 0, err.decode()
+        assert "sidecache" in out.decode() and "compare" in out.decode()
+        saved = json.loads(report.with_suffix(".json").read_text())
+        assert [t["name"] for t in saved] == ["sidecache", "compare"]
+        assert saved[0]["hit_rate"] > 0 and saved[1]["hit_rate"] is None
+        assert all(t["requests"] > 0 and t["errors"] == 0 for t in saved)
+    finally:
+        await proxy.stop(grace=1)
+        await app.stop()

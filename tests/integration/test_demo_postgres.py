@@ -1,0 +1,64 @@
+"""The demo app on PostgreSQL (asyncpg): the same endpoints, a real server.
+
+Needs PostgreSQL on 127.0.0.1:5432 (database ``test``, trust auth; override with
+``SIDECACHE_TEST_POSTGRES``). Skipped when it is absent, unless
+``SIDECACHE_REQUIRE_SERVICES=1`` (as in CI), where absence is a failure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from proxy.demo.app import build_app
+from proxy.demo.db import Base, PoolOptions, make_engine
+from proxy.demo.seed import count_photos, seed
+from tests.integration.demo_fixtures import POSTGRES_URL, require_services
+
+pytestmark = pytest.mark.services
+
+
+@pytest.fixture
+async def pg_engine() -> AsyncIterator[AsyncEngine]:
+    engine = make_engine(POSTGRES_URL, PoolOptions(size=5, max_overflow=5, timeout=5))
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(Base.metadata.drop_all)
+            await conn.run_sync(Base.metadata.create_all)
+    except (OSError, ConnectionError) as exc:
+        await engine.dispose()
+        if require_services():
+            pytest.fail(f"PostgreSQL is required (SIDECACHE_REQUIRE_SERVICES=1): {exc}")
+        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_URL}: {exc}")
+    yield engine
+    async with engine.begin() as conn:
+        await conn.run_sync(Base.metadata.drop_all)
+    await engine.dispose()
+
+
+async def test_demo_app_on_postgresql(
+    pg_engine: AsyncEngine,
+    aiohttp_client: Callable[
+        ..., Awaitable[TestClient[aiohttp.web.Request, aiohttp.web.Application]]
+    ],
+) -> None:
+    assert await seed(pg_engine, 2) == 2
+    assert await seed(pg_engine, 2) == 0
+    assert await count_photos(pg_engine) == 2
+    client = await aiohttp_client(build_app(pg_engine))
+    r = await client.get("/api/photo/2")
+    assert r.status == 200
+    assert (await r.read())[:3] == b"\xff\xd8\xff"
+    assert (await client.get("/api/photo/3")).status == 404
+    assert (await client.get("/api/my-photos")).status == 401
+    mine = await (
+        await client.get("/api/my-photos", headers={"Authorization": "Bearer demo-user-1"})
+    ).json()
+    assert [p["id"] for p in mine] == [1]
+    listed = await (await client.get("/api/events/1/photos")).json()
+    assert [p["id"] for p in listed] == [1, 2]
+    assert (await client.get("/gallery/1")).status == 200
