@@ -162,7 +162,7 @@ def _svg(title: str, unit: str, lines: list[tuple[str, str, list[float]]]) -> st
             f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{points}"/>'
         )
         parts.append(
-            f'<text x="{w - 200}" y="{top + 14 * (i + 1)}" font-size="12" fill="{colour}">'
+            f'<text x="{w - 260 + 130 * i}" y="18" font-size="12" fill="{colour}">'
             f"{html.escape(name)}</text>"
         )
     parts.append("</svg>")
