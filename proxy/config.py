@@ -153,6 +153,9 @@ class UpstreamConfig(BaseModel):
     queue_timeout: PositiveDuration = 10.0
     connect_timeout: PositiveDuration = 2.0
     timeout: PositiveDuration = 30.0
+    # Longest silence between two reads of a response: a stalled body fails
+    # after this, not after the whole ``timeout``.
+    read_timeout: PositiveDuration = 15.0
 
     @field_validator("url", mode="before")
     @classmethod
@@ -293,12 +296,23 @@ class RouteConfig(BaseModel):
         return tuple(out)
 
 
+class ServerConfig(BaseModel):
+    """Limits on the clients of the public port, and the shutdown grace period."""
+
+    model_config = _FROZEN
+    header_timeout: PositiveDuration = 10.0  # a request's head must arrive within this
+    keepalive_timeout: PositiveDuration = 75.0  # idle keep-alive connections are closed
+    max_body_bytes: Size = 64 * 1024**2  # larger request bodies get 413, unread
+    shutdown_grace: Duration = 10.0  # in-flight requests may finish within this on stop
+
+
 class Config(BaseModel):
     model_config = _FROZEN
     listen: Address = Address(host="0.0.0.0", port=8080)
     upstream: UpstreamConfig
     control: ControlConfig = ControlConfig()
     cache: CacheConfig = CacheConfig()
+    server: ServerConfig = ServerConfig()
     routes: tuple[RouteConfig, ...] = ()
 
     @model_validator(mode="after")

@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, assert_never
 
-from aiohttp import web
+from aiohttp import StreamReader, web
 from yarl import URL
 
 from proxy import headers as h
+from proxy.admission import Admission
 from proxy.coalesce import Coalescer, Fill, Head, Pass, Relay, Stored
 from proxy.entry import Headers, StoredResponse
 from proxy.keys import normalise_path
@@ -37,7 +38,7 @@ from proxy.policy import (
 from proxy.routes import RouteTable
 from proxy.stats import CacheOutcome, Stats
 from proxy.store import MemoryLRUCache
-from proxy.upstream import Upstream, UpstreamError
+from proxy.upstream import Upstream, UpstreamBusy, UpstreamError
 
 if TYPE_CHECKING:
     from proxy.config import Config, RouteConfig
@@ -66,12 +67,14 @@ class Proxy:
         *,
         store: MemoryLRUCache,
         upstream: Upstream,
+        admission: Admission,
         stats: Stats,
         coalescer: Coalescer,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.upstream = upstream
+        self.admission = admission
         self.stats = stats
         self.coalescer = coalescer
         self.clock = clock
@@ -125,9 +128,13 @@ class Proxy:
                 # The hit path, inline: it is the one that must be fast.
                 now = self.clock()
                 entry = self.store.lookup(decision.key, now)
-                if entry is not None and now < entry.fresh_until:
-                    self.stats.record(decision.route.name, CacheOutcome.HIT)
-                    return self._serve(request, entry, decision.route, "HIT", now)
+                if entry is not None:
+                    if now < entry.fresh_until:
+                        self.stats.record(decision.route.name, CacheOutcome.HIT)
+                        return self._serve(request, entry, decision.route, "HIT", now)
+                    if now - entry.fresh_until < decision.route.stale_while_revalidate:
+                        self._revalidate(request, decision)
+                        return self._serve_stale(request, entry, decision.route, "revalidating")
                 return await self._miss(request, decision, entry)
             case Bypass():
                 self.stats.record(
@@ -163,48 +170,63 @@ class Proxy:
             return await self._lead(request, fill, lookup, stale)
         return await self._follow(request, fill, lookup, stale)
 
+    def _revalidate(self, request: web.BaseRequest, lookup: Lookup) -> None:
+        """``stale_while_revalidate``: one background fill refreshes the entry."""
+        if self.coalescer.get(lookup.key) is not None:
+            return  # a refresh (or a fill) is already on its way
+        fill = self.coalescer.start(
+            lookup.key,
+            STREAM_WINDOW,
+            lambda f: self._run_fill(f, lookup, _fill_headers(request)),
+        )
+        fill.relay.abandon()  # nobody streams it: it is read only to be stored
+        log.debug("revalidating %s in the background", lookup.path)
+
     async def _run_fill(self, fill: Fill, lookup: Lookup, headers: Headers) -> None:
         """Fetch ``lookup`` once, hand the body to the leader, store it if allowed."""
-        relay = fill.relay
-        self.stats.upstream_started()
         try:
-            async with self.upstream.request("GET", lookup.target, headers) as resp:
-                kept = h.response_headers_for_client(resp.headers)
-                refusal = store_refusal(
-                    lookup.route,
-                    resp.status,
-                    kept,
-                    content_length=resp.content_length,
-                    max_object_bytes=self.max_object_bytes,
-                )
-                fill.set_head(
-                    Head(resp.status, resp.reason, kept, resp.content_length, refusal is None)
-                )
-                if refusal is not None:
-                    self._give_up_storing(fill, refusal)
-                async for chunk in resp.chunks():
-                    if relay.consumer_gone and not relay.keeping:
-                        resp.abort()  # nobody reads and nothing will be stored
-                        relay.finish()
-                        return
-                    await relay.put(chunk)
-                    if relay.keeping and relay.size > self.max_object_bytes:
-                        self._give_up_storing(fill, NoStore.TOO_LARGE)
-                if relay.keeping:
-                    now = self.clock()
-                    entry = build_entry(lookup, resp.status, kept, relay.body(), now=now)
-                    stored = self.store.store(entry, now)
-                    log.debug(
-                        "fill %r complete: %d bytes, stored=%s", lookup.key, relay.size, stored
-                    )
-                    fill.resolve(Stored(entry))
-                relay.finish()
+            async with self.admission.slot():
+                self.stats.upstream_started()
+                await self._fetch_fill(fill, lookup, headers)
+        except UpstreamBusy as exc:
+            log.warning("upstream busy, fill for %s refused: %s", lookup.target, exc)
+            fill.fail(exc)
         except UpstreamError as exc:
             self.stats.upstream_failed()
             log.info("upstream %s for %s: %s", exc.reason, lookup.target, exc)
             fill.fail(exc)
-        finally:
-            self.stats.upstream_finished()
+
+    async def _fetch_fill(self, fill: Fill, lookup: Lookup, headers: Headers) -> None:
+        relay = fill.relay
+        async with self.upstream.request("GET", lookup.target, headers) as resp:
+            kept = h.response_headers_for_client(resp.headers)
+            refusal = store_refusal(
+                lookup.route,
+                resp.status,
+                kept,
+                content_length=resp.content_length,
+                max_object_bytes=self.max_object_bytes,
+            )
+            fill.set_head(
+                Head(resp.status, resp.reason, kept, resp.content_length, refusal is None)
+            )
+            if refusal is not None:
+                self._give_up_storing(fill, refusal)
+            async for chunk in resp.chunks():
+                if relay.consumer_gone and not relay.keeping:
+                    resp.abort()  # nobody reads and nothing will be stored
+                    relay.finish()
+                    return
+                await relay.put(chunk)
+                if relay.keeping and relay.size > self.max_object_bytes:
+                    self._give_up_storing(fill, NoStore.TOO_LARGE)
+            if relay.keeping:
+                now = self.clock()
+                entry = build_entry(lookup, resp.status, kept, relay.body(), now=now)
+                stored = self.store.store(entry, now)
+                log.debug("fill %r complete: %d bytes, stored=%s", lookup.key, relay.size, stored)
+                fill.resolve(Stored(entry))
+            relay.finish()
 
     def _give_up_storing(self, fill: Fill, reason: NoStore) -> None:
         log.debug("fill %r not stored: %s", fill.key, reason.value)
@@ -312,8 +334,9 @@ class Proxy:
     def _serve_stale(
         self, request: web.BaseRequest, stale: StoredResponse, route: RouteConfig, why: str
     ) -> web.Response:
-        """``stale_if_error``: the app failed, the expired copy is served instead."""
-        log.info("serving stale %s: %s", stale.path, why)
+        """A stale copy: the app failed (``stale_if_error``), or a refresh is on its
+        way (``stale_while_revalidate``)."""
+        log.debug("serving stale %s: %s", stale.path, why)
         self.stats.record(route.name, CacheOutcome.STALE)
         return self._serve(request, stale, route, "STALE", self.clock(), detail=why)
 
@@ -377,48 +400,73 @@ class Proxy:
             scheme=request.scheme,
             fill=fill,
         )
-        body = None
+        body: object = None
+        limit = self.config.server.max_body_bytes
         if request.body_exists:
-            if request.content_length is not None:
-                headers = (*headers, ("Content-Length", str(request.content_length)))
+            length = request.content_length
+            if length is not None and length > limit:
+                return _too_large(limit)  # refused before a byte of it is read
+            if length is not None:
+                headers = (*headers, ("Content-Length", str(length)))
+                body = request.content
+            else:
+                body = _limited(request.content, limit)
             if request.headers.get("Expect", "").lower() == "100-continue":
                 await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            body = request.content
-        self.stats.upstream_started()
         try:
-            async with self.upstream.request(request.method, target, headers, body) as resp:
-                if invalidate is not None and 200 <= resp.status < 300:
-                    purged = self.store.purge_path(invalidate)
-                    log.debug("%s %s: dropped %d entries", request.method, invalidate, purged)
-                out = web.StreamResponse(status=resp.status, reason=resp.reason)
-                _copy_headers(out, h.response_headers_for_client(resp.headers))
-                out.headers["X-Cache"] = x_cache
-                out.headers["Cache-Status"] = status
-                if resp.content_length is not None and resp.status not in _NO_BODY_STATUSES:
-                    out.content_length = resp.content_length
-                await out.prepare(request)
-                if request.method == "HEAD" or resp.status in _NO_BODY_STATUSES:
-                    await out.write_eof()
-                    return out
-                try:
-                    async for chunk in resp.chunks():
-                        await out.write(chunk)
-                except UpstreamError as exc:
-                    self.stats.upstream_failed()
-                    log.info("upstream body cut short for %s: %s", target, exc)
-                    _abort(request)
-                    return out
-                except ConnectionError:
-                    resp.abort()  # the client left: stop reading
-                    return out
-                await out.write_eof()
-                return out
+            async with self.admission.slot():
+                self.stats.upstream_started()
+                return await self._exchange(
+                    request, target, headers, body, x_cache, status, invalidate
+                )
+        except BodyTooLarge:
+            return _too_large(limit)
+        except UpstreamBusy as exc:
+            log.warning("upstream busy, %s %s refused: %s", request.method, target, exc)
+            return _plain(exc.status, exc.reason, x_cache=x_cache, retry_after=1)
         except UpstreamError as exc:
             self.stats.upstream_failed()
             log.info("upstream %s for %s %s: %s", exc.reason, request.method, target, exc)
             return _plain(exc.status, exc.reason, x_cache=x_cache)
-        finally:
-            self.stats.upstream_finished()
+
+    async def _exchange(
+        self,
+        request: web.BaseRequest,
+        target: str,
+        headers: Headers,
+        body: object,
+        x_cache: str,
+        status: str,
+        invalidate: str | None,
+    ) -> web.StreamResponse:
+        """One pass-through request/response, both bodies streamed."""
+        async with self.upstream.request(request.method, target, headers, body) as resp:
+            if invalidate is not None and 200 <= resp.status < 300:
+                purged = self.store.purge_path(invalidate)
+                log.debug("%s %s: dropped %d entries", request.method, invalidate, purged)
+            out = web.StreamResponse(status=resp.status, reason=resp.reason)
+            _copy_headers(out, h.response_headers_for_client(resp.headers))
+            out.headers["X-Cache"] = x_cache
+            out.headers["Cache-Status"] = status
+            if resp.content_length is not None and resp.status not in _NO_BODY_STATUSES:
+                out.content_length = resp.content_length
+            await out.prepare(request)
+            if request.method == "HEAD" or resp.status in _NO_BODY_STATUSES:
+                await out.write_eof()
+                return out
+            try:
+                async for chunk in resp.chunks():
+                    await out.write(chunk)
+            except UpstreamError as exc:
+                self.stats.upstream_failed()
+                log.info("upstream body cut short for %s: %s", target, exc)
+                _abort(request)
+                return out
+            except ConnectionError:
+                resp.abort()  # the client left: stop reading
+                return out
+            await out.write_eof()
+            return out
 
 
 async def _pump(
@@ -461,9 +509,33 @@ def _abort(request: web.BaseRequest) -> None:
         transport.close()
 
 
-def _plain(status: int, reason: str, *, x_cache: str | None = None) -> web.Response:
-    headers = {"X-Cache": x_cache} if x_cache is not None else None
+def _plain(
+    status: int, reason: str, *, x_cache: str | None = None, retry_after: int | None = None
+) -> web.Response:
+    headers = {"X-Cache": x_cache} if x_cache is not None else {}
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
     return web.Response(status=status, text=f"{status} {reason}\n", headers=headers)
+
+
+class BodyTooLarge(Exception):
+    """A request body (sent without Content-Length) grew past ``max_body_bytes``."""
+
+
+async def _limited(content: StreamReader, limit: int) -> AsyncIterator[bytes]:
+    """Stream a request body upstream, stopping once it exceeds ``limit`` bytes."""
+    seen = 0
+    async for chunk in content.iter_any():
+        seen += len(chunk)
+        if seen > limit:
+            raise BodyTooLarge(f"request body over {limit} bytes")
+        yield chunk
+
+
+def _too_large(limit: int) -> web.Response:
+    response = _plain(413, f"request body larger than {limit} bytes")
+    response.force_close()  # the rest of the body is not read
+    return response
 
 
 __all__ = ["BypassReason", "Proxy"]

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from proxy.admission import Admission
 from proxy.coalesce import Coalescer
 from proxy.config import Config, ConfigError, load_config
 from proxy.control import build_control_app
@@ -82,10 +83,12 @@ class Sidecache:
         await upstream.start()
         stats = Stats(started_at=self.clock())
         coalescer = Coalescer()
+        admission = Admission(config.upstream.max_connections, config.upstream.queue_timeout, stats)
         proxy = Proxy(
             config,
             store=store,
             upstream=upstream,
+            admission=admission,
             stats=stats,
             coalescer=coalescer,
             clock=self.clock,

@@ -69,6 +69,8 @@ class Stats:
     upstream_in_flight: int = 0
     upstream_queued: int = 0
     upstream_coalesced: int = 0
+    upstream_rejected: int = 0  # refused after waiting queue_timeout for a slot
+    upstream_queue_wait_s: float = 0.0
 
     def record(self, route: str | None, outcome: CacheOutcome) -> None:
         """Count one client request; ``route`` None means no route matched."""
@@ -81,10 +83,6 @@ class Stats:
 
     def upstream_started(self) -> None:
         self.upstream_requests += 1
-        self.upstream_in_flight += 1
-
-    def upstream_finished(self) -> None:
-        self.upstream_in_flight -= 1
 
     def upstream_failed(self) -> None:
         self.upstream_errors += 1
@@ -116,6 +114,8 @@ class Stats:
                 "in_flight": self.upstream_in_flight,
                 "queued": self.upstream_queued,
                 "coalesced": self.upstream_coalesced,
+                "rejected": self.upstream_rejected,
+                "queue_wait_s": round(self.upstream_queue_wait_s, 3),
             },
             "routes": {name: counters.as_dict() for name, counters in self.routes.items()},
             "uptime_s": round(max(0.0, now - self.started_at), 1),

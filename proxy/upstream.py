@@ -41,6 +41,13 @@ class UpstreamTimeout(UpstreamError):
     reason = "upstream timed out"
 
 
+class UpstreamBusy(UpstreamError):
+    """No upstream slot became free within ``queue_timeout`` (admission control)."""
+
+    status = 503
+    reason = "upstream busy"
+
+
 class UpstreamBroken(UpstreamError):
     """A malformed response, or a body cut short."""
 
@@ -112,7 +119,9 @@ class Upstream:
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(
-                total=self.config.timeout, sock_connect=self.config.connect_timeout
+                total=self.config.timeout,
+                sock_connect=self.config.connect_timeout,
+                sock_read=self.config.read_timeout,
             ),
             # The proxy forwards bytes: no decompression, no cookie jar shared
             # between clients, no headers the client did not send.

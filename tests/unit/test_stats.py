@@ -23,7 +23,15 @@ def test_empty_snapshot_has_the_contract_shape() -> None:
             "expired": 2,
             "purged": 4,
         },
-        "upstream": {"requests": 0, "errors": 0, "in_flight": 0, "queued": 0, "coalesced": 0},
+        "upstream": {
+            "requests": 0,
+            "errors": 0,
+            "in_flight": 0,
+            "queued": 0,
+            "coalesced": 0,
+            "rejected": 0,
+            "queue_wait_s": 0.0,
+        },
         "routes": {},
         "uptime_s": 0.0,
     }
@@ -64,13 +72,16 @@ def test_upstream_counters() -> None:
     s = Stats(started_at=0.0)
     s.upstream_started()
     s.upstream_started()
-    s.upstream_finished()
     s.upstream_failed()
     s.coalesced()
+    s.upstream_in_flight, s.upstream_queued, s.upstream_rejected = 1, 2, 3
+    s.upstream_queue_wait_s = 1.23456
     assert s.snapshot(now=0, cache=FIGURES)["upstream"] == {
         "requests": 2,
         "errors": 1,
         "in_flight": 1,
-        "queued": 0,
+        "queued": 2,
         "coalesced": 1,
+        "rejected": 3,
+        "queue_wait_s": 1.235,
     }
