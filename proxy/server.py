@@ -24,6 +24,7 @@ from proxy.admission import Admission
 from proxy.coalesce import Coalescer
 from proxy.config import Config, ConfigError, load_config
 from proxy.control import build_control_app
+from proxy.guard import GuardedServer
 from proxy.handler import Proxy
 from proxy.stats import Stats
 from proxy.store import MemoryLRUCache
@@ -32,7 +33,6 @@ from proxy.upstream import Upstream
 log = logging.getLogger(__name__)
 
 SWEEP_INTERVAL = 10.0
-SHUTDOWN_GRACE = 10.0
 
 
 @dataclass
@@ -98,9 +98,17 @@ class Sidecache:
         # The low-level Server takes the protocol options itself (ServerRunner
         # ignores them). aiohttp's own access log costs about half of a hit's
         # time at INFO level; a structured access log of ours can replace it.
+        limits = config.server
         public = web.ServerRunner(
-            web.Server(proxy, auto_decompress=False, handler_cancellation=False, access_log=None),
-            shutdown_timeout=SHUTDOWN_GRACE,
+            GuardedServer(
+                proxy,
+                header_timeout=limits.header_timeout,
+                keepalive_timeout=limits.keepalive_timeout,
+                auto_decompress=False,
+                handler_cancellation=False,
+                access_log=None,
+            ),
+            shutdown_timeout=limits.shutdown_grace,
         )
         control = web.AppRunner(
             build_control_app(self.runtime), access_log=None, shutdown_timeout=2.0
@@ -156,7 +164,11 @@ class Sidecache:
         self.config = new
         log.info("config reloaded: %d routes", len(new.routes))
 
-    async def stop(self, grace: float = SHUTDOWN_GRACE) -> None:
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop accepting, let in-flight requests and fills finish within ``grace``
+        (default ``server.shutdown_grace``), then close everything."""
+        if grace is None:
+            grace = self.config.server.shutdown_grace
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -219,6 +231,6 @@ async def serve(config: Config, config_path: str | None) -> None:
     await instance.start()
     try:
         await until_stopped(instance.reload)
-        log.info("stopping: finishing in-flight requests (up to %.0fs)", SHUTDOWN_GRACE)
+        log.info("stopping: finishing in-flight requests (up to %gs)", config.server.shutdown_grace)
     finally:
         await instance.stop()

@@ -3,9 +3,13 @@ and a client that forwards bytes as they are (no cookie jar, no decompression)."
 
 from __future__ import annotations
 
+import asyncio
+import json
 import socket
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -17,6 +21,8 @@ from proxy.config import parse_config
 from proxy.server import Runtime, Sidecache
 from tests.integration.demo_fixtures import demo_db, seeded_db_file  # noqa: F401 - fixtures
 from tests.integration.upstream_app import build_app
+
+ROOT = Path(__file__).resolve().parents[2]
 
 DEFAULT_ROUTES: list[dict[str, Any]] = [
     {"name": "photo", "match": "/api/photo/{id}", "ttl": "5m"},
@@ -105,3 +111,46 @@ async def client() -> AsyncIterator[aiohttp.ClientSession]:
         cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False
     ) as session:
         yield session
+
+
+@dataclass
+class FaultUpstream:
+    """The misbehaving upstream process (tests/integration/fault_upstream.py)."""
+
+    process: asyncio.subprocess.Process
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def mode(self, mode: str) -> None:
+        async with aiohttp.ClientSession() as s, s.get(f"{self.url}/_mode?set={mode}") as r:
+            assert r.status == 200
+
+    async def count(self) -> int:
+        async with aiohttp.ClientSession() as s, s.get(f"{self.url}/_count") as r:
+            data: dict[str, int] = await r.json(content_type=None)
+            return data["count"]
+
+    async def kill(self) -> None:
+        if self.process.returncode is None:
+            self.process.kill()
+            await self.process.wait()
+
+
+@pytest.fixture
+async def fault_upstream() -> AsyncIterator[FaultUpstream]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.integration.fault_upstream",
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    async with asyncio.timeout(20):
+        line = await proc.stdout.readline()
+    upstream = FaultUpstream(proc, json.loads(line)["port"])
+    yield upstream
+    await upstream.kill()
