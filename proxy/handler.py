@@ -410,7 +410,7 @@ class Proxy:
                 headers = (*headers, ("Content-Length", str(length)))
                 body = request.content
             else:
-                body = _limited(request.content, limit)
+                body = _Limited(request.content, limit)
             if request.headers.get("Expect", "").lower() == "100-continue":
                 await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         try:
@@ -425,6 +425,8 @@ class Proxy:
             log.warning("upstream busy, %s %s refused: %s", request.method, target, exc)
             return _plain(exc.status, exc.reason, x_cache=x_cache, retry_after=1)
         except UpstreamError as exc:
+            if isinstance(body, _Limited) and body.exceeded:
+                return _too_large(limit)
             self.stats.upstream_failed()
             log.info("upstream %s for %s %s: %s", exc.reason, request.method, target, exc)
             return _plain(exc.status, exc.reason, x_cache=x_cache)
@@ -522,14 +524,26 @@ class BodyTooLarge(Exception):
     """A request body (sent without Content-Length) grew past ``max_body_bytes``."""
 
 
-async def _limited(content: StreamReader, limit: int) -> AsyncIterator[bytes]:
-    """Stream a request body upstream, stopping once it exceeds ``limit`` bytes."""
-    seen = 0
-    async for chunk in content.iter_any():
-        seen += len(chunk)
-        if seen > limit:
-            raise BodyTooLarge(f"request body over {limit} bytes")
-        yield chunk
+class _Limited:
+    """A request body streamed upstream that stops once it exceeds ``limit`` bytes.
+
+    The client library wraps errors raised while it sends a body, so the verdict
+    is kept here for the handler to read.
+    """
+
+    def __init__(self, content: StreamReader, limit: int) -> None:
+        self._content = content
+        self._limit = limit
+        self.exceeded = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        seen = 0
+        async for chunk in self._content.iter_any():
+            seen += len(chunk)
+            if seen > self._limit:
+                self.exceeded = True
+                raise BodyTooLarge(f"request body over {self._limit} bytes")
+            yield chunk
 
 
 def _too_large(limit: int) -> web.Response:
