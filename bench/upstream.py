@@ -1,7 +1,7 @@
 """The benchmark's upstream: fixed bodies, so only the proxies differ.
 
-``python bench/upstream.py PORT`` serves ``/blob/{id}`` (2.5 MB) and
-``/small/{id}`` (8 KB) with ``Content-Length`` and a public type.
+``python bench/upstream.py PORT`` serves ``/blob/{id}`` (2.5 MB), ``/small/{id}``
+(8 KB) and ``/big/{id}`` (20 MiB, streamed), all with ``Content-Length``.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from aiohttp import web
 
 LARGE = 2_621_440
 SMALL = 8192
+HUGE = 20 * 1024 * 1024  # over the default max_object_bytes: always streamed through
 
 
 def body(seed: str, size: int) -> bytes:
@@ -31,10 +32,22 @@ async def small(request: web.Request) -> web.Response:
     )
 
 
+async def big(request: web.Request) -> web.StreamResponse:
+    resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+    resp.content_length = HUGE
+    await resp.prepare(request)
+    chunk = body(request.match_info["id"], 1024 * 1024)
+    for _ in range(HUGE // len(chunk)):
+        await resp.write(chunk)
+    await resp.write_eof()
+    return resp
+
+
 def main() -> None:
     app = web.Application()
     app.router.add_get("/blob/{id}", blob)
     app.router.add_get("/small/{id}", small)
+    app.router.add_get("/big/{id}", big)
     web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from proxy.entry import Headers, StoredResponse
+from proxy.entry import Body, Headers, StoredResponse
 from proxy.policy import NoStore
 
 log = logging.getLogger(__name__)
@@ -55,11 +55,16 @@ class Relay:
     client does not slow a fill that others wait for. Once the body cannot be
     stored, chunks are dropped as they are consumed and the producer waits when
     more than ``window`` bytes are unread, so memory stays bounded.
+
+    With a known length (``expect``), chunks are copied into one buffer of that
+    size as they arrive and the consumer gets views of it: the stored body is that
+    buffer, so a fill holds its body once, not as chunks plus their joined copy.
     """
 
     def __init__(self, window: int) -> None:
         self._window = window
-        self._chunks: list[bytes] = []
+        self._buf: bytearray | None = None
+        self._chunks: list[bytes | memoryview] = []
         self._first = 0  # absolute index of _chunks[0]
         self._read = 0  # absolute index of the next chunk to hand out
         self._unread = 0
@@ -76,12 +81,22 @@ class Relay:
     def size(self) -> int:
         return self._size
 
+    def expect(self, length: int | None) -> None:
+        """The body's announced length, known before its first byte: size the buffer."""
+        if length and self._keep and not self._size:
+            self._buf = bytearray(length)
+
     @property
     def keeping(self) -> bool:
         return self._keep
 
     async def put(self, chunk: bytes) -> None:
-        self._chunks.append(chunk)
+        buf, start = self._buf, self._size
+        if buf is not None and self._keep and start + len(chunk) <= len(buf):
+            buf[start : start + len(chunk)] = chunk
+            self._chunks.append(memoryview(buf)[start : start + len(chunk)])
+        else:
+            self._chunks.append(chunk)
         self._unread += len(chunk)
         self._size += len(chunk)
         self._data.set()
@@ -92,14 +107,18 @@ class Relay:
     def stop_keeping(self) -> None:
         """From now on the body will not be stored: release what was consumed."""
         self._keep = False
+        self._buf = None
         if self.consumer_gone:
             self._chunks.clear()
             self._first = self._read = 0
         else:
             self._trim()
 
-    def body(self) -> bytes:
+    def body(self) -> Body:
+        """The whole body (only while keeping): the buffer itself when it was sized."""
         assert self._keep and self._first == 0
+        if self._buf is not None and self._size == len(self._buf):
+            return self._buf
         return b"".join(self._chunks)
 
     def finish(self, error: BaseException | None = None) -> None:
@@ -115,7 +134,7 @@ class Relay:
             self._chunks.clear()
             self._first = self._read = 0
 
-    async def next_chunk(self) -> bytes | None:
+    async def next_chunk(self) -> bytes | memoryview | None:
         """The next chunk, None at the end; raises the producer's error."""
         while True:
             index = self._read - self._first

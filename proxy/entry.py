@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 Headers = tuple[tuple[str, str], ...]
+# A stored body: bytes, or the bytearray a fill of known length was read into
+# (never modified once stored; keeping it avoids a copy of every large body).
+Body = bytes | bytearray
 
 # Fixed cost charged to every entry on top of its body and header bytes: the
 # key string, the dataclass, the LRU node and the dict slot. Measured with
@@ -25,7 +28,7 @@ class StoredResponse:
     path: str  # normalised path without the query: what a purge by path names
     status: int
     headers: Headers  # end-to-end headers as stored (no hop-by-hop, no framing)
-    body: bytes
+    body: Body
     etag: str
     stored_at: float
     fresh_until: float

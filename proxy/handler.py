@@ -21,6 +21,7 @@ from yarl import URL
 
 from proxy import headers as h
 from proxy.admission import Admission
+from proxy.body import SLICED_ABOVE, SlicedPayload
 from proxy.coalesce import Coalescer, Fill, Head, Pass, Relay, Stored
 from proxy.entry import Headers, StoredResponse
 from proxy.keys import normalise_path
@@ -212,6 +213,8 @@ class Proxy:
             )
             if refusal is not None:
                 self._give_up_storing(fill, refusal)
+            else:
+                relay.expect(resp.content_length)
             async for chunk in resp.chunks():
                 if relay.consumer_gone and not relay.keeping:
                     resp.abort()  # nobody reads and nothing will be stored
@@ -379,7 +382,10 @@ class Proxy:
                 or n in ("Age", "Via", "X-Cache", "Cache-Status")
             ]
             return web.Response(status=304, headers=kept)
-        return web.Response(status=entry.status, body=entry.body, headers=headers)
+        body = entry.body
+        if len(body) > SLICED_ABOVE:
+            return web.Response(status=entry.status, body=SlicedPayload(body), headers=headers)
+        return web.Response(status=entry.status, body=body, headers=headers)
 
     # -- pass-through ----------------------------------------------------------------
 

@@ -124,7 +124,7 @@ def cache_control_directives(values: Iterable[str]) -> dict[str, str | None]:
     return directives
 
 
-def compute_etag(body: bytes) -> str:
+def compute_etag(body: bytes | bytearray) -> str:
     """A strong validator derived from the body, for responses stored without one."""
     return '"sc-' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from proxy import headers as h
-from proxy.entry import Headers, StoredResponse
+from proxy.entry import Body, Headers, StoredResponse
 from proxy.keys import build_key, credential_digest, select_query
 
 if TYPE_CHECKING:
@@ -173,7 +173,7 @@ def build_entry(
     lookup: Lookup,
     status: int,
     headers: Headers,
-    body: bytes,
+    body: Body,
     *,
     now: float,
 ) -> StoredResponse:

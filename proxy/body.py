@@ -1,0 +1,45 @@
+"""Sending large stored bodies without copying them per response.
+
+On Python before 3.12.9 aiohttp joins the headers and the whole body into one
+new ``bytes`` before writing (its ``SKIP_WRITELINES``), so every concurrent hit
+on a 2.5 MB entry briefly held another 2.5 MB: 300 clients, 750 MB above the
+cache budget (bench/memory.py). ``SlicedPayload`` writes the stored body as
+memoryview slices instead, waiting for each to drain, so a response costs at
+most a slice and the socket buffer, whatever the body size.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.payload import Payload
+
+SLICE = 64 * 1024
+# Smaller bodies go out in one write: cheaper, and their copy is small.
+SLICED_ABOVE = 2 * SLICE
+
+
+class SlicedPayload(Payload):
+    """A stored body written slice by slice, never copied whole."""
+
+    _autoclose = True  # bytes in memory: nothing to close
+
+    def __init__(self, value: bytes | bytearray, **kwargs: Any) -> None:
+        kwargs.setdefault("content_type", "application/octet-stream")
+        super().__init__(value, **kwargs)
+        self._size = len(value)
+        self._view = memoryview(value)
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return bytes(self._view).decode(encoding, errors)
+
+    async def write(self, writer: AbstractStreamWriter) -> None:
+        await self.write_with_length(writer, None)
+
+    async def write_with_length(
+        self, writer: AbstractStreamWriter, content_length: int | None
+    ) -> None:
+        view = self._view if content_length is None else self._view[:content_length]
+        for start in range(0, len(view), SLICE):
+            await writer.write(view[start : start + SLICE])
