@@ -24,6 +24,7 @@ from proxy.config import (
     resolve_config_path,
 )
 from proxy.demo import DEMO_PHOTOS, DatabaseURLError
+from proxy.safety import UnsafeHTTPStack
 
 if TYPE_CHECKING:
     from proxy.demo.run import UpstreamOptions
@@ -238,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "loadtest":
             return _loadtest(args)
-    except (ConfigError, DatabaseURLError) as exc:
+    except (ConfigError, DatabaseURLError, UnsafeHTTPStack) as exc:
         print(f"sidecache: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:

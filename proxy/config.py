@@ -9,6 +9,7 @@ Pure: imports neither aiohttp nor asyncio.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -175,10 +176,31 @@ class UpstreamConfig(BaseModel):
         return f"{parts.scheme}://{parts.netloc}"
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class ControlConfig(BaseModel):
     model_config = _FROZEN
     listen: Address = Address(host="127.0.0.1", port=9090)
     token: str = ""
+
+    @model_validator(mode="after")
+    def _exposed_needs_a_token(self) -> ControlConfig:
+        # Purge and stats on a reachable port without a token would let anyone
+        # empty the cache (and hammer the app): refuse to start that way.
+        if not is_loopback(self.listen.host) and not self.token:
+            raise PydanticCustomError(
+                "sidecache_at",
+                "{value} is not a loopback address: set control.token to expose the control port",
+                {"value": repr(str(self.listen)), "loc": "listen"},
+            )
+        return self
 
 
 class CacheConfig(BaseModel):
@@ -210,6 +232,16 @@ class RouteConfig(BaseModel):
     stale_while_revalidate: Duration = 0.0
     stale_if_error: Duration = 0.0
     statuses: tuple[Annotated[int, Field(ge=200, le=599)], ...] = (200,)
+
+    @field_validator("statuses")
+    @classmethod
+    def _storable_statuses(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        for status in value:
+            if status in (206, 304):
+                # A partial or a not-modified answer is not a whole representation.
+                raise _fail(status, "cannot be stored (206 and 304 are not whole responses)")
+        return value
+
     query: Literal["all", "ignore"] | tuple[str, ...] = "all"
     vary: tuple[str, ...] = ()
     credentials: Literal["bypass", "per-user", "shared"] = "bypass"
@@ -304,6 +336,9 @@ class ServerConfig(BaseModel):
     keepalive_timeout: PositiveDuration = 75.0  # idle keep-alive connections are closed
     max_body_bytes: Size = 64 * 1024**2  # larger request bodies get 413, unread
     shutdown_grace: Duration = 10.0  # in-flight requests may finish within this on stop
+    # Refuse to start on an HTTP parser known to be unsafe (aiohttp's pure-Python
+    # parser, or a release before the request-smuggling fixes) unless this is set.
+    allow_unsafe_http_parser: bool = False
 
 
 class Config(BaseModel):

@@ -166,7 +166,7 @@ class Proxy:
             fill = self.coalescer.start(
                 lookup.key,
                 STREAM_WINDOW,
-                lambda f: self._run_fill(f, lookup, _fill_headers(request)),
+                lambda f: self._run_fill(f, lookup, _fill_headers(request, lookup)),
             )
             return await self._lead(request, fill, lookup, stale)
         return await self._follow(request, fill, lookup, stale)
@@ -178,7 +178,7 @@ class Proxy:
         fill = self.coalescer.start(
             lookup.key,
             STREAM_WINDOW,
-            lambda f: self._run_fill(f, lookup, _fill_headers(request)),
+            lambda f: self._run_fill(f, lookup, _fill_headers(request, lookup)),
         )
         fill.relay.abandon()  # nobody streams it: it is read only to be stored
         log.debug("revalidating %s in the background", lookup.path)
@@ -492,12 +492,13 @@ async def _pump(
     return out
 
 
-def _fill_headers(request: web.BaseRequest) -> Headers:
+def _fill_headers(request: web.BaseRequest, lookup: Lookup) -> Headers:
     return h.request_headers_for_upstream(
         request.headers.items(),
         client_ip=request.remote or "",
         scheme=request.scheme,
         fill=True,
+        keyed=lookup.route.vary,
     )
 
 

@@ -35,6 +35,35 @@ HOP_BY_HOP = frozenset(
 _PROXY_SET_REQUEST = frozenset(
     {"host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded"}
 )
+# Inputs that frameworks and middlewares honour to rewrite the URL, the method,
+# the host or the scheme they see, but which no cache key contains: on a cache
+# fill they would let one client shape the response stored for everybody
+# (cache poisoning). Removed from fills unless a route names them in ``vary``.
+UNKEYED = frozenset(
+    {
+        "x-forwarded-prefix",
+        "x-forwarded-server",
+        "x-forwarded-port",
+        "x-forwarded-scheme",
+        "x-forwarded-ssl",
+        "x-forwarded-path",
+        "x-forwarded-uri",
+        "x-original-url",
+        "x-original-uri",
+        "x-original-host",
+        "x-rewrite-url",
+        "x-host",
+        "x-http-host-override",
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+        "x-real-ip",
+        "x-client-ip",
+        "true-client-ip",
+        "x-wap-profile",
+        "front-end-https",
+    }
+)
 # The body framing is the proxy's business on each hop; ``expect`` is answered
 # by the proxy itself.
 _FRAMING = frozenset({"content-length", "expect"})
@@ -67,15 +96,19 @@ def request_headers_for_upstream(
     client_ip: str,
     scheme: str,
     fill: bool,
+    keyed: Iterable[str] = (),
 ) -> Headers:
     """Headers to send upstream for a client request.
 
     ``fill`` marks a cache fill, which drops conditionals and ``Range`` so that the
-    whole representation comes back.
+    whole representation comes back, and the ``UNKEYED`` inputs, except those the
+    route puts in its key (``keyed``, lower-case names).
     """
     items = tuple(headers)
     host = next((v for n, v in items if n.lower() == "host"), "")
-    drop = _PROXY_SET_REQUEST | _FRAMING | (_CONDITIONAL if fill else frozenset())
+    drop = _PROXY_SET_REQUEST | _FRAMING
+    if fill:
+        drop = drop | _CONDITIONAL | (UNKEYED - frozenset(keyed))
     kept = end_to_end(items, drop)
     via = [v for n, v in kept if n.lower() == "via"]
     out = [(n, v) for n, v in kept if n.lower() != "via"]

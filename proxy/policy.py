@@ -130,7 +130,7 @@ def store_refusal(
     max_object_bytes: int,
 ) -> NoStore | None:
     """Why the response may not be stored, or None if it may (body size permitting)."""
-    if status not in route.statuses:
+    if status not in route.statuses or status in (206, 304):
         return NoStore.STATUS
     if h.get(headers, "set-cookie") is not None:
         return NoStore.SET_COOKIE

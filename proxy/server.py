@@ -26,6 +26,7 @@ from proxy.config import Config, ConfigError, load_config
 from proxy.control import build_control_app
 from proxy.guard import GuardedServer
 from proxy.handler import Proxy
+from proxy.safety import check_http_stack
 from proxy.stats import Stats
 from proxy.store import MemoryLRUCache
 from proxy.upstream import Upstream
@@ -78,6 +79,8 @@ class Sidecache:
 
     async def _start(self) -> None:
         config = self.config
+        for problem in check_http_stack(config.server.allow_unsafe_http_parser):
+            log.warning("running anyway (server.allow_unsafe_http_parser): %s", problem)
         store = MemoryLRUCache(config.cache.max_bytes, clock=self.clock)
         upstream = Upstream(config.upstream)
         await upstream.start()

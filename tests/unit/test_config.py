@@ -260,3 +260,12 @@ def test_format_routes_lists_every_route() -> None:
     assert "upstream  http://127.0.0.1:8000" in text
     assert "token not set" in text
     assert "[w,h]" in text and "5m" in text and "10m" in text and "1h" in text
+
+
+@pytest.mark.parametrize(
+    ("listen", "token"),
+    [("127.0.0.1:9090", ""), ("[::1]:9090", ""), ("localhost:9090", ""), ("0.0.0.0:9090", "t")],
+)
+def test_the_control_port_is_exposed_only_with_a_token(listen: str, token: str) -> None:
+    c = parse_config({**MINIMAL, "control": {"listen": listen, "token": token}}, environ={})
+    assert c.control.token == token

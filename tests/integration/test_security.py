@@ -1,0 +1,157 @@
+"""Adversarial requests: each attack is followed by a victim request that must get
+exactly the clean response. Raw sockets where an HTTP client would tidy the request."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+from tests.integration.conftest import ROOT, Factory
+from tests.integration.upstream_app import HITS, LAST, photo_body
+
+CLEAN = photo_body("1", 1000)
+
+
+async def raw(port: int, payload: bytes) -> bytes:
+    """Send bytes as they are; return everything the proxy answers until it closes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(payload)
+        await writer.drain()
+        async with asyncio.timeout(10):
+            return await reader.read()
+    finally:
+        writer.close()
+
+
+async def victim(client: aiohttp.ClientSession, url: object) -> tuple[int, bytes]:
+    async with client.get(url) as r:  # type: ignore[arg-type]
+        return r.status, await r.read()
+
+
+@pytest.mark.parametrize(
+    "attack",
+    [
+        # Both framings at once: the classic CL.TE / TE.CL desync.
+        b"POST /api/photo/1 HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /api/photo/1?poison HTTP/1.1\r\nHost: x\r\n\r\n",
+        # Two different Content-Lengths.
+        b"POST /api/photo/1 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 40\r\n\r\nhello",
+        # A malformed Content-Length.
+        b"POST /api/photo/1 HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\nhello",
+        # An odd Transfer-Encoding that some parsers read as chunked.
+        b"POST /api/photo/1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n",
+        b"POST /api/photo/1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
+        # Obsolete line folding.
+        b"GET /api/photo/1 HTTP/1.1\r\nHost: x\r\nX-Folded: a\r\n b\r\n\r\n",
+        # A bare LF line ending inside the head.
+        b"GET /api/photo/1 HTTP/1.1\nHost: x\r\nX-A: 1\r\n\r\n",
+        # Whitespace before the colon.
+        b"GET /api/photo/1 HTTP/1.1\r\nHost: x\r\nContent-Length : 5\r\n\r\nhello",
+    ],
+    ids=["cl-te", "double-cl", "bad-cl", "odd-te", "te-list", "obs-fold", "bare-lf", "space-colon"],
+)
+async def test_request_smuggling_inputs_get_400_and_the_connection_closed(
+    sidecache: Factory, upstream: TestServer, client: aiohttp.ClientSession, attack: bytes
+) -> None:
+    proxy = await sidecache()
+    answer = await raw(proxy.url.port or 0, attack)  # read() returns: the proxy closed
+    # aiohttp answers an unparseable request as HTTP/1.0, then closes.
+    assert answer[:12] in (b"HTTP/1.0 400", b"HTTP/1.1 400"), answer[:200]
+    assert b"200 OK" not in answer  # nothing smuggled behind it was answered
+    assert upstream.app[HITS]["total"] == 0  # and nothing reached the app
+    assert await victim(client, proxy.url / "api/photo/1") == (200, CLEAN)
+
+
+async def test_oversized_request_heads_are_refused(
+    sidecache: Factory, client: aiohttp.ClientSession
+) -> None:
+    proxy = await sidecache()
+    long_line = b"GET /api/photo/1?" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+    long_header = b"GET /api/photo/1 HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 9000 + b"\r\n\r\n"
+    for attack in (long_line, long_header):
+        answer = await raw(proxy.url.port or 0, attack)
+        assert answer[9:12] in (b"400", b"431") and answer.startswith(b"HTTP/1."), answer[:100]
+    assert await victim(client, proxy.url / "api/photo/1") == (200, CLEAN)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("X-Forwarded-Host", "evil.example"),
+        ("X-Forwarded-Prefix", "/evil"),
+        ("X-Original-URL", "/admin"),
+        ("X-Rewrite-URL", "/admin"),
+        ("X-HTTP-Method-Override", "DELETE"),
+        ("X-Forwarded-Scheme", "nothttps"),
+        ("X-Host", "evil.example"),
+        ("Forwarded", "host=evil.example"),
+    ],
+)
+async def test_unkeyed_inputs_never_reach_a_cache_fill(
+    sidecache: Factory,
+    upstream: TestServer,
+    client: aiohttp.ClientSession,
+    name: str,
+    value: str,
+) -> None:
+    proxy = await sidecache()
+    async with client.get(proxy.url / "api/photo/1", headers={name: value}) as r:
+        assert r.headers["X-Cache"] == "MISS"
+    seen = {k.lower(): v for k, v in upstream.app[LAST]["headers"]}  # type: ignore[union-attr]
+    assert seen.get(name.lower()) != value  # stripped, or overwritten by the proxy
+    async with client.get(proxy.url / "api/photo/1") as r:
+        assert (r.headers["X-Cache"], await r.read()) == ("HIT", CLEAN)
+
+
+async def test_an_unkeyed_input_named_in_vary_is_forwarded_and_keyed(
+    sidecache: Factory, upstream: TestServer, client: aiohttp.ClientSession
+) -> None:
+    routes = [{"name": "p", "match": "/api/photo/{id}", "ttl": 60, "vary": ["x-forwarded-prefix"]}]
+    proxy = await sidecache(routes)
+    async with client.get(proxy.url / "api/photo/1", headers={"X-Forwarded-Prefix": "/a"}) as r:
+        assert r.headers["X-Cache"] == "MISS"
+    seen = {k.lower(): v for k, v in upstream.app[LAST]["headers"]}  # type: ignore[union-attr]
+    assert seen["x-forwarded-prefix"] == "/a"
+    async with client.get(proxy.url / "api/photo/1") as r:
+        assert r.headers["X-Cache"] == "MISS"  # another variant
+
+
+@pytest.mark.slow
+async def test_the_server_refuses_to_start_on_the_pure_python_parser(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    body = 'listen: 127.0.0.1:0\ncontrol: {listen: "127.0.0.1:0"}\nupstream: {url: "http://127.0.0.1:1"}\n'
+    config.write_text(body)
+    env = {**os.environ, "AIOHTTP_NO_EXTENSIONS": "1"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "proxy", "serve", "-c", str(config),
+        cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    async with asyncio.timeout(30):
+        _, err = await proc.communicate()
+    assert proc.returncode == 2
+    assert b"pure-Python HTTP parser" in err and b"allow_unsafe_http_parser" in err
+    config.write_text(body + "server: {allow_unsafe_http_parser: true}\n")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "proxy", "serve", "-c", str(config),
+        cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    try:
+        async with asyncio.timeout(30):
+            while b"listening on" not in (line := await proc.stderr.readline()):
+                assert line, "serve did not start with the opt-out"
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            assert await proc.wait() == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
