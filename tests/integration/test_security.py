@@ -41,14 +41,17 @@ async def victim(client: aiohttp.ClientSession, url: object) -> tuple[int, bytes
     [
         # Both framings at once: the classic CL.TE / TE.CL desync.
         b"POST /api/photo/1 HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n"
-        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /api/photo/1?poison HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+        b"GET /api/photo/1?poison HTTP/1.1\r\nHost: x\r\n\r\n",
         # Two different Content-Lengths.
-        b"POST /api/photo/1 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 40\r\n\r\nhello",
+        b"POST /api/photo/1 HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Length: 5\r\nContent-Length: 40\r\n\r\nhello",
         # A malformed Content-Length.
         b"POST /api/photo/1 HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\nhello",
         # An odd Transfer-Encoding that some parsers read as chunked.
         b"POST /api/photo/1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n",
-        b"POST /api/photo/1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
+        b"POST /api/photo/1 HTTP/1.1\r\nHost: x\r\n"
+        b"Transfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
         # Obsolete line folding.
         b"GET /api/photo/1 HTTP/1.1\r\nHost: x\r\nX-Folded: a\r\n b\r\n\r\n",
         # A bare LF line ending inside the head.
