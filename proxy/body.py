@@ -25,7 +25,7 @@ class SlicedPayload(Payload):
 
     _autoclose = True  # bytes in memory: nothing to close
 
-    def __init__(self, value: bytes | bytearray, **kwargs: Any) -> None:
+    def __init__(self, value: bytes | bytearray | memoryview, **kwargs: Any) -> None:
         kwargs.setdefault("content_type", "application/octet-stream")
         super().__init__(value, **kwargs)
         self._size = len(value)

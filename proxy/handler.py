@@ -36,6 +36,7 @@ from proxy.policy import (
     store_refusal,
     usable_on_error,
 )
+from proxy.ranges import Partial, Unsatisfiable, answer_range, not_modified
 from proxy.routes import RouteTable
 from proxy.stats import CacheOutcome, Stats
 from proxy.store import MemoryLRUCache
@@ -161,6 +162,16 @@ class Proxy:
 
         ``stale`` is the expired entry, if any, kept to stand in on upstream errors.
         """
+        if lookup.partial:
+            self.stats.record(lookup.route.name, CacheOutcome.MISS)
+            return await self._forward(
+                request,
+                lookup.target,
+                x_cache="MISS",
+                status=h.cache_status(hit=False, fwd="uri-miss", detail="range"),
+                invalidate=None,
+                fill=False,
+            )
         fill = self.coalescer.get(lookup.key)
         if fill is None:
             fill = self.coalescer.start(
@@ -373,8 +384,14 @@ class Proxy:
                 ),
             )
         )
-        inm = request.headers.get("If-None-Match")
-        if inm is not None and h.if_none_match_matches(inm, entry.etag):
+        rh = request.headers
+        inm, ims = rh.get("If-None-Match"), rh.get("If-Modified-Since")
+        if (inm is not None or ims is not None) and not_modified(
+            if_none_match=inm,
+            if_modified_since=ims,
+            etag=entry.etag,
+            last_modified=h.get(entry.headers, "last-modified"),
+        ):
             kept = [
                 (n, v)
                 for n, v in headers
@@ -383,6 +400,20 @@ class Proxy:
             ]
             return web.Response(status=304, headers=kept)
         body = entry.body
+        range_header = rh.get("Range")
+        if range_header is not None and entry.status == 200:
+            match answer_range(
+                range_header, len(body), if_range=rh.get("If-Range"), etag=entry.etag
+            ):
+                case Partial(start, end):
+                    headers.append(("Content-Range", f"bytes {start}-{end}/{len(body)}"))
+                    part = memoryview(body)[start : end + 1]
+                    return web.Response(status=206, body=SlicedPayload(part), headers=headers)
+                case Unsatisfiable():
+                    headers.append(("Content-Range", f"bytes */{len(body)}"))
+                    return web.Response(status=416, headers=headers)
+                case None:
+                    pass
         if len(body) > SLICED_ABOVE:
             return web.Response(status=entry.status, body=SlicedPayload(body), headers=headers)
         return web.Response(status=entry.status, body=body, headers=headers)

@@ -35,7 +35,6 @@ class BypassReason(enum.Enum):
     CREDENTIALS = "credentials"
     AMBIGUOUS = "ambiguous-target"
     REQUEST_BODY = "request-body"
-    RANGE = "range"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +46,9 @@ class Lookup:
     path: str
     target: str
     head: bool
+    # The request asks for a byte range: served from a stored entry, but a miss is
+    # forwarded as it is and never stored (a part is not the whole object).
+    partial: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,8 +87,6 @@ def decide(
     if has_body:
         # A body the key does not see could shape the response (RFC 9110 9.3.1).
         return Bypass(BypassReason.REQUEST_BODY, route)
-    if headers.get("Range") is not None:
-        return Bypass(BypassReason.RANGE, route)
     authorization = headers.get("Authorization")
     cookie = headers.get("Cookie")
     creds: str | None = None
@@ -101,7 +101,7 @@ def decide(
     target = f"{path}?{query}" if query else path
     vary = [(name, _joined(headers.getall(name, []))) for name in route.vary] if route.vary else ()
     key = build_key(route.name, host, target, vary, creds)
-    return Lookup(route, key, path, target, method == "HEAD")
+    return Lookup(route, key, path, target, method == "HEAD", headers.get("Range") is not None)
 
 
 def _joined(values: list[str]) -> str | None:

@@ -236,3 +236,53 @@ async def test_upstream_vary_outside_the_route_key_is_not_stored(
     for _ in range(2):
         async with client.get(url) as r:
             assert r.headers["X-Cache"] == "MISS"
+
+
+async def test_ranges_are_answered_from_the_stored_entry(
+    sidecache: Factory, upstream: TestServer, client: aiohttp.ClientSession
+) -> None:
+    proxy = await sidecache()
+    url = proxy.url / "api/photo/4"
+    async with client.get(url, headers={"Range": "bytes=0-9"}) as r:
+        # A miss with Range is forwarded as it is and never stored as the whole.
+        assert r.headers["X-Cache"] == "MISS"
+        await r.read()
+    assert proxy.runtime.store.figures().entries == 0
+    async with client.get(url) as r:
+        await r.read()
+    whole = photo_body("4", 1000)
+    async with client.get(url, headers={"Range": "bytes=10-19"}) as r:
+        assert (r.status, r.headers["X-Cache"]) == (206, "HIT")
+        assert r.headers["Content-Range"] == "bytes 10-19/1000"
+        assert r.headers["Content-Length"] == "10"
+        assert await r.read() == whole[10:20]
+    async with client.get(url, headers={"Range": "bytes=-5"}) as r:
+        assert (r.status, await r.read()) == (206, whole[-5:])
+    async with client.get(url, headers={"Range": "bytes=5000-"}) as r:
+        assert r.status == 416
+        assert r.headers["Content-Range"] == "bytes */1000"
+    async with client.get(url, headers={"Range": "bytes=0-1", "If-Range": '"stale"'}) as r:
+        assert (r.status, len(await r.read())) == (200, 1000)
+    assert upstream.app[HITS]["GET /api/photo/4"] == 2  # the Range miss, then the fill
+
+
+async def test_if_modified_since_is_answered_from_the_entry(
+    sidecache: Factory, upstream: TestServer, client: aiohttp.ClientSession
+) -> None:
+    proxy = await sidecache()
+    modified = "Tue, 24 Nov 2026 10:00:00 GMT"
+    url = proxy.url.with_path("/api/photo/5").with_query({"last-modified": modified})
+    plain = proxy.url / "api/photo/6"  # no Last-Modified: no validator to compare
+    for u in (url, plain):
+        async with client.get(u) as r:
+            await r.read()
+    for since, status in [
+        ("Tue, 24 Nov 2026 10:00:00 GMT", 304),
+        ("Wed, 25 Nov 2026 10:00:00 GMT", 304),
+        ("Mon, 23 Nov 2026 10:00:00 GMT", 200),
+    ]:
+        async with client.get(url, headers={"If-Modified-Since": since}) as r:
+            assert (r.status, r.headers["X-Cache"]) == (status, "HIT")
+    async with client.get(plain, headers={"If-Modified-Since": modified}) as r:
+        assert r.status == 200
+    assert upstream.app[HITS]["total"] == 2

@@ -53,7 +53,7 @@ async def photo(request: web.Request) -> web.StreamResponse:
         return web.Response(status=request.app[FAIL_WITH][0], text="database pool exhausted")
     size = int(request.query.get("size", "1000"))
     headers = {"Content-Type": request.query.get("type", "image/jpeg")}
-    for name in ("cache-control", "set-cookie", "vary", "etag"):
+    for name in ("cache-control", "set-cookie", "vary", "etag", "last-modified"):
         if name in request.query:
             headers[name] = request.query[name]
     status = int(request.query.get("status", "200"))

@@ -76,7 +76,6 @@ def run(
         ({"method": "DELETE"}, BypassReason.METHOD, "/api/photo/1"),
         ({"method": "OPTIONS"}, BypassReason.METHOD, None),
         ({"has_body": True}, BypassReason.REQUEST_BODY, None),
-        ({"headers": {"Range": "bytes=0-9"}}, BypassReason.RANGE, None),
         ({"headers": {"Authorization": "Bearer a"}}, BypassReason.CREDENTIALS, None),
         ({"headers": {"Cookie": "s=1"}}, BypassReason.CREDENTIALS, None),
         ({"query": "a=#"}, BypassReason.AMBIGUOUS, None),
@@ -99,6 +98,14 @@ def test_lookup_carries_key_target_and_head() -> None:
     assert get.target == "/api/photo/1?a=1" and get.path == "/api/photo/1"
     assert not get.head and head.head
     assert "app:8000" in get.key
+
+
+def test_a_range_request_is_a_lookup_marked_partial() -> None:
+    whole = run()
+    part = run(headers={"Range": "bytes=0-9"})
+    assert isinstance(whole, Lookup) and isinstance(part, Lookup)
+    assert part.partial and not whole.partial
+    assert part.key == whole.key  # served from the whole entry
 
 
 def test_route_methods_limit_lookups() -> None:
