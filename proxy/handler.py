@@ -210,6 +210,7 @@ class Proxy:
 
     async def _fetch_fill(self, fill: Fill, lookup: Lookup, headers: Headers) -> None:
         relay = fill.relay
+        epoch = self.store.purge_epoch(lookup.route.name, lookup.path)
         async with self.upstream.request("GET", lookup.target, headers) as resp:
             kept = h.response_headers_for_client(resp.headers)
             refusal = store_refusal(
@@ -237,7 +238,7 @@ class Proxy:
             if relay.keeping:
                 now = self.clock()
                 entry = build_entry(lookup, resp.status, kept, relay.body(), now=now)
-                stored = self.store.store(entry, now)
+                stored = self.store.store(entry, now, since=epoch)
                 log.debug("fill %r complete: %d bytes, stored=%s", lookup.key, relay.size, stored)
                 fill.resolve(Stored(entry))
             relay.finish()
@@ -341,6 +342,23 @@ class Proxy:
             return self._serve_stale(request, stale, lookup.route, exc.reason.replace(" ", "-"))
         self.stats.record(lookup.route.name, CacheOutcome.MISS)
         return _plain(exc.status, exc.reason, x_cache=x_cache)
+
+    def _invalidate(self, request: web.BaseRequest, path: str, headers: Headers) -> None:
+        """RFC 9111 section 4.4: a successful unsafe request drops the entries of its
+        path, and of the ``Location``/``Content-Location`` it names on the same host."""
+        paths = {path}
+        hosts = {request.headers.get("Host", ""), self.upstream.host_header}
+        for name in ("location", "content-location"):
+            for value in h.get_all(headers, name):
+                url = URL(value.strip(), encoded=True)
+                if url.is_absolute() and url.raw_authority not in hosts:
+                    continue  # another origin: not ours to drop
+                target = request.url.join(url) if not url.is_absolute() else url
+                named = normalise_path(target.raw_path)
+                if named is not None:
+                    paths.add(named)
+        purged = sum(self.store.purge_path(p) for p in paths)
+        log.debug("%s %s: dropped %d entries (%s)", request.method, path, purged, sorted(paths))
 
     def _stale_usable(self, stale: StoredResponse | None, route: RouteConfig) -> bool:
         return stale is not None and usable_on_error(stale, route, self.clock())
@@ -481,8 +499,7 @@ class Proxy:
         """One pass-through request/response, both bodies streamed."""
         async with self.upstream.request(request.method, target, headers, body) as resp:
             if invalidate is not None and 200 <= resp.status < 300:
-                purged = self.store.purge_path(invalidate)
-                log.debug("%s %s: dropped %d entries", request.method, invalidate, purged)
+                self._invalidate(request, invalidate, resp.headers)
             out = web.StreamResponse(status=resp.status, reason=resp.reason)
             _copy_headers(out, h.response_headers_for_client(resp.headers))
             out.headers["X-Cache"] = x_cache

@@ -24,6 +24,9 @@ from proxy.lru import ByteLRU
 from proxy.stats import CacheFigures
 
 SWEEP_BATCH = 1000
+PATH_EPOCH_SLOTS = 4096
+
+Epoch = tuple[int, int, int]
 
 
 class MemoryLRUCache(BaseCache):  # type: ignore[misc]  # aiocache is untyped
@@ -43,23 +46,43 @@ class MemoryLRUCache(BaseCache):  # type: ignore[misc]  # aiocache is untyped
         self._by_path: dict[str, set[str]] = {}
         self._by_route: dict[str, set[str]] = {}
         self._lru: ByteLRU[StoredResponse] = ByteLRU(max_bytes, on_remove=self._unindex)
+        # Purge counters, per path in a fixed number of slots (memory stays bounded
+        # whatever the number of paths; two paths sharing a slot only cost a miss).
+        self._all_epoch = 0
+        self._route_epochs: dict[str, int] = {}
+        self._path_epochs = [0] * PATH_EPOCH_SLOTS
 
     # -- typed API (hot path and control port) --------------------------------------
 
     def lookup(self, key: str, now: float) -> StoredResponse | None:
         return self._lru.get(key, now)
 
-    def store(self, entry: StoredResponse, now: float) -> bool:
-        """Keep ``entry`` until its ``stale_until``; False if it can never fit."""
+    def store(self, entry: StoredResponse, now: float, since: Epoch | None = None) -> bool:
+        """Keep ``entry`` until its ``stale_until``; False if it can never fit, or if
+        a purge touched its path or route after ``since`` (``purge_epoch()`` taken
+        when its fill began): a purge must win over a fill that was already running."""
+        if since is not None and since != self.purge_epoch(entry.route, entry.path):
+            return False
         return self._put(entry.key, entry, entry.stale_until, now)
 
+    def purge_epoch(self, route: str, path: str) -> Epoch:
+        """Counts of the purges that could touch an entry of ``route`` at ``path``."""
+        return (
+            self._all_epoch,
+            self._route_epochs.get(route, 0),
+            self._path_epochs[hash(path) % PATH_EPOCH_SLOTS],
+        )
+
     def purge_path(self, path: str) -> int:
+        self._path_epochs[hash(path) % PATH_EPOCH_SLOTS] += 1
         return self._delete_keys(self._by_path.get(path, ()))
 
     def purge_route(self, route: str) -> int:
+        self._route_epochs[route] = self._route_epochs.get(route, 0) + 1
         return self._delete_keys(self._by_route.get(route, ()))
 
     def purge_all(self) -> int:
+        self._all_epoch += 1
         return self._lru.clear()
 
     def figures(self) -> CacheFigures:

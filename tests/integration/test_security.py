@@ -14,7 +14,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from tests.integration.conftest import ROOT, Factory
-from tests.integration.upstream_app import HITS, LAST, photo_body
+from tests.integration.upstream_app import ARRIVED, GATE, HITS, LAST, photo_body
 
 CLEAN = photo_body("1", 1000)
 
@@ -158,3 +158,49 @@ async def test_the_server_refuses_to_start_on_the_pure_python_parser(tmp_path: P
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+@pytest.mark.parametrize("purge", [{"path": "/gated/photo/1"}, {"route": "gated"}, {"all": True}])
+async def test_a_purge_during_a_fill_keeps_that_fill_out_of_the_cache(
+    sidecache: Factory,
+    upstream: TestServer,
+    client: aiohttp.ClientSession,
+    purge: dict[str, object],
+) -> None:
+    proxy = await sidecache()
+    url = proxy.url / "gated/photo/1"
+    filling = asyncio.create_task(victim(client, url))
+    async with asyncio.timeout(10):
+        await upstream.app[ARRIVED].wait()  # the fill is on its way
+    async with client.post(proxy.control / "purge", json=purge) as r:
+        assert r.status == 200
+    upstream.app[GATE].set()
+    assert await filling == (200, photo_body("1", 1000))  # the client still gets its answer
+    assert proxy.runtime.store.figures().entries == 0  # but the purge won
+    async with client.get(url) as r:
+        assert r.headers["X-Cache"] == "MISS"
+    assert upstream.app[HITS]["GET /gated/photo/1"] == 2
+
+
+async def test_unsafe_requests_drop_what_location_and_content_location_name(
+    sidecache: Factory, upstream: TestServer, client: aiohttp.ClientSession
+) -> None:
+    proxy = await sidecache()
+    for i in (7, 8, 9):
+        async with client.get(proxy.url / f"api/photo/{i}") as r:
+            await r.read()
+    here = f"127.0.0.1:{proxy.url.port}"
+    named = {
+        "location": "/api/photo/7",
+        "content-location": f"http://{here}/api/photo/8",  # the client's own host
+    }
+    async with client.post(proxy.url.with_path("/api/photo/1").with_query(named)) as r:
+        assert r.status == 201
+    elsewhere = {"location": "http://other.example/api/photo/9"}
+    async with client.post(proxy.url.with_path("/api/photo/1").with_query(elsewhere)) as r:
+        assert r.status == 201
+    states = {}
+    for i in (7, 8, 9):
+        async with client.get(proxy.url / f"api/photo/{i}") as r:
+            states[i] = r.headers["X-Cache"]
+    assert states == {7: "MISS", 8: "MISS", 9: "HIT"}  # another origin's path is not ours

@@ -47,7 +47,10 @@ async def photo(request: web.Request) -> web.StreamResponse:
     _count(request)
     if request.method in ("POST", "PUT", "PATCH", "DELETE"):
         await request.read()
-        return web.Response(status=204)
+        named = {
+            k: request.query[k] for k in ("location", "content-location") if k in request.query
+        }
+        return web.Response(status=201 if named else 204, headers=named)
     await _gate(request)
     if request.app[FAIL_WITH]:
         return web.Response(status=request.app[FAIL_WITH][0], text="database pool exhausted")

@@ -176,3 +176,20 @@ async def test_sweep_forever_sweeps_and_stops_when_cancelled(clock: Clock) -> No
     with pytest.raises(asyncio.CancelledError):
         await task
     assert cache.figures().expired == 2500
+
+
+def test_a_purge_after_a_fill_began_keeps_that_fill_out(
+    cache: MemoryLRUCache, clock: Clock
+) -> None:
+    for purge in (
+        lambda: cache.purge_path("/p"),
+        lambda: cache.purge_route("photo"),
+        cache.purge_all,
+    ):
+        since = cache.purge_epoch("photo", "/p")
+        purge()
+        assert not cache.store(entry("k", path="/p"), clock.now, since=since)
+    since = cache.purge_epoch("photo", "/p")
+    cache.purge_path("/other")  # another path (in another slot) does not matter
+    cache.purge_route("files")
+    assert cache.store(entry("k", path="/p"), clock.now, since=since)
