@@ -34,6 +34,10 @@ class StoredResponse:
     fresh_until: float
     stale_until: float  # after this instant the entry is useless and may be dropped
     initial_age: float = 0.0  # the upstream's Age header when stored
+    # Request headers the upstream's Vary names (lower-case, sorted): the entry is
+    # one variant, stored under ``variant_key(base_key, vary, values)``.
+    vary: tuple[str, ...] = ()
+    base_key: str = ""
     wall_date: str = ""  # the upstream's Date header (HTTP-date), kept for clients
 
     @property

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, assert_never
 
 from aiohttp import StreamReader, web
+from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from proxy import headers as h
@@ -35,6 +36,7 @@ from proxy.policy import (
     decide,
     store_refusal,
     usable_on_error,
+    variant_of,
 )
 from proxy.ranges import Partial, Unsatisfiable, answer_range, not_modified
 from proxy.routes import RouteTable
@@ -128,16 +130,20 @@ class Proxy:
         match decision:
             case Lookup():
                 # The hit path, inline: it is the one that must be fast.
+                key = decision.key
+                vary = self.store.vary_spec(key)
+                if vary is not None:
+                    key = variant_of(key, vary, request.headers)
                 now = self.clock()
-                entry = self.store.lookup(decision.key, now)
+                entry = self.store.lookup(key, now)
                 if entry is not None:
                     if now < entry.fresh_until:
                         self.stats.record(decision.route.name, CacheOutcome.HIT)
                         return self._serve(request, entry, decision.route, "HIT", now)
                     if now - entry.fresh_until < decision.route.stale_while_revalidate:
-                        self._revalidate(request, decision)
+                        self._revalidate(request, decision, key)
                         return self._serve_stale(request, entry, decision.route, "revalidating")
-                return await self._miss(request, decision, entry)
+                return await self._miss(request, decision, entry, key)
             case Bypass():
                 self.stats.record(
                     decision.route.name if decision.route else None, CacheOutcome.BYPASS
@@ -156,7 +162,7 @@ class Proxy:
     # -- cache lookups -------------------------------------------------------------
 
     async def _miss(
-        self, request: web.BaseRequest, lookup: Lookup, stale: StoredResponse | None
+        self, request: web.BaseRequest, lookup: Lookup, stale: StoredResponse | None, key: str
     ) -> web.StreamResponse:
         """No fresh entry: join the fill in progress for this key, or start one.
 
@@ -172,22 +178,22 @@ class Proxy:
                 invalidate=None,
                 fill=False,
             )
-        fill = self.coalescer.get(lookup.key)
+        fill = self.coalescer.get(key)
         if fill is None:
             fill = self.coalescer.start(
-                lookup.key,
+                key,
                 STREAM_WINDOW,
                 lambda f: self._run_fill(f, lookup, _fill_headers(request, lookup)),
             )
             return await self._lead(request, fill, lookup, stale)
         return await self._follow(request, fill, lookup, stale)
 
-    def _revalidate(self, request: web.BaseRequest, lookup: Lookup) -> None:
+    def _revalidate(self, request: web.BaseRequest, lookup: Lookup, key: str) -> None:
         """``stale_while_revalidate``: one background fill refreshes the entry."""
-        if self.coalescer.get(lookup.key) is not None:
+        if self.coalescer.get(key) is not None:
             return  # a refresh (or a fill) is already on its way
         fill = self.coalescer.start(
-            lookup.key,
+            key,
             STREAM_WINDOW,
             lambda f: self._run_fill(f, lookup, _fill_headers(request, lookup)),
         )
@@ -237,7 +243,14 @@ class Proxy:
                     self._give_up_storing(fill, NoStore.TOO_LARGE)
             if relay.keeping:
                 now = self.clock()
-                entry = build_entry(lookup, resp.status, kept, relay.body(), now=now)
+                entry = build_entry(
+                    lookup,
+                    resp.status,
+                    kept,
+                    relay.body(),
+                    now=now,
+                    request_headers=CIMultiDictProxy(CIMultiDict(headers)),
+                )
                 stored = self.store.store(entry, now, since=epoch)
                 log.debug("fill %r complete: %d bytes, stored=%s", lookup.key, relay.size, stored)
                 fill.resolve(Stored(entry))
@@ -308,6 +321,20 @@ class Proxy:
         except ConnectionAbortedError:
             return _plain(503, "shutting down")
         match result:
+            case Stored(entry) if (
+                entry.vary and variant_of(entry.base_key, entry.vary, request.headers) != entry.key
+            ):
+                # The first fill of a key taught us it varies, on headers where
+                # this client differs from the one who asked: not its answer.
+                self.stats.record(route.name, CacheOutcome.MISS)
+                return await self._forward(
+                    request,
+                    lookup.target,
+                    x_cache="MISS",
+                    status=h.cache_status(hit=False, fwd="vary-miss"),
+                    invalidate=None,
+                    fill=False,
+                )
             case Stored(entry):
                 self.stats.record(route.name, CacheOutcome.HIT)
                 return self._serve(request, entry, route, "HIT", self.clock(), detail="coalesced")

@@ -64,6 +64,14 @@ UNKEYED = frozenset(
         "front-end-https",
     }
 )
+# Request headers whose value upstream is the proxy's doing (set, replaced or
+# removed), so that the client's own value cannot stand for it in a cache key.
+PROXY_CONTROLLED = (
+    frozenset({"host", "via", "connection", "te", "keep-alive", "proxy-authorization"})
+    | _PROXY_SET_REQUEST
+    | UNKEYED
+    | frozenset({"content-length", "expect", "transfer-encoding", "upgrade"})
+)
 # The body framing is the proxy's business on each hop; ``expect`` is answered
 # by the proxy itself.
 _FRAMING = frozenset({"content-length", "expect"})

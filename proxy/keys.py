@@ -115,3 +115,14 @@ def build_key(
     if credentials is not None:
         parts.append("cred:" + credentials)
     return "\n".join(parts)
+
+
+def variant_key(base: str, names: Sequence[str], values: Sequence[str | None]) -> str:
+    """The key of one variant of ``base`` for an upstream ``Vary`` on ``names``
+    (RFC 9111 section 4.1): the request's values of those headers join the key."""
+    parts = [base, "vary"]
+    parts.extend(
+        f"{name}:{value}" if value is not None else f"{name}!"
+        for name, value in zip(names, values, strict=True)
+    )
+    return "\n".join(parts)

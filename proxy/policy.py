@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from proxy import headers as h
 from proxy.entry import Body, Headers, StoredResponse
-from proxy.keys import build_key, credential_digest, select_query
+from proxy.keys import build_key, credential_digest, select_query, variant_key
 
 if TYPE_CHECKING:
     from proxy.config import RouteConfig
@@ -142,11 +142,10 @@ def store_refusal(
     if "no-cache" in cc:
         # Stored responses are served without revalidation, which no-cache forbids.
         return NoStore.NO_CACHE
-    vary = {v.strip().lower() for value in h.get_all(headers, "vary") for v in value.split(",")} - {
-        ""
-    }
-    if "*" in vary or not vary <= set(route.vary):
-        # A variant the key cannot tell apart would be served to the wrong client.
+    vary = response_vary(headers)
+    if "*" in vary or (vary - set(route.vary)) & h.PROXY_CONTROLLED:
+        # Vary: * matches no later request; and a header the proxy sets or strips
+        # has, upstream, a value the client's request does not show.
         return NoStore.VARY
     if route.content_types is not None and not content_type_allowed(
         h.get(headers, "content-type"), route.content_types
@@ -155,6 +154,17 @@ def store_refusal(
     if content_length is not None and content_length > max_object_bytes:
         return NoStore.TOO_LARGE
     return None
+
+
+def response_vary(headers: Headers) -> frozenset[str]:
+    """The request headers a response's ``Vary`` names, lower-cased."""
+    names = {v.strip().lower() for value in h.get_all(headers, "vary") for v in value.split(",")}
+    return frozenset(names - {""})
+
+
+def variant_of(lookup_key: str, vary: tuple[str, ...], headers: RequestHeaders) -> str:
+    """The variant key for a request, given the ``Vary`` names learned for its key."""
+    return variant_key(lookup_key, vary, [_joined(headers.getall(n, [])) for n in vary])
 
 
 def content_type_allowed(content_type: str | None, allowed: tuple[str, ...]) -> bool:
@@ -176,9 +186,19 @@ def build_entry(
     body: Body,
     *,
     now: float,
+    request_headers: RequestHeaders | None = None,
 ) -> StoredResponse:
-    """The entry to store for a complete response fetched for ``lookup``."""
+    """The entry to store for a complete response fetched for ``lookup``.
+
+    A response with ``Vary`` is one variant: its key adds the values that
+    ``request_headers`` (the request that was forwarded) had for those names.
+    """
     route = lookup.route
+    vary = tuple(sorted(response_vary(headers) - set(route.vary)))
+    key = lookup.key
+    if vary:
+        assert request_headers is not None, "a Vary response needs its request's headers"
+        key = variant_of(lookup.key, vary, request_headers)
     etag = h.get(headers, "etag") or h.compute_etag(body)
     initial_age = _parse_age(h.get(headers, "age"))
     # Stored as served: the validator and this proxy's Via are part of the entry,
@@ -186,7 +206,7 @@ def build_entry(
     kept = h.with_via((*((n, v) for n, v in headers if n.lower() not in _RESTATED), ("ETag", etag)))
     fresh_until = now + route.ttl
     return StoredResponse(
-        key=lookup.key,
+        key=key,
         route=route.name,
         path=lookup.path,
         status=status,
@@ -197,6 +217,8 @@ def build_entry(
         fresh_until=fresh_until,
         stale_until=fresh_until + max(route.stale_while_revalidate, route.stale_if_error),
         initial_age=initial_age,
+        vary=vary,
+        base_key=lookup.key,
     )
 
 

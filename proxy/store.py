@@ -48,6 +48,8 @@ class MemoryLRUCache(BaseCache):  # type: ignore[misc]  # aiocache is untyped
         self._lru: ByteLRU[StoredResponse] = ByteLRU(max_bytes, on_remove=self._unindex)
         # Purge counters, per path in a fixed number of slots (memory stays bounded
         # whatever the number of paths; two paths sharing a slot only cost a miss).
+        # base key -> [Vary names of its latest variant, number of stored variants]
+        self._vary: dict[str, list[Any]] = {}
         self._all_epoch = 0
         self._route_epochs: dict[str, int] = {}
         self._path_epochs = [0] * PATH_EPOCH_SLOTS
@@ -64,6 +66,11 @@ class MemoryLRUCache(BaseCache):  # type: ignore[misc]  # aiocache is untyped
         if since is not None and since != self.purge_epoch(entry.route, entry.path):
             return False
         return self._put(entry.key, entry, entry.stale_until, now)
+
+    def vary_spec(self, base_key: str) -> tuple[str, ...] | None:
+        """The ``Vary`` names stored variants of ``base_key`` were keyed on, if any."""
+        spec = self._vary.get(base_key)
+        return spec[0] if spec is not None else None
 
     def purge_epoch(self, route: str, path: str) -> Epoch:
         """Counts of the purges that could touch an entry of ``route`` at ``path``."""
@@ -117,12 +124,22 @@ class MemoryLRUCache(BaseCache):  # type: ignore[misc]  # aiocache is untyped
         if result.stored:
             self._by_path.setdefault(entry.path, set()).add(key)
             self._by_route.setdefault(entry.route, set()).add(key)
+            if entry.vary:
+                spec = self._vary.setdefault(entry.base_key, [entry.vary, 0])
+                spec[0] = entry.vary  # the upstream's latest word on what varies
+                spec[1] += 1
         return result.stored
 
     def _delete_keys(self, keys: set[str] | tuple[()]) -> int:
         return sum(self._lru.delete(key) for key in list(keys))
 
     def _unindex(self, key: str, entry: StoredResponse) -> None:
+        if entry.vary:
+            spec = self._vary.get(entry.base_key)
+            if spec is not None:
+                spec[1] -= 1
+                if spec[1] <= 0:
+                    del self._vary[entry.base_key]
         for index, name in ((self._by_path, entry.path), (self._by_route, entry.route)):
             keys = index.get(name)
             if keys is not None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 from aiohttp.test_utils import TestServer
 
 from tests.integration.conftest import Factory
-from tests.integration.upstream_app import HITS, photo_body
+from tests.integration.upstream_app import ARRIVED, GATE, HITS, photo_body
 
 
 def hits(upstream: TestServer, key: str) -> int:
@@ -228,14 +230,65 @@ async def test_vary_headers_join_the_key(
     assert seen == ["MISS", "MISS", "HIT", "MISS"]
 
 
-async def test_upstream_vary_outside_the_route_key_is_not_stored(
+async def test_upstream_vary_keeps_variants_apart(
+    sidecache: Factory, upstream: TestServer, client: aiohttp.ClientSession
+) -> None:
+    proxy = await sidecache()
+    url = proxy.url.with_path("/api/photo/1").with_query(
+        {"vary": "Accept-Language", "echo": "Accept-Language"}
+    )
+    seen = []
+    for lang in ("en", "fr", "en", "fr", None, None):
+        headers = {"Accept-Language": lang} if lang else {}
+        async with client.get(url, headers=headers) as r:
+            body = await r.read()
+            seen.append((r.headers["X-Cache"], body.split(b"|")[0].decode()))
+    assert seen == [
+        ("MISS", "en"),
+        ("MISS", "fr"),
+        ("HIT", "en"),
+        ("HIT", "fr"),
+        ("MISS", "-"),
+        ("HIT", "-"),
+    ]
+    assert upstream.app[HITS][f"GET {url.path_qs}"] == 3
+
+
+async def test_vary_star_and_proxy_set_headers_are_never_stored(
     sidecache: Factory, client: aiohttp.ClientSession
 ) -> None:
     proxy = await sidecache()
-    url = proxy.url.with_path("/api/photo/1").with_query(vary="Accept-Language")
-    for _ in range(2):
-        async with client.get(url) as r:
-            assert r.headers["X-Cache"] == "MISS"
+    for vary in ("*", "X-Forwarded-Host", "Host"):
+        url = proxy.url.with_path("/api/photo/2").with_query(vary=vary)
+        for _ in range(2):
+            async with client.get(url) as r:
+                assert r.headers["X-Cache"] == "MISS", vary
+
+
+async def test_waiters_on_the_first_fill_of_a_varying_key_get_their_own_variant(
+    sidecache: Factory, upstream: TestServer, client: aiohttp.ClientSession
+) -> None:
+    proxy = await sidecache()
+    url = proxy.url.with_path("/gated/photo/3").with_query(
+        {"vary": "Accept-Language", "echo": "Accept-Language"}
+    )
+
+    async def get(lang: str) -> tuple[str, str]:
+        async with client.get(url, headers={"Accept-Language": lang}) as r:
+            return r.headers["X-Cache"], (await r.read()).split(b"|")[0].decode()
+
+    leader = asyncio.create_task(get("en"))
+    async with asyncio.timeout(10):
+        await upstream.app[ARRIVED].wait()
+    same, other = asyncio.create_task(get("en")), asyncio.create_task(get("fr"))
+    async with asyncio.timeout(10):
+        (fill,) = proxy.runtime.coalescer.in_progress()
+        await fill.wait_for_waiters(2)
+    upstream.app[GATE].set()
+    assert await leader == ("MISS", "en")
+    assert await same == ("HIT", "en")
+    assert await other == ("MISS", "fr")  # not the leader's variant: fetched for itself
+    assert upstream.app[HITS][f"GET {url.path_qs}"] == 2
 
 
 async def test_ranges_are_answered_from_the_stored_entry(

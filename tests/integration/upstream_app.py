@@ -61,6 +61,8 @@ async def photo(request: web.Request) -> web.StreamResponse:
             headers[name] = request.query[name]
     status = int(request.query.get("status", "200"))
     body = photo_body(request.match_info["id"], size)
+    if "echo" in request.query:  # show which variant this is
+        body = request.headers.get(request.query["echo"], "-").encode() + b"|" + body
     if "chunked" in request.query:
         resp = web.StreamResponse(status=status, headers=headers)
         resp.enable_chunked_encoding()

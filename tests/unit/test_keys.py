@@ -116,3 +116,12 @@ def test_credentials_join_the_key() -> None:
     alice = build_key(*base, credentials=credential_digest("Bearer alice", None))
     bob = build_key(*base, credentials=credential_digest("Bearer bob", None))
     assert alice != bob != build_key(*base)
+
+
+def test_variant_keys_differ_by_value_and_by_absence() -> None:
+    from proxy.keys import variant_key
+
+    names = ("accept-language",)
+    keys = {variant_key("base", names, [v]) for v in ("en", "fr", "", None)}
+    assert len(keys) == 4
+    assert all(k.startswith("base\nvary\n") for k in keys)

@@ -199,3 +199,18 @@ def test_a_purge_after_a_fill_began_keeps_that_fill_out(
     cache.purge_path(other)  # another path, in another slot, does not matter
     cache.purge_route("files")
     assert cache.store(entry("k", path="/p"), clock.now, since=since)
+
+
+def test_vary_specs_follow_their_variants(cache: MemoryLRUCache, clock: Clock) -> None:
+    en = replace(
+        entry("base\nvary\naccept-language:en"), vary=("accept-language",), base_key="base"
+    )
+    fr = replace(
+        entry("base\nvary\naccept-language:fr"), vary=("accept-language",), base_key="base"
+    )
+    assert cache.vary_spec("base") is None
+    cache.store(en, clock.now)
+    cache.store(fr, clock.now)
+    assert cache.vary_spec("base") == ("accept-language",)
+    cache.purge_path("/p")  # both variants live at /p
+    assert cache.vary_spec("base") is None
