@@ -13,8 +13,8 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from tests.integration.conftest import ROOT, Factory
-from tests.integration.upstream_app import ARRIVED, GATE, HITS, LAST, photo_body
+from tests.integration.conftest import ROOT, Clock, Factory
+from tests.integration.upstream_app import ARRIVED, FAIL_WITH, GATE, HITS, LAST, photo_body
 
 CLEAN = photo_body("1", 1000)
 
@@ -204,3 +204,78 @@ async def test_unsafe_requests_drop_what_location_and_content_location_name(
         async with client.get(proxy.url / f"api/photo/{i}") as r:
             states[i] = r.headers["X-Cache"]
     assert states == {7: "MISS", 8: "MISS", 9: "HIT"}  # another origin's path is not ours
+
+
+def parse_responses(data: bytes) -> list[tuple[bytes, dict[str, list[str]], bytes]]:
+    """Split a keep-alive stream into (status line, headers, body), by its framing."""
+    out = []
+    while data:
+        head, _, rest = data.partition(b"\r\n\r\n")
+        status, *lines = head.split(b"\r\n")
+        headers: dict[str, list[str]] = {}
+        for line in lines:
+            name, _, value = line.decode().partition(":")
+            headers.setdefault(name.strip().lower(), []).append(value.strip())
+        assert not ("content-length" in headers and "transfer-encoding" in headers), headers
+        if "content-length" in headers:
+            (length,) = headers["content-length"]
+            body, data = rest[: int(length)], rest[int(length) :]
+            assert len(body) == int(length)
+        elif headers.get("transfer-encoding") == ["chunked"]:
+            body = b""
+            while True:
+                size_line, _, rest = rest.partition(b"\r\n")
+                size = int(size_line, 16)
+                chunk, rest = rest[:size], rest[size + 2 :]
+                body += chunk
+                if size == 0:
+                    break
+            data = rest
+        else:
+            body, data = rest, b""
+        out.append((status, headers, body))
+    return out
+
+
+async def test_every_response_is_framed_once_and_exactly(
+    sidecache: Factory, upstream: TestServer
+) -> None:
+    proxy = await sidecache()
+    requests = [
+        b"GET /api/photo/1 HTTP/1.1\r\nHost: x\r\n\r\n",  # MISS
+        b"GET /api/photo/1 HTTP/1.1\r\nHost: x\r\n\r\n",  # HIT
+        b"GET /api/photo/2?chunked=1 HTTP/1.1\r\nHost: x\r\n\r\n",  # MISS, unknown length
+        b"GET /api/photo/2?chunked=1 HTTP/1.1\r\nHost: x\r\n\r\n",  # HIT
+        b"GET /files/3?chunked=1 HTTP/1.1\r\nHost: x\r\n\r\n",  # BYPASS, chunked
+        b"GET /api/photo/1 HTTP/1.1\r\nHost: x\r\nRange: bytes=0-9\r\nConnection: close\r\n\r\n",
+    ]
+    answer = await raw(proxy.url.port or 0, b"".join(requests))
+    responses = parse_responses(answer)
+    statuses = [s.split(b" ")[1] for s, _, _ in responses]
+    assert statuses == [b"200"] * 5 + [b"206"]
+    bodies = [b for _, _, b in responses]
+    assert bodies[0] == bodies[1] == photo_body("1", 1000)
+    assert bodies[2] == bodies[3] == photo_body("2", 1000)
+    assert bodies[4] == photo_body("3", 1000)
+    assert bodies[5] == photo_body("1", 1000)[:10]
+
+
+async def test_an_upstream_304_never_blanks_a_stored_body(
+    sidecache: Factory, upstream: TestServer, client: aiohttp.ClientSession
+) -> None:
+    clock = Clock()
+    routes = [{"name": "p", "match": "/api/photo/{id}", "ttl": "10s", "stale_if_error": "1m"}]
+    proxy = await sidecache(routes, clock=clock)
+    url = proxy.url / "api/photo/1"
+    async with client.get(url) as r:
+        date = r.headers["Date"]
+        assert await r.read() == CLEAN
+    async with client.get(url) as r:
+        assert r.headers["Date"] == date  # the upstream's Date is kept
+    clock.now += 11
+    upstream.app[FAIL_WITH].append(304)
+    async with client.get(url) as r:
+        assert r.status == 304 and await r.read() == b""  # passed through, not stored
+    upstream.app[FAIL_WITH][0] = 500
+    async with client.get(url) as r:
+        assert (r.status, r.headers["X-Cache"], await r.read()) == (200, "STALE", CLEAN)
