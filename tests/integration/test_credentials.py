@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
@@ -81,3 +83,16 @@ async def test_digest_not_raw_credentials_in_keys(
     await fetch(client, proxy.url / "api/my-photos", {"Authorization": "Bearer s3cr3t-token"})
     keys = list(proxy.runtime.store._lru.keys())  # the store's own index
     assert keys and not any("s3cr3t-token" in k for k in keys)
+
+
+async def test_credentials_never_appear_in_logs(
+    sidecache: Factory, client: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    proxy = await sidecache(route("per-user"))
+    secret = {"Authorization": "Bearer s3cr3t-token", "Cookie": "session=c00kie-value"}
+    with caplog.at_level(logging.DEBUG):
+        for _ in range(2):
+            await fetch(client, proxy.url / "api/my-photos", secret)
+    assert caplog.records  # the debug decisions were logged
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "s3cr3t-token" not in text and "c00kie-value" not in text
