@@ -341,6 +341,27 @@ class ServerConfig(BaseModel):
     allow_unsafe_http_parser: bool = False
 
 
+DEFAULT_SENSITIVE_QUERY = (
+    "token",
+    "access_token",
+    "auth",
+    "key",
+    "api_key",
+    "apikey",
+    "password",
+    "secret",
+    "signature",
+    "sig",
+    "session",
+)
+
+
+class LogConfig(BaseModel):
+    model_config = _FROZEN
+    access: Literal["json", "text", "off"] = "json"
+    sensitive_query: tuple[str, ...] = DEFAULT_SENSITIVE_QUERY
+
+
 class Config(BaseModel):
     model_config = _FROZEN
     listen: Address = Address(host="0.0.0.0", port=8080)
@@ -348,6 +369,7 @@ class Config(BaseModel):
     control: ControlConfig = ControlConfig()
     cache: CacheConfig = CacheConfig()
     server: ServerConfig = ServerConfig()
+    log: LogConfig = LogConfig()
     routes: tuple[RouteConfig, ...] = ()
 
     @model_validator(mode="after")

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from proxy.keys import normalise_path
+from proxy.metrics import CONTENT_TYPE, render
 
 if TYPE_CHECKING:
     from proxy.server import Runtime
@@ -30,6 +31,7 @@ def build_control_app(runtime: Runtime) -> web.Application:
     app = web.Application(client_max_size=MAX_CONTROL_BODY)
     app[RUNTIME_KEY] = runtime
     app.router.add_get("/stats", _stats)
+    app.router.add_get("/metrics", _metrics)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_post("/purge", _purge)
@@ -47,6 +49,15 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 async def _stats(request: web.Request) -> web.Response:
     return _json(request.app[RUNTIME_KEY].snapshot())
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    registry = request.app[RUNTIME_KEY].metrics
+    assert registry is not None
+    return web.Response(
+        body=render(registry),
+        headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "no-store"},
+    )
 
 
 async def _healthz(request: web.Request) -> web.Response:

@@ -21,6 +21,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from proxy import headers as h
+from proxy.accesslog import ROUTE_KEY, UPSTREAM_KEY, AccessLog
 from proxy.admission import Admission
 from proxy.body import SLICED_ABOVE, SlicedPayload
 from proxy.coalesce import Coalescer, Fill, Head, Pass, Relay, Stored
@@ -87,6 +88,7 @@ class Proxy:
     def apply(self, config: Config) -> None:
         """Switch to a new configuration; the cache and the counters stay."""
         self.config = config
+        self.access = AccessLog(config.log.access, config.log.sensitive_query)
         self.routes: RouteTable[RouteConfig] = RouteTable(config.routes)
         self.max_object_bytes = config.cache.max_object_bytes
         # raw path -> (normalised path, route). Both are pure functions of the raw
@@ -106,6 +108,17 @@ class Proxy:
         return found
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        started = time.perf_counter()
+        response = await self._handle(request)
+        elapsed = time.perf_counter() - started
+        histogram = self.stats.latency.get(response.headers.get("X-Cache", ""))
+        if histogram is not None:
+            histogram.observe(elapsed)
+        if self.access.enabled:
+            self.access.record(request, response, elapsed)
+        return response
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         raw = request.raw_path
         if raw.startswith("/"):
             raw_path, _, raw_query = raw.partition("?")
@@ -126,7 +139,9 @@ class Proxy:
             host=self.upstream.host_header,
             has_body=request.body_exists,
         )
-        log.debug("%s %s -> %s", request.method, raw, decision)
+        log.debug("%s %s -> %s", request.method, raw_path if route else "-", decision)
+        if decision.route is not None:
+            request[ROUTE_KEY] = decision.route.name
         match decision:
             case Lookup():
                 # The hit path, inline: it is the one that must be fast.
@@ -217,7 +232,10 @@ class Proxy:
     async def _fetch_fill(self, fill: Fill, lookup: Lookup, headers: Headers) -> None:
         relay = fill.relay
         epoch = self.store.purge_epoch(lookup.route.name, lookup.path)
+        started = time.perf_counter()
         async with self.upstream.request("GET", lookup.target, headers) as resp:
+            fill.upstream_s = time.perf_counter() - started
+            self.stats.upstream_latency.observe(fill.upstream_s)
             kept = h.response_headers_for_client(resp.headers)
             refusal = store_refusal(
                 lookup.route,
@@ -282,6 +300,8 @@ class Proxy:
                 assert stale is not None
                 return self._serve_stale(request, stale, route, f"upstream-{head.status}")
             self.stats.record(route.name, CacheOutcome.MISS)
+            if fill.upstream_s is not None:
+                request[UPSTREAM_KEY] = fill.upstream_s
             out = web.StreamResponse(status=head.status, reason=head.reason)
             _copy_headers(out, head.headers)
             if head.storable and route.client_cache_control is not None:
@@ -524,7 +544,10 @@ class Proxy:
         invalidate: str | None,
     ) -> web.StreamResponse:
         """One pass-through request/response, both bodies streamed."""
+        started = time.perf_counter()
         async with self.upstream.request(request.method, target, headers, body) as resp:
+            request[UPSTREAM_KEY] = upstream_s = time.perf_counter() - started
+            self.stats.upstream_latency.observe(upstream_s)
             if invalidate is not None and 200 <= resp.status < 300:
                 self._invalidate(request, invalidate, resp.headers)
             out = web.StreamResponse(status=resp.status, reason=resp.reason)

@@ -19,13 +19,15 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from proxy.admission import Admission
 from proxy.coalesce import Coalescer
-from proxy.config import Config, ConfigError, load_config
+from proxy.config import Config, ConfigError, format_routes, load_config
 from proxy.control import build_control_app
 from proxy.guard import GuardedServer
 from proxy.handler import Proxy
+from proxy.metrics import make_registry
 from proxy.safety import check_http_stack
 from proxy.stats import Stats
 from proxy.store import MemoryLRUCache
@@ -47,6 +49,8 @@ class Runtime:
     coalescer: Coalescer
     proxy: Proxy
     clock: Callable[[], float] = field(default=time.monotonic)
+
+    metrics: CollectorRegistry | None = None
 
     def snapshot(self) -> dict[str, object]:
         return self.stats.snapshot(now=self.clock(), cache=self.store.figures())
@@ -79,6 +83,9 @@ class Sidecache:
 
     async def _start(self) -> None:
         config = self.config
+        _access_logger_to_stderr()
+        for line in format_routes(config).splitlines():
+            log.info("config: %s", line)  # the token is shown as set / not set
         for problem in check_http_stack(config.server.allow_unsafe_http_parser):
             log.warning("running anyway (server.allow_unsafe_http_parser): %s", problem)
         store = MemoryLRUCache(config.cache.max_bytes, clock=self.clock)
@@ -97,6 +104,7 @@ class Sidecache:
             clock=self.clock,
         )
         self.runtime = Runtime(config, store, upstream, stats, coalescer, proxy, self.clock)
+        self.runtime.metrics = make_registry(stats, store.figures, self.clock)
 
         # The low-level Server takes the protocol options itself (ServerRunner
         # ignores them). aiohttp's own access log costs about half of a hit's
@@ -187,6 +195,18 @@ class Sidecache:
             await self.runtime.upstream.close()
         self._sites.clear()
         self._runners.clear()
+
+
+def _access_logger_to_stderr() -> None:
+    """Access lines are the message alone (JSON or text), on stderr, not repeated
+    by the root logger; an application embedding sidecache may configure it."""
+    access = logging.getLogger("sidecache.access")
+    if not access.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        access.addHandler(handler)
+        access.setLevel(logging.INFO)
+        access.propagate = False
 
 
 def _bound_port(site: web.TCPSite) -> int:

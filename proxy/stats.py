@@ -8,8 +8,61 @@ neither aiohttp nor asyncio.
 
 from __future__ import annotations
 
+import bisect
 import enum
 from dataclasses import dataclass, field
+
+# Latency bucket bounds in seconds (Prometheus "le"): fine where hits live (under
+# a millisecond to tens of milliseconds), coarse up to the upstream timeout.
+LATENCY_BOUNDS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0
+)  # fmt: skip
+
+
+@dataclass(slots=True)
+class Histogram:
+    """Cumulative-on-export latency histogram; ``observe`` is one bisect and two adds.
+
+    Kept here rather than in prometheus_client's Histogram because it is fed on
+    every hit: its observe takes a lock and scans the buckets in Python.
+    """
+
+    bounds: tuple[float, ...] = LATENCY_BOUNDS
+    counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BOUNDS) + 1))
+    total: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, seconds)] += 1
+        self.total += seconds
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        """(le, cumulative count) pairs, ``+Inf`` last, as Prometheus exposes them."""
+        out, running = [], 0
+        for bound, n in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            running += n
+            out.append(("+Inf" if bound == float("inf") else repr(bound), running))
+        return out
+
+
+def quantile(counts: list[int], bounds: tuple[float, ...], q: float) -> float | None:
+    """Estimate the ``q`` quantile (0-1) from bucket counts, linearly within a bucket."""
+    total = sum(counts)
+    if not total:
+        return None
+    rank = q * total
+    seen = 0
+    lower = 0.0
+    for i, n in enumerate(counts):
+        upper = bounds[i] if i < len(bounds) else bounds[-1]
+        if n and seen + n >= rank:
+            return lower + (upper - lower) * ((rank - seen) / n)
+        seen += n
+        lower = upper
+    return bounds[-1]
 
 
 class CacheOutcome(enum.Enum):
@@ -71,6 +124,11 @@ class Stats:
     upstream_coalesced: int = 0
     upstream_rejected: int = 0  # refused after waiting queue_timeout for a slot
     upstream_queue_wait_s: float = 0.0
+    # Response time by X-Cache value, and the upstream's time to response headers.
+    latency: dict[str, Histogram] = field(
+        default_factory=lambda: {k: Histogram() for k in ("HIT", "MISS", "STALE", "BYPASS")}
+    )
+    upstream_latency: Histogram = field(default_factory=Histogram)
 
     def record(self, route: str | None, outcome: CacheOutcome) -> None:
         """Count one client request; ``route`` None means no route matched."""

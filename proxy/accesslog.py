@@ -1,0 +1,82 @@
+"""The access log: one line per request, JSON (default), plain text, or off.
+
+Owns what a line says and what it never says: no credentials, no cookies, and
+query parameters named in ``log.sensitive_query`` appear as ``REDACTED``. Lines
+go to the ``sidecache.access`` logger (stderr unless configured otherwise).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from urllib.parse import parse_qsl, quote
+
+from aiohttp import web
+
+log = logging.getLogger("sidecache.access")
+
+# Set by the handler on each request, read back here.
+ROUTE_KEY: web.RequestKey[str] = web.RequestKey("sidecache.route", str)
+UPSTREAM_KEY: web.RequestKey[float] = web.RequestKey("sidecache.upstream_s", float)
+
+
+def redact_query(query: str, sensitive: frozenset[str]) -> str:
+    """The query with the values of sensitive parameters replaced (names kept)."""
+    if not query:
+        return ""
+    parts = []
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        shown = "REDACTED" if name.lower() in sensitive else value
+        parts.append(f"{quote(name, safe='')}={quote(shown, safe='')}")
+    return "&".join(parts)
+
+
+class AccessLog:
+    def __init__(self, mode: str, sensitive: tuple[str, ...]) -> None:
+        self.mode = mode
+        self.sensitive = frozenset(s.lower() for s in sensitive)
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "off"
+
+    def record(
+        self, request: web.BaseRequest, response: web.StreamResponse, seconds: float
+    ) -> None:
+        raw_path, _, raw_query = request.raw_path.partition("?")
+        upstream = request.get(UPSTREAM_KEY)
+        query = redact_query(raw_query, self.sensitive)
+        cache = response.headers.get("X-Cache", "")
+        route = request.get(ROUTE_KEY)
+        duration_ms = round(seconds * 1000, 2)
+        upstream_ms = round(upstream * 1000, 2) if upstream is not None else None
+        if self.mode == "json":
+            fields = {
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z",
+                "client": request.remote,
+                "method": request.method,
+                "path": raw_path,
+                "query": query,
+                "status": response.status,
+                "cache": cache,
+                "route": route,
+                "bytes": response.body_length,
+                "duration_ms": duration_ms,
+                "upstream_ms": upstream_ms,
+            }
+            log.info(json.dumps(fields, separators=(",", ":")))
+        else:
+            log.info(
+                "%s %s %s%s %d %s route=%s bytes=%d %.1fms upstream=%s",
+                request.remote,
+                request.method,
+                raw_path,
+                "?" + query if query else "",
+                response.status,
+                cache or "-",
+                route or "-",
+                response.body_length,
+                duration_ms,
+                f"{upstream_ms}ms" if upstream_ms is not None else "-",
+            )

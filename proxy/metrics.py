@@ -1,0 +1,122 @@
+"""``GET /metrics``: the Prometheus text format, via the official client library.
+
+A custom collector reads the same ``Stats`` and store figures as ``/stats`` at
+scrape time, so the two always agree exactly, and no counter is kept twice.
+Labels stay bounded: route names (from the config), cache statuses, outcomes
+and eviction reasons; never paths or users.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from proxy.stats import CacheFigures, Histogram, Stats
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+OUTCOMES = ("HIT", "MISS", "STALE", "BYPASS")
+
+
+class StatsCollector(Collector):
+    def __init__(
+        self, stats: Stats, figures: Callable[[], CacheFigures], clock: Callable[[], float]
+    ) -> None:
+        self._stats = stats
+        self._figures = figures
+        self._clock = clock
+
+    def collect(self) -> Iterator[Metric]:
+        s, f = self._stats, self._figures()
+        requests = CounterMetricFamily(
+            "sidecache_requests",
+            "Client requests by route and cache status (route empty: no route matched)",
+            labels=["route", "cache_status"],
+        )
+        routed = dict.fromkeys(OUTCOMES, 0)
+        for name, c in sorted(s.routes.items()):
+            for outcome, value in zip(OUTCOMES, (c.hits, c.misses, c.stale, c.bypass), strict=True):
+                requests.add_metric([name, outcome], value)
+                routed[outcome] += value
+        g = s.cache
+        for outcome, value in zip(OUTCOMES, (g.hits, g.misses, g.stale, g.bypass), strict=True):
+            requests.add_metric(["", outcome], value - routed[outcome])
+        yield requests
+
+        upstream = CounterMetricFamily(
+            "sidecache_upstream_requests",
+            "Requests to the app by outcome (rejected: refused after queue_timeout)",
+            labels=["outcome"],
+        )
+        upstream.add_metric(["ok"], s.upstream_requests - s.upstream_errors)
+        upstream.add_metric(["error"], s.upstream_errors)
+        upstream.add_metric(["rejected"], s.upstream_rejected)
+        yield upstream
+        yield CounterMetricFamily(
+            "sidecache_coalesced",
+            "Clients that waited for another client's fill",
+            s.upstream_coalesced,
+        )
+        yield GaugeMetricFamily(
+            "sidecache_upstream_in_flight", "Upstream slots in use", s.upstream_in_flight
+        )
+        yield GaugeMetricFamily(
+            "sidecache_upstream_queued", "Requests waiting for an upstream slot", s.upstream_queued
+        )
+        yield CounterMetricFamily(
+            "sidecache_upstream_queue_wait_seconds",
+            "Time spent waiting for upstream slots",
+            s.upstream_queue_wait_s,
+        )
+        yield GaugeMetricFamily("sidecache_cache_bytes", "Bytes held by the cache", f.bytes)
+        yield GaugeMetricFamily("sidecache_cache_max_bytes", "The cache's byte budget", f.max_bytes)
+        yield GaugeMetricFamily("sidecache_cache_entries", "Entries in the cache", f.entries)
+        evictions = CounterMetricFamily(
+            "sidecache_cache_evictions",
+            "Entries removed: size (room for others), expiry, purge",
+            labels=["reason"],
+        )
+        evictions.add_metric(["size"], f.evictions)
+        evictions.add_metric(["expiry"], f.expired)
+        evictions.add_metric(["purge"], f.purged)
+        yield evictions
+
+        response = HistogramMetricFamily(
+            "sidecache_response_seconds",
+            "Time to answer a client, by cache status",
+            labels=["cache_status"],
+        )
+        for outcome in OUTCOMES:
+            h = s.latency[outcome]
+            response.add_metric([outcome], h.cumulative(), h.total)
+        yield response
+        up = HistogramMetricFamily(
+            "sidecache_upstream_seconds", "Time to the app's response headers"
+        )
+        up.add_metric([], s.upstream_latency.cumulative(), s.upstream_latency.total)
+        yield up
+        yield GaugeMetricFamily(
+            "sidecache_uptime_seconds", "Seconds since start", self._clock() - s.started_at
+        )
+
+
+def make_registry(
+    stats: Stats, figures: Callable[[], CacheFigures], clock: Callable[[], float]
+) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StatsCollector(stats, figures, clock))
+    return registry
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    return generate_latest(registry)
+
+
+__all__ = ["CONTENT_TYPE", "Histogram", "make_registry", "render"]
