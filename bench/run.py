@@ -77,6 +77,7 @@ listen: 127.0.0.1:{port}
 upstream: {{url: "http://127.0.0.1:{upstream}"}}
 control: {{listen: "127.0.0.1:{control}"}}
 cache: {{max_bytes: 1GiB, max_object_bytes: 16MiB}}
+log: {{access: {access_log}}}
 routes:
   - {{name: blob, match: "/blob/{{id}}", ttl: 5m}}
   - {{name: small, match: "/small/{{id}}", ttl: 5m}}
@@ -228,6 +229,12 @@ def main(argv: list[str] | None = None) -> int:
         help="how to start sidecache (gets -c CONFIG appended)",
     )
     parser.add_argument("--markdown", type=Path, help="update this file between bench markers")
+    parser.add_argument(
+        "--access-log",
+        choices=["off", "json", "text"],
+        default="off",
+        help="sidecache's access log (off, like nginx's access_log off here)",
+    )
     args = parser.parse_args(argv)
     duration = 3 if args.quick else args.duration
     for tool in ("nginx", "wrk"):
@@ -257,7 +264,9 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         (tmp / "sidecache.yaml").write_text(
-            SIDECACHE_CONF.format(port=sc, upstream=up, control=ctl)
+            SIDECACHE_CONF.format(
+                port=sc, upstream=up, control=ctl, access_log=args.access_log
+            )
         )
         log = open(tmp / "servers.log", "wb")  # noqa: SIM115 - closed with the temp dir
         quiet = {"stdout": log, "stderr": log}

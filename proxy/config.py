@@ -361,6 +361,12 @@ class LogConfig(BaseModel):
     access: Literal["json", "text", "off"] = "json"
     sensitive_query: tuple[str, ...] = DEFAULT_SENSITIVE_QUERY
 
+    @field_validator("access", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: object) -> object:
+        # YAML 1.1 reads a bare ``off`` as false: take it as meant.
+        return "off" if value is False else value
+
 
 class Config(BaseModel):
     model_config = _FROZEN
