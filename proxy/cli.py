@@ -68,6 +68,27 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", dest="proxy_port", type=int, default=8080, help="sidecache port")
     demo.add_argument("--control-port", type=int, default=9090, help="control port")
 
+    for name, text in (
+        ("stats", "show a running instance's statistics"),
+        ("purge", "remove entries from a running instance's cache"),
+    ):
+        admin = sub.add_parser(name, help=text)
+        admin.add_argument(
+            "--control",
+            default=os.environ.get("SIDECACHE_CONTROL_URL", "http://127.0.0.1:9090"),
+            help="control URL (default: $SIDECACHE_CONTROL_URL, else http://127.0.0.1:9090)",
+        )
+        admin.add_argument(
+            "--token",
+            default=os.environ.get("SIDECACHE_CONTROL_TOKEN", ""),
+            help="control token (default: $SIDECACHE_CONTROL_TOKEN)",
+        )
+        admin.add_argument("--json", action="store_true", help="JSON output, for scripts")
+        if name == "purge":
+            admin.add_argument("path", nargs="?", help="a path: every variant of it goes")
+            admin.add_argument("--route", help="every entry of this route")
+            admin.add_argument("--all", action="store_true", help="everything")
+
     load = sub.add_parser("loadtest", help="simulate a crowd scrolling galleries against a URL")
     load.add_argument("url", help="the target, e.g. http://127.0.0.1:8080 (sidecache)")
     load.add_argument("--users", type=_positive_int, default=20, help="simulated users (20)")
@@ -167,6 +188,31 @@ def _load(path_flag: str | None) -> Config:
     return load_config(resolve_config_path(path_flag, os.environ))
 
 
+def _admin(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from proxy.admin import AdminError, purge, show_stats
+
+    console = Console()
+    try:
+        if args.command == "stats":
+            show_stats(args.control, args.token, args.json, console)
+        else:
+            purge(
+                args.control,
+                args.token,
+                path=args.path,
+                route=args.route,
+                everything=args.all,
+                as_json=args.json,
+                console=console,
+            )
+    except AdminError as exc:
+        print(f"sidecache {args.command}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _loadtest(args: argparse.Namespace) -> int:
     from proxy.loadtest.crowd import LoadOptions, LoadTestError
     from proxy.loadtest.run import Target, run_loadtest
@@ -239,6 +285,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "loadtest":
             return _loadtest(args)
+        if args.command in ("stats", "purge"):
+            return _admin(args)
     except (ConfigError, DatabaseURLError, UnsafeHTTPStack) as exc:
         print(f"sidecache: {exc}", file=sys.stderr)
         return EXIT_USAGE

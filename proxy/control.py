@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from proxy.dashboard import latency_ms, series, top_routes
+from proxy.dashboard_page import PAGE
 from proxy.keys import normalise_path
 from proxy.metrics import CONTENT_TYPE, render
 
@@ -31,6 +33,8 @@ def build_control_app(runtime: Runtime) -> web.Application:
     app = web.Application(client_max_size=MAX_CONTROL_BODY)
     app[RUNTIME_KEY] = runtime
     app.router.add_get("/stats", _stats)
+    app.router.add_get("/", _dashboard)
+    app.router.add_get("/api/dashboard", _dashboard_data)
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
@@ -49,6 +53,31 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 async def _stats(request: web.Request) -> web.Response:
     return _json(request.app[RUNTIME_KEY].snapshot())
+
+
+async def _dashboard(request: web.Request) -> web.Response:
+    return web.Response(
+        text=PAGE,
+        content_type="text/html",
+        headers={
+            "Cache-Control": "no-store",
+            # Everything the page needs is in it or on this origin.
+            "Content-Security-Policy": "default-src 'self'; style-src 'unsafe-inline'; "
+            "script-src 'unsafe-inline'; img-src 'self' data:",
+        },
+    )
+
+
+async def _dashboard_data(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME_KEY]
+    return _json(
+        {
+            "stats": runtime.snapshot(),
+            "series": series(runtime.history),
+            "latency": latency_ms(runtime.history),
+            "routes": top_routes(runtime.stats),
+        }
+    )
 
 
 async def _metrics(request: web.Request) -> web.Response:

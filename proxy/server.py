@@ -25,6 +25,7 @@ from proxy.admission import Admission
 from proxy.coalesce import Coalescer
 from proxy.config import Config, ConfigError, format_routes, load_config
 from proxy.control import build_control_app
+from proxy.dashboard import History, sample
 from proxy.guard import GuardedServer
 from proxy.handler import Proxy
 from proxy.metrics import make_registry
@@ -51,6 +52,10 @@ class Runtime:
     clock: Callable[[], float] = field(default=time.monotonic)
 
     metrics: CollectorRegistry | None = None
+    history: History = field(default_factory=History)
+
+    def take_sample(self) -> None:
+        self.history.add(sample(self.stats, self.store.figures(), self.clock()))
 
     def snapshot(self) -> dict[str, object]:
         return self.stats.snapshot(now=self.clock(), cache=self.store.figures())
@@ -72,6 +77,7 @@ class Sidecache:
         self._runners: list[web.BaseRunner] = []
         self._sites: list[web.TCPSite] = []
         self._sweeper: asyncio.Task[None] | None = None
+        self._sampler: asyncio.Task[None] | None = None
         self.runtime: Runtime | None = None
 
     async def start(self) -> None:
@@ -130,7 +136,9 @@ class Sidecache:
             site = web.TCPSite(runner, address.host, address.port, backlog=1024)
             await site.start()
             self._sites.append(site)
-        self._sweeper = asyncio.get_running_loop().create_task(store.sweep_forever(SWEEP_INTERVAL))
+        loop = asyncio.get_running_loop()
+        self._sweeper = loop.create_task(store.sweep_forever(SWEEP_INTERVAL))
+        self._sampler = loop.create_task(_sample_forever(self.runtime))
         log.info(
             "sidecache listening on %s:%d (control %s:%d), upstream %s, %d routes",
             config.listen.host,
@@ -180,10 +188,11 @@ class Sidecache:
         (default ``server.shutdown_grace``), then close everything."""
         if grace is None:
             grace = self.config.server.shutdown_grace
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        for task in (self._sweeper, self._sampler):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         # Stop accepting first, then let in-flight requests and fills finish.
         for site in self._sites:
             await site.stop()
@@ -195,6 +204,13 @@ class Sidecache:
             await self.runtime.upstream.close()
         self._sites.clear()
         self._runners.clear()
+
+
+async def _sample_forever(runtime: Runtime) -> None:
+    """One history sample a second, for the dashboard."""
+    while True:
+        runtime.take_sample()
+        await asyncio.sleep(1.0)
 
 
 def _access_logger_to_stderr() -> None:
