@@ -32,6 +32,15 @@ def redact_query(query: str, sensitive: frozenset[str]) -> str:
     return "&".join(parts)
 
 
+def body_bytes(request: web.BaseRequest, response: web.StreamResponse) -> int:
+    """Body bytes sent: the framed length, or what a chunked response wrote."""
+    if request.method == "HEAD" or response.status in (204, 304):
+        return 0
+    if response.content_length is not None:
+        return response.content_length
+    return response.body_length  # chunked: counted as written (with chunk framing)
+
+
 class AccessLog:
     def __init__(self, mode: str, sensitive: tuple[str, ...]) -> None:
         self.mode = mode
@@ -51,6 +60,7 @@ class AccessLog:
         route = request.get(ROUTE_KEY)
         duration_ms = round(seconds * 1000, 2)
         upstream_ms = round(upstream * 1000, 2) if upstream is not None else None
+        nbytes = body_bytes(request, response)
         if self.mode == "json":
             fields = {
                 "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z",
@@ -61,7 +71,7 @@ class AccessLog:
                 "status": response.status,
                 "cache": cache,
                 "route": route,
-                "bytes": response.body_length,
+                "bytes": nbytes,
                 "duration_ms": duration_ms,
                 "upstream_ms": upstream_ms,
             }
@@ -76,7 +86,7 @@ class AccessLog:
                 response.status,
                 cache or "-",
                 route or "-",
-                response.body_length,
+                nbytes,
                 duration_ms,
                 f"{upstream_ms}ms" if upstream_ms is not None else "-",
             )
