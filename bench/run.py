@@ -264,9 +264,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         (tmp / "sidecache.yaml").write_text(
-            SIDECACHE_CONF.format(
-                port=sc, upstream=up, control=ctl, access_log=args.access_log
-            )
+            SIDECACHE_CONF.format(port=sc, upstream=up, control=ctl, access_log=args.access_log)
         )
         log = open(tmp / "servers.log", "wb")  # noqa: SIM115 - closed with the temp dir
         quiet = {"stdout": log, "stderr": log}

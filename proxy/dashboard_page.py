@@ -49,7 +49,7 @@ form{margin-top:1em;font-size:.9em}#status{color:#a00;font-size:.85em}
 "use strict";
 const $ = (id) => document.getElementById(id);
 const fmt = (n) => n.toLocaleString("en-US");
-const mib = (n) => (n / 1048576).toFixed(1) + " MiB";
+const mib = (n) => n < 1048576 ? (n / 1024).toFixed(1) + " KiB" : (n / 1048576).toFixed(1) + " MiB";
 $("token").value = localStorage.getItem("sidecache-token") || "";
 $("token").addEventListener("change", () => localStorage.setItem("sidecache-token", $("token").value));
 function headers() {

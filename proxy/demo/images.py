@@ -26,7 +26,7 @@ def make_jpeg(index: int, *, width: int | None = None) -> bytes:
     img = Image.blend(tint, noise, 0.7)
     draw = ImageDraw.Draw(img)
     draw.rectangle((0, 0, w // 3, h // 8), fill=(20, 20, 20))
-    draw.text((w // 40, h // 40), f"photo {index}", fill=(255, 255, 255), font_size=h // 14)
+    draw.text((w // 40, h // 40), f"photo {index + 1}", fill=(255, 255, 255), font_size=h // 14)
     out = io.BytesIO()
     img.save(out, "JPEG", quality=93)
     return out.getvalue()
