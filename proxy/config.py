@@ -203,10 +203,32 @@ class ControlConfig(BaseModel):
         return self
 
 
+class SharedConfig(BaseModel):
+    """The shared second tier (``cache.shared``): absent, sidecache is single-tier."""
+
+    model_config = _FROZEN
+    backend: Literal["redis"] = "redis"
+    url: str
+    namespace: str = "sidecache"
+    timeout: PositiveDuration = 0.25  # per operation; a slow tier costs at most this
+    lock_timeout: PositiveDuration = 10.0  # lease of a cluster-wide fill lock
+    breaker_failures: int = Field(5, ge=1)  # consecutive failures that open the breaker
+    breaker_reset: PositiveDuration = 30.0  # then one trial call after this long
+
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+            raise _fail(value, "is not a Redis URL (e.g. 'redis://127.0.0.1:6379/0')")
+        return value
+
+
 class CacheConfig(BaseModel):
     model_config = _FROZEN
     max_bytes: Size = 1024**3
     max_object_bytes: Size = 16 * 1024**2
+    shared: SharedConfig | None = None
 
     @model_validator(mode="after")
     def _object_fits(self) -> CacheConfig:

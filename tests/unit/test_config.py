@@ -269,3 +269,15 @@ def test_format_routes_lists_every_route() -> None:
 def test_the_control_port_is_exposed_only_with_a_token(listen: str, token: str) -> None:
     c = parse_config({**MINIMAL, "control": {"listen": listen, "token": token}}, environ={})
     assert c.control.token == token
+
+
+def test_the_shared_tier_is_absent_unless_configured() -> None:
+    assert parse_config(MINIMAL, environ={}).cache.shared is None
+    c = parse_config(
+        {**MINIMAL, "cache": {"shared": {"url": "redis://127.0.0.1:6379/2", "timeout": "100ms"}}},
+        environ={},
+    )
+    shared = c.cache.shared
+    assert shared is not None
+    assert (shared.backend, shared.namespace, shared.timeout) == ("redis", "sidecache", 0.1)
+    assert (shared.lock_timeout, shared.breaker_failures, shared.breaker_reset) == (10.0, 5, 30.0)

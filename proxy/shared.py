@@ -1,0 +1,167 @@
+"""The shared tier: entries in Redis through aiocache's RedisCache.
+
+Owns the connection to the shared store, the key hashing (any path is a valid
+key on every backend), the envelope on the wire (bytes kept exact: aiocache's
+default serializers would decode to text), per-operation timeouts and the
+circuit breaker. Every failure degrades to "not found": the shared tier can
+make a request slower by at most ``timeout`` once, never fail it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiocache import RedisCache
+from aiocache.serializers import BaseSerializer
+from redis.exceptions import RedisError
+
+from proxy.breaker import Breaker
+from proxy.entry import StoredResponse
+from proxy.envelope import EnvelopeError, decode, encode
+from proxy.stats import Histogram
+
+log = logging.getLogger(__name__)
+
+
+class RawBytes(BaseSerializer):  # type: ignore[misc]  # aiocache is untyped
+    """Values are already bytes (envelopes): store and return them untouched."""
+
+    DEFAULT_ENCODING = None
+
+    def dumps(self, value: Any) -> Any:
+        return value
+
+    def loads(self, value: Any) -> Any:
+        return value
+
+
+class SharedTier:
+    def __init__(
+        self,
+        url: str,
+        *,
+        namespace: str,
+        timeout: float,
+        lock_timeout: float,
+        breaker: Breaker,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        parts = urlsplit(url)
+        self.timeout = timeout
+        self.lock_timeout = lock_timeout
+        self.breaker = breaker
+        self.clock = clock
+        self.wall = wall
+        self.cache = RedisCache(
+            endpoint=parts.hostname or "127.0.0.1",
+            port=parts.port or 6379,
+            db=int(parts.path.lstrip("/") or 0),
+            password=parts.password,
+            namespace=namespace,  # RedisCache joins it to keys with ":"
+            serializer=RawBytes(),
+            timeout=None,  # ours, below, also covers connecting
+            create_connection_timeout=timeout,
+            ssl=parts.scheme == "rediss",
+        )
+        self.hits = self.misses = self.errors = self.skipped = 0
+        self.latency = Histogram()
+
+    @staticmethod
+    def hashed(key: str) -> str:
+        return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
+
+    def _lock_name(self, key: str) -> str:
+        return str(self.cache.build_key("lock:" + self.hashed(key)))
+
+    def redis_key(self, key: str) -> str:
+        """The name an entry has in Redis (aiocache adds the namespace its own way)."""
+        return str(self.cache.build_key(self.hashed(key)))
+
+    async def _call(self, what: str, op: Callable[[], Any]) -> tuple[bool, Any]:
+        """Run one operation under the breaker and the timeout; (ok, result)."""
+        if not self.breaker.allow(self.clock()):
+            self.skipped += 1
+            return False, None
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.timeout):
+                result = await op()
+        except (TimeoutError, RedisError, OSError, EnvelopeError) as exc:
+            self.errors += 1
+            self.breaker.failure(self.clock())
+            log.warning("shared tier %s failed: %s", what, exc or type(exc).__name__)
+            return False, None
+        self.latency.observe(time.perf_counter() - started)
+        self.breaker.success()
+        return True, result
+
+    async def get(self, key: str) -> StoredResponse | None:
+        async def op() -> StoredResponse | None:
+            data = await self.cache.get(self.hashed(key))
+            if data is None:
+                return None
+            return decode(data, mono_now=self.clock(), wall_now=self.wall())
+
+        ok, entry = await self._call("get", op)
+        if ok and entry is not None:
+            self.hits += 1
+            return entry  # type: ignore[no-any-return]
+        if ok:
+            self.misses += 1
+        return None
+
+    async def put(self, entry: StoredResponse) -> bool:
+        now = self.clock()
+        ttl = entry.stale_until - now
+        if ttl <= 0:
+            return False
+        data = encode(entry, mono_now=now, wall_now=self.wall())
+
+        async def op() -> Any:
+            return await self.cache.set(self.hashed(entry.key), data, ttl=float(ttl))
+
+        ok, _ = await self._call("put", op)
+        return ok
+
+    async def delete(self, key: str) -> bool:
+        ok, _ = await self._call("delete", lambda: self.cache.delete(self.hashed(key)))
+        return ok
+
+    async def lock(self, key: str, token: str) -> bool:
+        """Take the cluster-wide fill lock for ``key`` (a lease of ``lock_timeout``)."""
+        name = self._lock_name(key)
+        lease = int(self.lock_timeout * 1000)
+        ok, taken = await self._call(
+            "lock", lambda: self.cache.client.set(name, token, nx=True, px=lease)
+        )
+        return bool(ok and taken)
+
+    async def unlock(self, key: str, token: str) -> None:
+        """Release the lock if it is still ours (compare-and-delete in one script)."""
+        name = self._lock_name(key)
+        await self._call("unlock", lambda: self.cache._redlock_release(name, token))
+
+    async def locked(self, key: str) -> bool:
+        name = self._lock_name(key)
+        ok, exists = await self._call("locked", lambda: self.cache.client.exists(name))
+        return bool(ok and exists)
+
+    def figures(self) -> dict[str, object]:
+        return {
+            "state": self.breaker.state.value,
+            "hits": self.hits,
+            "misses": self.misses,
+            "errors": self.errors,
+            "skipped": self.skipped,
+        }
+
+    async def close(self) -> None:
+        # aiocache 0.12's close() calls redis-py's deprecated close(): go direct.
+        await self.cache.client.aclose()

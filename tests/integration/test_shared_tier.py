@@ -1,0 +1,134 @@
+"""The shared tier against a real Redis (127.0.0.1:6379, or $SIDECACHE_TEST_REDIS).
+
+Skipped when Redis is absent, unless SIDECACHE_REQUIRE_SERVICES=1 (CI), where
+its absence fails the test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as redis_asyncio
+
+from proxy.breaker import Breaker, BreakerState
+from proxy.entry import StoredResponse
+from proxy.shared import SharedTier
+from tests.integration.conftest import Clock, free_port_that_refuses
+from tests.integration.demo_fixtures import require_services
+
+pytestmark = pytest.mark.services
+REDIS_URL = os.environ.get("SIDECACHE_TEST_REDIS", "redis://127.0.0.1:6379/0")
+BODY = bytes(range(256)) * 4000
+
+
+def entry(key: str, now: float) -> StoredResponse:
+    return StoredResponse(
+        key=key,
+        route="photo",
+        path="/api/photo/1",
+        status=200,
+        headers=(("Content-Type", "image/jpeg"),),
+        body=BODY,
+        etag='"e"',
+        stored_at=now,
+        fresh_until=now + 60,
+        stale_until=now + 120,
+    )
+
+
+@pytest.fixture
+async def namespace() -> AsyncIterator[str]:
+    client = redis_asyncio.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
+    try:
+        await client.ping()
+    except (OSError, redis_asyncio.RedisError) as exc:
+        await client.aclose()
+        if require_services():
+            pytest.fail(f"Redis is required (SIDECACHE_REQUIRE_SERVICES=1): {exc}")
+        pytest.skip(f"Redis not reachable at {REDIS_URL}: {exc}")
+    name = f"sidecache-test-{uuid.uuid4().hex[:8]}"
+    yield name
+    keys = [k async for k in client.scan_iter(f"{name}:*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+
+
+def tier(namespace: str, clock: Clock, *, url: str = REDIS_URL, **kw: object) -> SharedTier:
+    breaker = kw.pop("breaker", Breaker())
+    return SharedTier(
+        url,
+        namespace=namespace,
+        timeout=float(kw.pop("timeout", 1.0)),  # type: ignore[arg-type]
+        lock_timeout=float(kw.pop("lock_timeout", 10.0)),  # type: ignore[arg-type]
+        breaker=breaker,  # type: ignore[arg-type]
+        clock=clock,
+        wall=lambda: 1_700_000_000.0 + clock.now,
+    )
+
+
+async def test_entries_round_trip_byte_for_byte_between_replicas(namespace: str) -> None:
+    here, there = Clock(1000.0), Clock(1000.0)
+    a, b = tier(namespace, here), tier(namespace, there)
+    try:
+        key = "photo\napp:8000\n/api/photo/1?x=\u00e9 & spaces/../%2F"
+        assert await b.get(key) is None
+        assert await a.put(entry(key, here.now))
+        there.now += 10  # the other replica reads it 10 s later
+        got = await b.get(key)
+        assert got is not None and got.body == BODY and got.key == key
+        assert got.fresh_until - there.now == pytest.approx(50.0)
+        pttl = await b.cache.client.pttl(b.redis_key(key))
+        assert namespace in b.redis_key(key) and "/" not in b.redis_key(key)
+        assert 0 < pttl <= 120_000  # expires with the entry's last usable instant
+        assert await a.delete(key)
+        assert await b.get(key) is None
+        assert (b.hits, b.misses, b.errors) == (1, 2, 0)
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_the_fill_lock_has_one_owner_and_a_lease(namespace: str) -> None:
+    clock = Clock()
+    a, b = tier(namespace, clock, lock_timeout=0.3), tier(namespace, clock, lock_timeout=0.3)
+    try:
+        assert await a.lock("k", "token-a")
+        assert not await b.lock("k", "token-b")
+        await b.unlock("k", "token-b")  # not b's: nothing released
+        assert await b.locked("k")
+        await a.unlock("k", "token-a")
+        assert not await a.locked("k")
+        assert await b.lock("k", "token-b")
+        async with asyncio.timeout(10):  # the holder "dies": the lease runs out
+            while await a.locked("k"):  # noqa: ASYNC110 - Redis expiry has no event
+                await asyncio.sleep(0.05)
+        assert await a.lock("k", "token-a")
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_an_unreachable_tier_degrades_and_the_breaker_opens(namespace: str) -> None:
+    clock = Clock()
+    down = tier(
+        namespace,
+        clock,
+        url=f"redis://127.0.0.1:{free_port_that_refuses()}/0",
+        timeout=0.5,
+        breaker=Breaker(failures=2, reset=30),
+    )
+    try:
+        async with asyncio.timeout(10):
+            assert await down.get("k") is None
+            assert not await down.put(entry("k", clock.now))
+            assert down.breaker.state is BreakerState.OPEN
+            assert await down.get("k") is None  # skipped: no connection attempt at all
+        assert (down.errors, down.skipped) == (2, 1)
+        assert down.figures()["state"] == "open"
+    finally:
+        await down.close()
