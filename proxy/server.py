@@ -14,7 +14,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -247,8 +247,13 @@ def run_loop(main: Coroutine[Any, Any, T]) -> T:
     return uvloop.run(main)
 
 
-async def until_stopped(on_reload: Callable[[], object] | None = None) -> None:
-    """Return on SIGINT or SIGTERM; call ``on_reload`` on SIGHUP meanwhile."""
+@contextlib.contextmanager
+def stop_signals(on_reload: Callable[[], object] | None = None) -> Iterator[asyncio.Event]:
+    """An event set by SIGINT or SIGTERM (``on_reload`` runs on SIGHUP).
+
+    Installed before start-up, so that a signal that arrives while servers start
+    still means "stop cleanly", never the default of dying on the spot.
+    """
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     signals = [signal.SIGINT, signal.SIGTERM]
@@ -258,7 +263,7 @@ async def until_stopped(on_reload: Callable[[], object] | None = None) -> None:
         loop.add_signal_handler(signal.SIGHUP, on_reload)
         signals.append(signal.SIGHUP)
     try:
-        await stopping.wait()
+        yield stopping
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)
@@ -267,9 +272,12 @@ async def until_stopped(on_reload: Callable[[], object] | None = None) -> None:
 async def serve(config: Config, config_path: str | None) -> None:
     """Run until SIGINT or SIGTERM; SIGHUP reloads."""
     instance = Sidecache(config, config_path)
-    await instance.start()
-    try:
-        await until_stopped(instance.reload)
-        log.info("stopping: finishing in-flight requests (up to %gs)", config.server.shutdown_grace)
-    finally:
-        await instance.stop()
+    with stop_signals(instance.reload) as stopping:
+        try:
+            await instance.start()
+            await stopping.wait()
+            log.info(
+                "stopping: finishing in-flight requests (up to %gs)", config.server.shutdown_grace
+            )
+        finally:
+            await instance.stop()

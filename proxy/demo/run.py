@@ -20,7 +20,7 @@ from proxy.demo import DEMO_PHOTOS
 from proxy.demo.app import build_app
 from proxy.demo.db import PoolOptions, create_schema, make_engine
 from proxy.demo.seed import seed
-from proxy.server import Sidecache, until_stopped
+from proxy.server import Sidecache, stop_signals
 
 log = logging.getLogger(__name__)
 
@@ -90,18 +90,19 @@ async def start_upstream(options: UpstreamOptions) -> RunningApp:
 
 
 async def run_upstream(options: UpstreamOptions) -> None:
-    app = await start_upstream(options)
-    pool = options.pool
-    print(
-        f"demo app on http://{options.host}:{app.port}/ "
-        f"(database {options.db}, pool {pool.size} + {pool.max_overflow}, "
-        f"pool timeout {pool.timeout:g}s, db latency {options.db_latency * 1000:g} ms)",
-        flush=True,
-    )
-    try:
-        await until_stopped()
-    finally:
-        await app.stop()
+    with stop_signals() as stopping:
+        app = await start_upstream(options)
+        pool = options.pool
+        print(
+            f"demo app on http://{options.host}:{app.port}/ "
+            f"(database {options.db}, pool {pool.size} + {pool.max_overflow}, "
+            f"pool timeout {pool.timeout:g}s, db latency {options.db_latency * 1000:g} ms)",
+            flush=True,
+        )
+        try:
+            await stopping.wait()
+        finally:
+            await app.stop()
 
 
 @dataclass(frozen=True)
@@ -151,11 +152,12 @@ def demo_banner(app: RunningApp, proxy: Sidecache, host: str) -> str:
 
 
 async def run_demo(options: DemoOptions) -> None:
-    app, proxy = await start_demo(options)
-    print(demo_banner(app, proxy, options.host), flush=True)
-    try:
-        await until_stopped()
-        log.info("stopping the demo")
-    finally:
-        await proxy.stop()
-        await app.stop()
+    with stop_signals() as stopping:
+        app, proxy = await start_demo(options)
+        print(demo_banner(app, proxy, options.host), flush=True)
+        try:
+            await stopping.wait()
+            log.info("stopping the demo")
+        finally:
+            await proxy.stop()
+            await app.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -154,3 +155,17 @@ async def fault_upstream() -> AsyncIterator[FaultUpstream]:
     upstream = FaultUpstream(proc, json.loads(line)["port"])
     yield upstream
     await upstream.kill()
+
+
+async def stop_gracefully(proc: asyncio.subprocess.Process, sig: int = signal.SIGTERM) -> int:
+    """Send ``sig`` and return the exit code (bounded wait)."""
+    proc.send_signal(sig)
+    async with asyncio.timeout(30):
+        return await proc.wait()
+
+
+async def ensure_dead(proc: asyncio.subprocess.Process) -> None:
+    """Kill a process a test left running (after a failure)."""
+    if proc.returncode is None:
+        proc.kill()
+        await proc.wait()

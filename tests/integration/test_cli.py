@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import signal
 import sys
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
+from tests.integration.conftest import ensure_dead, stop_gracefully
 from tests.integration.upstream_app import HITS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,11 +112,7 @@ async def test_serve_runs_caches_and_stops_cleanly_on_sigterm(
                     assert r.headers["X-Cache"] == expected
             async with client.get(f"http://127.0.0.1:{control}/stats") as r:
                 assert (await r.json())["cache"]["hits"] == 1
-        proc.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(20):
-            assert await proc.wait() == 0
+        assert await stop_gracefully(proc) == 0
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        await ensure_dead(proc)
     assert upstream.app[HITS]["GET /api/photo/1"] == 1

@@ -18,6 +18,7 @@ from proxy.config import load_config
 from proxy.demo.run import DEMO_ROUTES, DemoOptions, UpstreamOptions, demo_banner, start_demo
 from proxy.loadtest.crowd import LoadOptions
 from proxy.loadtest.run import Target, run_loadtest
+from tests.integration.conftest import ensure_dead, stop_gracefully
 from tests.integration.demo_fixtures import SEEDED_PHOTOS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -134,13 +135,9 @@ async def test_demo_command_starts_both_and_stops_on_ctrl_c(demo_db: str, tmp_pa
             for url in (through.group(1), direct.group(1), stats.group(1)):
                 async with client.get(url) as r:
                     assert r.status == 200, url
-        proc.send_signal(signal.SIGINT)
-        async with asyncio.timeout(30):
-            assert await proc.wait() == 0
+        assert await stop_gracefully(proc, signal.SIGINT) == 0
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        await ensure_dead(proc)
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from tests.integration.conftest import ROOT
+from tests.integration.conftest import ROOT, ensure_dead, stop_gracefully
 from tests.integration.upstream_app import ARRIVED, GATE, HITS
 
 LISTENING = re.compile(rb"listening on [^:]+:(\d+) \(control [^:]+:(\d+)\)")
@@ -64,9 +64,7 @@ async def serve_process(tmp_path: Path, upstream: TestServer) -> AsyncIterator[t
                 log.append(line)
         yield Served(proc, int(m.group(1)), int(m.group(2)), log), path
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        await ensure_dead(proc)
 
 
 async def x_cache(client: aiohttp.ClientSession, url: str) -> str:
@@ -95,9 +93,7 @@ async def test_sighup_reloads_routes_and_keeps_the_cache(
         async with client.get(f"http://127.0.0.1:{served.control}/stats") as r:
             stats = await r.json()
         assert stats["cache"]["hits"] == 2 and stats["cache"]["misses"] == 2  # counters stayed
-    served.proc.send_signal(signal.SIGTERM)
-    async with asyncio.timeout(20):
-        assert await served.proc.wait() == 0
+    assert await stop_gracefully(served.proc) == 0
 
 
 async def test_sigterm_lets_in_flight_requests_finish(

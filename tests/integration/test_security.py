@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import sys
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from tests.integration.conftest import ROOT, Clock, Factory
+from tests.integration.conftest import ROOT, Clock, Factory, ensure_dead, stop_gracefully
 from tests.integration.upstream_app import ARRIVED, FAIL_WITH, GATE, HITS, LAST, photo_body
 
 CLEAN = photo_body("1", 1000)
@@ -151,13 +150,9 @@ async def test_the_server_refuses_to_start_on_the_pure_python_parser(tmp_path: P
         async with asyncio.timeout(30):
             while b"listening on" not in (line := await proc.stderr.readline()):
                 assert line, "serve did not start with the opt-out"
-        proc.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(30):
-            assert await proc.wait() == 0
+        assert await stop_gracefully(proc) == 0
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        await ensure_dead(proc)
 
 
 @pytest.mark.parametrize("purge", [{"path": "/gated/photo/1"}, {"route": "gated"}, {"all": True}])
