@@ -171,6 +171,7 @@ class Fill:
         self.relay = Relay(window)
         self.waiters = 0
         self.upstream_s: float | None = None  # time to the app's response headers
+        self.shared_entry: StoredResponse | None = None  # filled by another replica
         self._joined = asyncio.Event()
         # Nobody may be left waiting on a future whose exception nobody retrieves.
         self.head.add_done_callback(_consume)

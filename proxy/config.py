@@ -231,18 +231,6 @@ class CacheConfig(BaseModel):
     shared: SharedConfig | None = None
 
     @model_validator(mode="after")
-    def _shared_not_yet(self) -> CacheConfig:
-        # The shared tier's parts exist (proxy/shared.py) but the request path does
-        # not use them yet: accepting the key would promise what is not done.
-        if self.shared is not None:
-            raise PydanticCustomError(
-                "sidecache_at",
-                "the shared tier is not available in this release yet (remove cache.shared)",
-                {"loc": "shared"},
-            )
-        return self
-
-    @model_validator(mode="after")
     def _object_fits(self) -> CacheConfig:
         if self.max_object_bytes > self.max_bytes:
             raise PydanticCustomError(

@@ -142,12 +142,18 @@ async def _purge(request: web.Request) -> web.Response:
         if path is None:
             return _json({"error": f"{raw!r} is not a valid path"}, 400)
         purged = store.purge_path(path)
+        if runtime.shared is not None:
+            await runtime.shared.purge("path", path)
     elif "route" in body and isinstance(body["route"], str):
         if body["route"] not in {r.name for r in runtime.config.routes}:
             return _json({"error": f"no route named {body['route']!r}"}, 404)
         purged = store.purge_route(body["route"])
+        if runtime.shared is not None:
+            await runtime.shared.purge("route", body["route"])
     elif body.get("all") is True:
         purged = store.purge_all()
+        if runtime.shared is not None:
+            await runtime.shared.purge("all", None)
     else:
         return _json(
             {"error": 'body must be one of {"path": "/..."}, {"route": "name"}, {"all": true}'},

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, assert_never
 
@@ -41,6 +42,7 @@ from proxy.policy import (
 )
 from proxy.ranges import Partial, Unsatisfiable, answer_range, not_modified
 from proxy.routes import RouteTable
+from proxy.shared import SharedTier
 from proxy.stats import CacheOutcome, Stats
 from proxy.store import MemoryLRUCache
 from proxy.upstream import Upstream, UpstreamBusy, UpstreamError
@@ -61,6 +63,8 @@ _NO_BODY_STATUSES = frozenset({204, 304})
 # Distinct raw paths whose normalisation and route are remembered; the memo is
 # dropped whole when full, so a scan of random paths costs a rebuild, not memory.
 TARGET_MEMO_SIZE = 8192
+# How often a replica waiting for another's fill looks for the stored entry.
+CLUSTER_POLL = 0.05
 
 
 class Proxy:
@@ -73,6 +77,7 @@ class Proxy:
         store: MemoryLRUCache,
         upstream: Upstream,
         admission: Admission,
+        shared: SharedTier | None = None,
         stats: Stats,
         coalescer: Coalescer,
         clock: Callable[[], float] = time.monotonic,
@@ -80,6 +85,7 @@ class Proxy:
         self.store = store
         self.upstream = upstream
         self.admission = admission
+        self.shared = shared
         self.stats = stats
         self.coalescer = coalescer
         self.clock = clock
@@ -208,6 +214,18 @@ class Proxy:
                 fill=False,
             )
         fill = self.coalescer.get(key)
+        if fill is None and self.shared is not None:
+            # Second tier: another replica may have it.
+            found = await self.shared.get(key)
+            now = self.clock()
+            if found is not None and found.key == key and now < found.fresh_until:
+                self.store.store(found, now)
+                self.stats.shared_hits += 1
+                self.stats.record(lookup.route.name, CacheOutcome.HIT)
+                return self._serve(request, found, lookup.route, "HIT", now, detail="shared")
+            if stale is None and found is not None and found.key == key:
+                stale = found
+            fill = self.coalescer.get(key)  # one may have started while we asked
         if fill is None:
             fill = self.coalescer.start(
                 key,
@@ -216,6 +234,35 @@ class Proxy:
             )
             return await self._lead(request, fill, lookup, stale)
         return await self._follow(request, fill, lookup, stale)
+
+    async def _cluster_turn(self, key: str) -> tuple[str | None, StoredResponse | None]:
+        """Cluster-wide single flight: (our lock token, None), or (None, the entry
+        another replica stored while we waited), or (None, None) to fetch unlocked
+        (the tier is away, or the holder neither finished nor released in time)."""
+        shared = self.shared
+        assert shared is not None
+        token = uuid.uuid4().hex
+        taken = await shared.lock(key, token)
+        if taken is None:
+            return None, None
+        if taken:
+            return token, None
+        deadline = time.monotonic() + shared.lock_timeout
+        while time.monotonic() < deadline:
+            await asyncio.sleep(CLUSTER_POLL)
+            found = await shared.get(key)
+            if found is not None and found.key == key and self.clock() < found.fresh_until:
+                return None, found
+            held = await shared.locked(key)
+            if held is None:
+                return None, None
+            if not held:  # the holder is gone without storing: our turn
+                taken = await shared.lock(key, token)
+                if taken is None:
+                    return None, None
+                if taken:
+                    return token, None
+        return None, None
 
     def _revalidate(self, request: web.BaseRequest, lookup: Lookup, key: str) -> None:
         """``stale_while_revalidate``: one background fill refreshes the entry."""
@@ -231,6 +278,18 @@ class Proxy:
 
     async def _run_fill(self, fill: Fill, lookup: Lookup, headers: Headers) -> None:
         """Fetch ``lookup`` once, hand the body to the leader, store it if allowed."""
+        token: str | None = None
+        if self.shared is not None:
+            token, found = await self._cluster_turn(fill.key)
+            if found is not None:
+                now = self.clock()
+                self.store.store(found, now)
+                self.stats.shared_hits += 1
+                fill.shared_entry = found
+                fill.set_head(Head(found.status, None, found.headers, len(found.body), True))
+                fill.resolve(Stored(found))
+                fill.relay.finish()
+                return
         try:
             async with self.admission.slot():
                 self.stats.upstream_started()
@@ -242,6 +301,9 @@ class Proxy:
             self.stats.upstream_failed()
             log.info("upstream %s for %s: %s", exc.reason, lookup.target, exc)
             fill.fail(exc)
+        finally:
+            if token is not None and self.shared is not None:
+                await self.shared.unlock(fill.key, token)
 
     async def _fetch_fill(self, fill: Fill, lookup: Lookup, headers: Headers) -> None:
         relay = fill.relay
@@ -286,6 +348,9 @@ class Proxy:
                 stored = self.store.store(entry, now, since=epoch)
                 log.debug("fill %r complete: %d bytes, stored=%s", lookup.key, relay.size, stored)
                 fill.resolve(Stored(entry))
+                relay.finish()
+                if stored and self.shared is not None:
+                    await self.shared.put(entry)  # write-through, after the leader has it
             relay.finish()
 
     def _give_up_storing(self, fill: Fill, reason: NoStore) -> None:
@@ -313,6 +378,11 @@ class Proxy:
                 # The app answered with an error: the stored copy stands in for it.
                 assert stale is not None
                 return self._serve_stale(request, stale, route, f"upstream-{head.status}")
+            if fill.shared_entry is not None:
+                self.stats.record(route.name, CacheOutcome.HIT)
+                return self._serve(
+                    request, fill.shared_entry, route, "HIT", self.clock(), detail="shared"
+                )
             self.stats.record(route.name, CacheOutcome.MISS)
             if fill.upstream_s is not None:
                 request[UPSTREAM_KEY] = fill.upstream_s
@@ -404,7 +474,7 @@ class Proxy:
         self.stats.record(lookup.route.name, CacheOutcome.MISS)
         return _plain(exc.status, exc.reason, x_cache=x_cache)
 
-    def _invalidate(self, request: web.BaseRequest, path: str, headers: Headers) -> None:
+    async def _invalidate(self, request: web.BaseRequest, path: str, headers: Headers) -> None:
         """RFC 9111 section 4.4: a successful unsafe request drops the entries of its
         path, and of the ``Location``/``Content-Location`` it names on the same host."""
         paths = {path}
@@ -419,6 +489,9 @@ class Proxy:
                 if named is not None:
                     paths.add(named)
         purged = sum(self.store.purge_path(p) for p in paths)
+        if self.shared is not None:
+            for p in paths:
+                await self.shared.purge("path", p)
         log.debug("%s %s: dropped %d entries (%s)", request.method, path, purged, sorted(paths))
 
     def _stale_usable(self, stale: StoredResponse | None, route: RouteConfig) -> bool:
@@ -563,7 +636,7 @@ class Proxy:
             request[UPSTREAM_KEY] = upstream_s = time.perf_counter() - started
             self.stats.upstream_latency.observe(upstream_s)
             if invalidate is not None and 200 <= resp.status < 300:
-                self._invalidate(request, invalidate, resp.headers)
+                await self._invalidate(request, invalidate, resp.headers)
             out = web.StreamResponse(status=resp.status, reason=resp.reason)
             _copy_headers(out, h.response_headers_for_client(resp.headers))
             out.headers["X-Cache"] = x_cache

@@ -22,6 +22,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from proxy.admission import Admission
+from proxy.breaker import Breaker
 from proxy.coalesce import Coalescer
 from proxy.config import Config, ConfigError, format_routes, load_config
 from proxy.control import build_control_app
@@ -30,6 +31,7 @@ from proxy.guard import GuardedServer
 from proxy.handler import Proxy
 from proxy.metrics import make_registry
 from proxy.safety import check_http_stack
+from proxy.shared import SharedTier
 from proxy.stats import Stats
 from proxy.store import MemoryLRUCache
 from proxy.upstream import Upstream
@@ -52,13 +54,17 @@ class Runtime:
     clock: Callable[[], float] = field(default=time.monotonic)
 
     metrics: CollectorRegistry | None = None
+    shared: SharedTier | None = None
     history: History = field(default_factory=History)
 
     def take_sample(self) -> None:
         self.history.add(sample(self.stats, self.store.figures(), self.clock()))
 
     def snapshot(self) -> dict[str, object]:
-        return self.stats.snapshot(now=self.clock(), cache=self.store.figures())
+        snap = self.stats.snapshot(now=self.clock(), cache=self.store.figures())
+        if self.shared is not None:
+            snap["shared"] = {**self.shared.figures(), "served": self.stats.shared_hits}
+        return snap
 
 
 class Sidecache:
@@ -78,6 +84,7 @@ class Sidecache:
         self._sites: list[web.TCPSite] = []
         self._sweeper: asyncio.Task[None] | None = None
         self._sampler: asyncio.Task[None] | None = None
+        self._listener: asyncio.Task[None] | None = None
         self.runtime: Runtime | None = None
 
     async def start(self) -> None:
@@ -99,18 +106,21 @@ class Sidecache:
         await upstream.start()
         stats = Stats(started_at=self.clock())
         coalescer = Coalescer()
+        shared = _make_shared(config, self.clock)
         admission = Admission(config.upstream.max_connections, config.upstream.queue_timeout, stats)
         proxy = Proxy(
             config,
             store=store,
             upstream=upstream,
             admission=admission,
+            shared=shared,
             stats=stats,
             coalescer=coalescer,
             clock=self.clock,
         )
         self.runtime = Runtime(config, store, upstream, stats, coalescer, proxy, self.clock)
         self.runtime.metrics = make_registry(stats, store.figures, self.clock)
+        self.runtime.shared = shared
 
         # The low-level Server takes the protocol options itself (ServerRunner
         # ignores them). aiohttp's own access log costs about half of a hit's
@@ -139,6 +149,8 @@ class Sidecache:
         loop = asyncio.get_running_loop()
         self._sweeper = loop.create_task(store.sweep_forever(SWEEP_INTERVAL))
         self._sampler = loop.create_task(_sample_forever(self.runtime))
+        if shared is not None:
+            self._listener = loop.create_task(shared.listen(_local_purge(store)))
         log.info(
             "sidecache listening on %s:%d (control %s:%d), upstream %s, %d routes",
             config.listen.host,
@@ -188,7 +200,7 @@ class Sidecache:
         (default ``server.shutdown_grace``), then close everything."""
         if grace is None:
             grace = self.config.server.shutdown_grace
-        for task in (self._sweeper, self._sampler):
+        for task in (self._sweeper, self._sampler, self._listener):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -202,8 +214,39 @@ class Sidecache:
             await runner.cleanup()
         if self.runtime is not None:
             await self.runtime.upstream.close()
+            if self.runtime.shared is not None:
+                await self.runtime.shared.close()
         self._sites.clear()
         self._runners.clear()
+
+
+def _make_shared(config: Config, clock: Callable[[], float]) -> SharedTier | None:
+    s = config.cache.shared
+    if s is None:
+        return None
+    return SharedTier(
+        s.url,
+        namespace=s.namespace,
+        timeout=s.timeout,
+        lock_timeout=s.lock_timeout,
+        breaker=Breaker(failures=s.breaker_failures, reset=s.breaker_reset),
+        clock=clock,
+    )
+
+
+def _local_purge(store: MemoryLRUCache) -> Callable[[str, str | None], object]:
+    """Apply a purge announced by another replica to this one's in-process tier."""
+
+    def purge(kind: str, value: str | None) -> object:
+        if kind == "path" and value:
+            return store.purge_path(value)
+        if kind == "route" and value:
+            return store.purge_route(value)
+        if kind == "all":
+            return store.purge_all()
+        return 0
+
+    return purge
 
 
 async def _sample_forever(runtime: Runtime) -> None:

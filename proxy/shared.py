@@ -10,9 +10,12 @@ make a request slower by at most ``timeout`` once, never fail it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import json
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -70,6 +73,8 @@ class SharedTier:
             create_connection_timeout=timeout,
             ssl=parts.scheme == "rediss",
         )
+        self.channel = str(self.cache.build_key("purges"))
+        self.node = uuid.uuid4().hex  # this replica, to skip its own purge messages
         self.hits = self.misses = self.errors = self.skipped = 0
         self.latency = Histogram()
 
@@ -118,40 +123,96 @@ class SharedTier:
         return None
 
     async def put(self, entry: StoredResponse) -> bool:
+        """Store ``entry`` until its last usable instant, indexed by path and route
+        so that a purge on any replica can find it."""
         now = self.clock()
-        ttl = entry.stale_until - now
-        if ttl <= 0:
+        ttl_ms = int((entry.stale_until - now) * 1000)
+        if ttl_ms <= 0:
             return False
         data = encode(entry, mono_now=now, wall_now=self.wall())
+        name = self.redis_key(entry.key)
+        by_path, by_route = self._set_name("path", entry.path), self._set_name("route", entry.route)
 
         async def op() -> Any:
-            return await self.cache.set(self.hashed(entry.key), data, ttl=float(ttl))
+            async with self.cache.client.pipeline(transaction=False) as pipe:
+                pipe.set(name, data, px=ttl_ms)
+                for index in (by_path, by_route):
+                    pipe.sadd(index, name)
+                    pipe.pexpire(index, ttl_ms, gt=True)
+                    pipe.pexpire(index, ttl_ms, nx=True)
+                return await pipe.execute()
 
         ok, _ = await self._call("put", op)
         return ok
+
+    def _set_name(self, kind: str, value: str) -> str:
+        return str(self.cache.build_key(f"{kind}:" + self.hashed(value)))
+
+    async def purge(self, kind: str, value: str | None) -> int:
+        """Drop entries by ``path``, ``route`` or ``all`` (value None), then tell the
+        other replicas (pub/sub) so that they drop their in-process copies."""
+        client = self.cache.client
+
+        async def op() -> int:
+            if kind == "all":
+                names = [n async for n in client.scan_iter(match=self.cache.build_key("*"))]
+            else:
+                index = self._set_name(kind, value or "")
+                names = [*await client.smembers(index), index]
+            deleted = 0
+            for start in range(0, len(names), 500):
+                deleted += int(await client.delete(*names[start : start + 500]))
+            message = json.dumps({"kind": kind, "value": value, "origin": self.node})
+            await client.publish(self.channel, message)
+            return deleted
+
+        ok, deleted = await self._call("purge", op)
+        return int(deleted) if ok else 0
+
+    async def listen(self, on_purge: Callable[[str, str | None], object]) -> None:
+        """Apply other replicas' purges to this one's in-process tier, for ever;
+        reconnects (once a second) while the store is away."""
+        while True:
+            pubsub = self.cache.client.pubsub()
+            try:
+                await pubsub.subscribe(self.channel)
+                async for message in pubsub.listen():
+                    if message.get("type") != "message":
+                        continue
+                    data = json.loads(message["data"])
+                    if data.get("origin") != self.node:
+                        on_purge(str(data["kind"]), data.get("value"))
+            except (RedisError, OSError, ValueError, KeyError) as exc:
+                log.info("shared tier purge channel lost (%s); reconnecting", exc)
+            finally:
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()
+            await asyncio.sleep(1.0)
 
     async def delete(self, key: str) -> bool:
         ok, _ = await self._call("delete", lambda: self.cache.delete(self.hashed(key)))
         return ok
 
-    async def lock(self, key: str, token: str) -> bool:
-        """Take the cluster-wide fill lock for ``key`` (a lease of ``lock_timeout``)."""
+    async def lock(self, key: str, token: str) -> bool | None:
+        """Take the cluster-wide fill lock for ``key`` (a lease of ``lock_timeout``):
+        True if taken, False if another replica holds it, None if the tier is away."""
         name = self._lock_name(key)
         lease = int(self.lock_timeout * 1000)
         ok, taken = await self._call(
             "lock", lambda: self.cache.client.set(name, token, nx=True, px=lease)
         )
-        return bool(ok and taken)
+        return bool(taken) if ok else None
 
     async def unlock(self, key: str, token: str) -> None:
         """Release the lock if it is still ours (compare-and-delete in one script)."""
         name = self._lock_name(key)
         await self._call("unlock", lambda: self.cache._redlock_release(name, token))
 
-    async def locked(self, key: str) -> bool:
+    async def locked(self, key: str) -> bool | None:
+        """Does some replica hold the lock for ``key``? None if the tier is away."""
         name = self._lock_name(key)
         ok, exists = await self._call("locked", lambda: self.cache.client.exists(name))
-        return bool(ok and exists)
+        return bool(exists) if ok else None
 
     def figures(self) -> dict[str, object]:
         return {

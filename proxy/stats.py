@@ -129,6 +129,7 @@ class Stats:
         default_factory=lambda: {k: Histogram() for k in ("HIT", "MISS", "STALE", "BYPASS")}
     )
     upstream_latency: Histogram = field(default_factory=Histogram)
+    shared_hits: int = 0  # answered from the shared tier (counted in hits too)
 
     def record(self, route: str | None, outcome: CacheOutcome) -> None:
         """Count one client request; ``route`` None means no route matched."""

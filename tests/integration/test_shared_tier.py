@@ -11,14 +11,17 @@ import os
 import uuid
 from collections.abc import AsyncIterator
 
+import aiohttp
 import pytest
 import redis.asyncio as redis_asyncio
+from aiohttp.test_utils import TestServer
 
 from proxy.breaker import Breaker, BreakerState
 from proxy.entry import StoredResponse
 from proxy.shared import SharedTier
-from tests.integration.conftest import Clock, free_port_that_refuses
+from tests.integration.conftest import Clock, Factory, Running, free_port_that_refuses
 from tests.integration.demo_fixtures import require_services
+from tests.integration.upstream_app import ARRIVED, GATE, HITS, photo_body
 
 pytestmark = pytest.mark.services
 REDIS_URL = os.environ.get("SIDECACHE_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -132,3 +135,60 @@ async def test_an_unreachable_tier_degrades_and_the_breaker_opens(namespace: str
         assert down.figures()["state"] == "open"
     finally:
         await down.close()
+
+
+async def test_replicas_share_cold_fills_hits_and_purges(
+    namespace: str, sidecache: Factory, upstream: TestServer, client: aiohttp.ClientSession
+) -> None:
+    shared = {"shared": {"url": REDIS_URL, "namespace": namespace}}
+    a, b, c = [await sidecache(cache=shared) for _ in range(3)]
+    url = "gated/photo/1"
+
+    async def get(replica: Running) -> tuple[str, str, bytes]:
+        async with client.get(replica.url / url) as r:
+            return r.headers["X-Cache"], r.headers["Cache-Status"], await r.read()
+
+    first = [asyncio.create_task(get(a)), asyncio.create_task(get(b))]
+    async with asyncio.timeout(10):
+        await upstream.app[ARRIVED].wait()
+    upstream.app[GATE].set()
+    async with asyncio.timeout(20):
+        results = await asyncio.gather(*first)
+    assert all(body == photo_body("1", 1000) for _, _, body in results)
+    assert upstream.app[HITS]["GET /gated/photo/1"] == 1  # one request across the cluster
+    # A third replica, cold in-process, finds it in the shared tier.
+    x_cache, cache_status, body = await get(c)
+    assert (x_cache, body) == ("HIT", photo_body("1", 1000))
+    assert "detail=shared" in cache_status
+    assert c.runtime.snapshot()["shared"]["served"] == 1  # type: ignore[index]
+    assert upstream.app[HITS]["GET /gated/photo/1"] == 1
+    # A purge on one replica reaches the others' in-process tiers and the shared tier.
+    async with client.post(a.control / "purge", json={"path": "/gated/photo/1"}) as r:
+        assert r.status == 200
+    async with asyncio.timeout(10):
+        while b.runtime.store.figures().entries or c.runtime.store.figures().entries:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)  # pub/sub delivery: no event to await here
+    assert (await get(c))[0] == "MISS"
+    assert upstream.app[HITS]["GET /gated/photo/1"] == 2
+
+
+async def test_a_dead_shared_tier_costs_little_and_never_fails_a_request(
+    sidecache: Factory, upstream: TestServer, client: aiohttp.ClientSession
+) -> None:
+    dead = {
+        "shared": {
+            "url": f"redis://127.0.0.1:{free_port_that_refuses()}/0",
+            "timeout": "200ms",
+            "breaker_failures": 2,
+        }
+    }
+    proxy = await sidecache(cache=dead)
+    async with asyncio.timeout(10):
+        for i in range(4):
+            async with client.get(proxy.url / f"api/photo/{i}") as r:
+                assert r.status == 200 and r.headers["X-Cache"] == "MISS"
+        async with client.get(proxy.url / "api/photo/0") as r:
+            assert r.headers["X-Cache"] == "HIT"  # the in-process tier carries on
+    shared = proxy.runtime.snapshot()["shared"]
+    assert shared["state"] == "open" and shared["errors"] == 2  # type: ignore[index]
+    assert shared["skipped"] > 0  # type: ignore[index]

@@ -271,12 +271,13 @@ def test_the_control_port_is_exposed_only_with_a_token(listen: str, token: str) 
     assert c.control.token == token
 
 
-def test_the_shared_tier_settings_parse_but_are_refused_until_wired() -> None:
-    from proxy.config import SharedConfig
-
+def test_the_shared_tier_is_absent_unless_configured() -> None:
     assert parse_config(MINIMAL, environ={}).cache.shared is None
-    shared = SharedConfig.model_validate({"url": "redis://127.0.0.1:6379/2", "timeout": "100ms"})
+    c = parse_config(
+        {**MINIMAL, "cache": {"shared": {"url": "redis://127.0.0.1:6379/2", "timeout": "100ms"}}},
+        environ={},
+    )
+    shared = c.cache.shared
+    assert shared is not None
     assert (shared.backend, shared.namespace, shared.timeout) == ("redis", "sidecache", 0.1)
     assert (shared.lock_timeout, shared.breaker_failures, shared.breaker_reset) == (10.0, 5, 30.0)
-    with pytest.raises(ConfigError, match=r"cache\.shared: the shared tier is not available"):
-        parse_config({**MINIMAL, "cache": {"shared": {"url": "redis://h:6379/0"}}}, environ={})
