@@ -101,10 +101,15 @@ async def _readyz(request: web.Request) -> web.Response:
             ready = await runtime.upstream.probe()
     except TimeoutError:
         ready = False
+    if runtime.shared is not None:
+        # Degraded, not unready: without the shared tier requests are still served.
+        note = f"shared tier {runtime.shared.breaker.state.value}\n"
+    else:
+        note = ""
     if ready:
-        return web.Response(text="ready\n", headers={"Cache-Control": "no-store"})
+        return web.Response(text="ready\n" + note, headers={"Cache-Control": "no-store"})
     return web.Response(
-        status=503, text="upstream not answering\n", headers={"Cache-Control": "no-store"}
+        status=503, text="upstream not answering\n" + note, headers={"Cache-Control": "no-store"}
     )
 
 

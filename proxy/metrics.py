@@ -9,6 +9,7 @@ and eviction reasons; never paths or users.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -27,11 +28,16 @@ OUTCOMES = ("HIT", "MISS", "STALE", "BYPASS")
 
 class StatsCollector(Collector):
     def __init__(
-        self, stats: Stats, figures: Callable[[], CacheFigures], clock: Callable[[], float]
+        self,
+        stats: Stats,
+        figures: Callable[[], CacheFigures],
+        clock: Callable[[], float],
+        shared: Callable[[], SharedFigures | None] = lambda: None,
     ) -> None:
         self._stats = stats
         self._figures = figures
         self._clock = clock
+        self._shared = shared
 
     def collect(self) -> Iterator[Metric]:
         s, f = self._stats, self._figures()
@@ -105,13 +111,49 @@ class StatsCollector(Collector):
         yield GaugeMetricFamily(
             "sidecache_uptime_seconds", "Seconds since start", self._clock() - s.started_at
         )
+        shared = self._shared()
+        if shared is not None:
+            ops = CounterMetricFamily(
+                "sidecache_shared_lookups",
+                "Shared-tier lookups: hit, miss, error, skipped (circuit open)",
+                labels=["result"],
+            )
+            for result, name in (
+                ("hit", "hits"),
+                ("miss", "misses"),
+                ("error", "errors"),
+                ("skipped", "skipped"),
+            ):
+                ops.add_metric([result], shared.counts[name])
+            yield ops
+            state = GaugeMetricFamily(
+                "sidecache_shared_up",
+                "1 while the shared tier's circuit is closed",
+                labels=["state"],
+            )
+            state.add_metric([shared.state], 1.0 if shared.state == "closed" else 0.0)
+            yield state
+            h = shared.latency
+            lat = HistogramMetricFamily("sidecache_shared_seconds", "Shared-tier operation time")
+            lat.add_metric([], h.cumulative(), h.total)
+            yield lat
+
+
+@dataclass(frozen=True, slots=True)
+class SharedFigures:
+    state: str
+    counts: dict[str, int]
+    latency: Histogram
 
 
 def make_registry(
-    stats: Stats, figures: Callable[[], CacheFigures], clock: Callable[[], float]
+    stats: Stats,
+    figures: Callable[[], CacheFigures],
+    clock: Callable[[], float],
+    shared: Callable[[], SharedFigures | None] = lambda: None,
 ) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(StatsCollector(stats, figures, clock))
+    registry.register(StatsCollector(stats, figures, clock, shared))
     return registry
 
 

@@ -29,7 +29,7 @@ from proxy.control import build_control_app
 from proxy.dashboard import History, sample
 from proxy.guard import GuardedServer
 from proxy.handler import Proxy
-from proxy.metrics import make_registry
+from proxy.metrics import SharedFigures, make_registry
 from proxy.safety import check_http_stack
 from proxy.shared import SharedTier
 from proxy.stats import Stats
@@ -119,7 +119,9 @@ class Sidecache:
             clock=self.clock,
         )
         self.runtime = Runtime(config, store, upstream, stats, coalescer, proxy, self.clock)
-        self.runtime.metrics = make_registry(stats, store.figures, self.clock)
+        self.runtime.metrics = make_registry(
+            stats, store.figures, self.clock, lambda: _shared_figures(shared)
+        )
         self.runtime.shared = shared
 
         # The low-level Server takes the protocol options itself (ServerRunner
@@ -232,6 +234,14 @@ def _make_shared(config: Config, clock: Callable[[], float]) -> SharedTier | Non
         breaker=Breaker(failures=s.breaker_failures, reset=s.breaker_reset),
         clock=clock,
     )
+
+
+def _shared_figures(shared: SharedTier | None) -> SharedFigures | None:
+    if shared is None:
+        return None
+    f = shared.figures()
+    counts = {k: int(f[k]) for k in ("hits", "misses", "errors", "skipped")}  # type: ignore[call-overload]
+    return SharedFigures(str(f["state"]), counts, shared.latency)
 
 
 def _local_purge(store: MemoryLRUCache) -> Callable[[str, str | None], object]:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -19,7 +21,13 @@ from aiohttp.test_utils import TestServer
 from proxy.breaker import Breaker, BreakerState
 from proxy.entry import StoredResponse
 from proxy.shared import SharedTier
-from tests.integration.conftest import Clock, Factory, Running, free_port_that_refuses
+from tests.integration.conftest import (
+    Clock,
+    Factory,
+    Running,
+    ensure_dead,
+    free_port_that_refuses,
+)
 from tests.integration.demo_fixtures import require_services
 from tests.integration.upstream_app import ARRIVED, GATE, HITS, photo_body
 
@@ -192,3 +200,62 @@ async def test_a_dead_shared_tier_costs_little_and_never_fails_a_request(
     shared = proxy.runtime.snapshot()["shared"]
     assert shared["state"] == "open" and shared["errors"] == 2  # type: ignore[index]
     assert shared["skipped"] > 0  # type: ignore[index]
+    async with client.get(proxy.control / "metrics") as r:
+        text = await r.text()
+    assert 'sidecache_shared_up{state="open"} 0.0' in text
+    assert 'sidecache_shared_lookups_total{result="error"} 2.0' in text
+    async with client.get(proxy.control / "readyz") as r:
+        assert r.status == 200  # degraded, still serving
+        assert "shared tier open" in await r.text()
+
+
+async def test_redis_stopped_mid_test_and_restarted_is_picked_up(
+    tmp_path: Path, sidecache: Factory, client: aiohttp.ClientSession
+) -> None:
+    if shutil.which("redis-server") is None:
+        if require_services():
+            pytest.fail("redis-server is required (SIDECACHE_REQUIRE_SERVICES=1)")
+        pytest.skip("redis-server not installed")
+    port = free_port_that_refuses()
+
+    async def start_redis() -> asyncio.subprocess.Process:
+        proc = await asyncio.create_subprocess_exec(
+            "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--dir", str(tmp_path),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        assert proc.stdout is not None
+        async with asyncio.timeout(20):
+            while b"Ready to accept connections" not in await proc.stdout.readline():
+                pass
+        return proc
+
+    clock = Clock()
+    redis_proc = await start_redis()
+    try:
+        shared = {
+            "shared": {
+                "url": f"redis://127.0.0.1:{port}/0",
+                "timeout": "300ms",
+                "breaker_failures": 1,
+                "breaker_reset": "5s",
+            }
+        }
+        proxy = await sidecache(cache=shared, clock=clock)
+        async with client.get(proxy.url / "api/photo/1") as r:
+            assert r.headers["X-Cache"] == "MISS"
+        assert proxy.runtime.snapshot()["shared"]["state"] == "closed"  # type: ignore[index]
+        await ensure_dead(redis_proc)  # Redis goes away
+        async with asyncio.timeout(10):
+            async with client.get(proxy.url / "api/photo/2") as r:
+                assert (r.status, r.headers["X-Cache"]) == (200, "MISS")
+            async with client.get(proxy.url / "api/photo/1") as r:
+                assert r.headers["X-Cache"] == "HIT"
+        assert proxy.runtime.snapshot()["shared"]["state"] == "open"  # type: ignore[index]
+        redis_proc = await start_redis()  # back, empty
+        clock.now += 6  # past breaker_reset: the next lookup is a trial
+        async with client.get(proxy.url / "api/photo/3") as r:
+            assert r.headers["X-Cache"] == "MISS"
+        assert proxy.runtime.snapshot()["shared"]["state"] == "closed"  # type: ignore[index]
+    finally:
+        await ensure_dead(redis_proc)
