@@ -214,9 +214,13 @@ class Proxy:
                 fill=False,
             )
         fill = self.coalescer.get(key)
+        cluster = self.shared is not None
         if fill is None and self.shared is not None:
             # Second tier: another replica may have it.
-            found = await self.shared.get(key)
+            answered, found = await self.shared.lookup(key)
+            # A tier that just failed is not asked again for this request: it adds
+            # its timeout once, at most.
+            cluster = answered
             now = self.clock()
             if found is not None and found.key == key and now < found.fresh_until:
                 self.store.store(found, now)
@@ -230,7 +234,7 @@ class Proxy:
             fill = self.coalescer.start(
                 key,
                 STREAM_WINDOW,
-                lambda f: self._run_fill(f, lookup, _fill_headers(request, lookup)),
+                lambda f: self._run_fill(f, lookup, _fill_headers(request, lookup), cluster),
             )
             return await self._lead(request, fill, lookup, stale)
         return await self._follow(request, fill, lookup, stale)
@@ -276,10 +280,15 @@ class Proxy:
         fill.relay.abandon()  # nobody streams it: it is read only to be stored
         log.debug("revalidating %s in the background", lookup.path)
 
-    async def _run_fill(self, fill: Fill, lookup: Lookup, headers: Headers) -> None:
-        """Fetch ``lookup`` once, hand the body to the leader, store it if allowed."""
+    async def _run_fill(
+        self, fill: Fill, lookup: Lookup, headers: Headers, cluster: bool = True
+    ) -> None:
+        """Fetch ``lookup`` once, hand the body to the leader, store it if allowed.
+
+        ``cluster``: take the cluster-wide turn first (False when the shared tier
+        just failed for this request)."""
         token: str | None = None
-        if self.shared is not None:
+        if self.shared is not None and cluster:
             token, found = await self._cluster_turn(fill.key)
             if found is not None:
                 now = self.clock()
@@ -293,7 +302,7 @@ class Proxy:
         try:
             async with self.admission.slot():
                 self.stats.upstream_started()
-                await self._fetch_fill(fill, lookup, headers)
+                await self._fetch_fill(fill, lookup, headers, write_shared=cluster)
         except UpstreamBusy as exc:
             log.warning("upstream busy, fill for %s refused: %s", lookup.target, exc)
             fill.fail(exc)
@@ -305,7 +314,9 @@ class Proxy:
             if token is not None and self.shared is not None:
                 await self.shared.unlock(fill.key, token)
 
-    async def _fetch_fill(self, fill: Fill, lookup: Lookup, headers: Headers) -> None:
+    async def _fetch_fill(
+        self, fill: Fill, lookup: Lookup, headers: Headers, *, write_shared: bool = True
+    ) -> None:
         relay = fill.relay
         epoch = self.store.purge_epoch(lookup.route.name, lookup.path)
         started = time.perf_counter()
@@ -349,7 +360,7 @@ class Proxy:
                 log.debug("fill %r complete: %d bytes, stored=%s", lookup.key, relay.size, stored)
                 fill.resolve(Stored(entry))
                 relay.finish()
-                if stored and self.shared is not None:
+                if stored and write_shared and self.shared is not None:
                     await self.shared.put(entry)  # write-through, after the leader has it
             relay.finish()
 

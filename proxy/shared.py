@@ -27,7 +27,7 @@ from redis.exceptions import RedisError
 from proxy.breaker import Breaker
 from proxy.entry import StoredResponse
 from proxy.envelope import EnvelopeError, decode, encode
-from proxy.stats import Histogram
+from proxy.stats import Histogram, quantile
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +108,12 @@ class SharedTier:
         return True, result
 
     async def get(self, key: str) -> StoredResponse | None:
+        return (await self.lookup(key))[1]
+
+    async def lookup(self, key: str) -> tuple[bool, StoredResponse | None]:
+        """(answered, entry): ``answered`` is False when the tier failed or was skipped,
+        so that a caller can stop asking it for the rest of a request."""
+
         async def op() -> StoredResponse | None:
             data = await self.cache.get(self.hashed(key))
             if data is None:
@@ -117,10 +123,9 @@ class SharedTier:
         ok, entry = await self._call("get", op)
         if ok and entry is not None:
             self.hits += 1
-            return entry  # type: ignore[no-any-return]
-        if ok:
+        elif ok:
             self.misses += 1
-        return None
+        return ok, entry
 
     async def put(self, entry: StoredResponse) -> bool:
         """Store ``entry`` until its last usable instant, indexed by path and route
@@ -215,12 +220,16 @@ class SharedTier:
         return bool(exists) if ok else None
 
     def figures(self) -> dict[str, object]:
+        p50 = quantile(self.latency.counts, self.latency.bounds, 0.5)
+        p99 = quantile(self.latency.counts, self.latency.bounds, 0.99)
         return {
             "state": self.breaker.state.value,
             "hits": self.hits,
             "misses": self.misses,
             "errors": self.errors,
             "skipped": self.skipped,
+            "latency_ms_p50": round(p50 * 1000, 2) if p50 is not None else None,
+            "latency_ms_p99": round(p99 * 1000, 2) if p99 is not None else None,
         }
 
     async def close(self) -> None:

@@ -259,3 +259,44 @@ async def test_redis_stopped_mid_test_and_restarted_is_picked_up(
         assert proxy.runtime.snapshot()["shared"]["state"] == "closed"  # type: ignore[index]
     finally:
         await ensure_dead(redis_proc)
+
+
+async def test_a_slow_shared_tier_is_asked_once_per_request(
+    sidecache: Factory, upstream: TestServer, client: aiohttp.ClientSession
+) -> None:
+    """Redis that accepts connections and never answers: each miss pays the shared
+    tier's timeout once (the lookup), not again for the lock or the write."""
+
+    async def black_hole(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # read until the client gives up; never answer
+        writer.close()
+
+    server = await asyncio.start_server(black_hole, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        slow = {
+            "shared": {
+                "url": f"redis://127.0.0.1:{port}/0",
+                "timeout": "200ms",
+                "breaker_failures": 100,  # keep asking: this test is about one request
+            }
+        }
+        proxy = await sidecache(cache=slow)
+        tier = proxy.runtime.shared
+        assert tier is not None
+        for i, expected_errors in ((1, 1), (2, 2)):
+            async with client.get(proxy.url / f"api/photo/{i}") as r:
+                assert (r.status, r.headers["X-Cache"]) == (200, "MISS")
+            await until_idle(proxy)
+            assert tier.errors == expected_errors  # the lookup only: no lock, no write
+        assert upstream.app[HITS]["total"] == 2
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def until_idle(proxy: Running) -> None:
+    """Wait (bounded) until no fill task is running."""
+    async with asyncio.timeout(10):
+        while proxy.runtime.coalescer._tasks:  # noqa: ASYNC110 - no event for "all done"
+            await asyncio.sleep(0.01)
