@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,6 +24,7 @@ from proxy.breaker import Breaker, BreakerState
 from proxy.entry import StoredResponse
 from proxy.shared import SharedTier
 from tests.integration.conftest import (
+    ROOT,
     Clock,
     Factory,
     Running,
@@ -32,6 +35,7 @@ from tests.integration.demo_fixtures import require_services
 from tests.integration.upstream_app import ARRIVED, GATE, HITS, photo_body
 
 pytestmark = pytest.mark.services
+LISTENING = re.compile(rb"listening on [^:]+:(\d+) \(control [^:]+:(\d+)\)")
 REDIS_URL = os.environ.get("SIDECACHE_TEST_REDIS", "redis://127.0.0.1:6379/0")
 BODY = bytes(range(256)) * 4000
 
@@ -300,3 +304,72 @@ async def until_idle(proxy: Running) -> None:
     async with asyncio.timeout(10):
         while proxy.runtime.coalescer._tasks:  # noqa: ASYNC110 - no event for "all done"
             await asyncio.sleep(0.01)
+
+
+async def start_replica(
+    tmp_path: Path, name: str, upstream_port: int, namespace: str
+) -> tuple[asyncio.subprocess.Process, str, str]:
+    config = tmp_path / f"{name}.yaml"
+    config.write_text(
+        "listen: 127.0.0.1:0\n"
+        'control: {listen: "127.0.0.1:0"}\n'
+        f'upstream: {{url: "http://127.0.0.1:{upstream_port}"}}\n'
+        f'cache: {{shared: {{url: "{REDIS_URL}", namespace: "{namespace}"}}}}\n'
+        "log: {access: off}\n"
+        "routes:\n"
+        '  - {name: gated, match: "/gated/photo/{id}", ttl: 5m}\n'
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "proxy", "serve", "-c", str(config),
+        cwd=ROOT, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    async with asyncio.timeout(20):
+        while not (m := LISTENING.search(line := await proc.stderr.readline())):
+            assert line, "replica exited before listening"
+    return proc, f"http://127.0.0.1:{int(m.group(1))}", f"http://127.0.0.1:{int(m.group(2))}"
+
+
+async def test_three_replica_processes_make_one_upstream_request_and_share_purges(
+    tmp_path: Path, namespace: str, upstream: TestServer, client: aiohttp.ClientSession
+) -> None:
+    replicas = []
+    try:
+        for name in ("a", "b", "c"):
+            replicas.append(await start_replica(tmp_path, name, upstream.port, namespace))
+
+        async def get(base: str, path: str) -> tuple[str, bytes]:
+            async with client.get(f"{base}{path}") as r:
+                return r.headers["X-Cache"], await r.read()
+
+        cold = [
+            asyncio.create_task(get(base, "/gated/photo/7"))
+            for _, base, _ in replicas
+            for _ in range(3)
+        ]
+        async with asyncio.timeout(20):
+            await upstream.app[ARRIVED].wait()
+        upstream.app[GATE].set()
+        async with asyncio.timeout(30):
+            results = await asyncio.gather(*cold)
+        assert all(body == photo_body("7", 1000) for _, body in results)
+        assert upstream.app[HITS]["GET /gated/photo/7"] == 1  # one, across three processes
+        # Every replica now answers from its own memory.
+        for _, base, _ in replicas:
+            assert (await get(base, "/gated/photo/7"))[0] == "HIT"
+        # A purge on one replica's control port reaches the other two.
+        _, _, control_a = replicas[0]
+        async with client.post(f"{control_a}/purge", json={"path": "/gated/photo/7"}) as r:
+            assert (await r.json())["purged"] == 1
+        for _, _, control in replicas[1:]:
+            async with asyncio.timeout(10):
+                while True:
+                    async with client.get(f"{control}/stats") as r:
+                        if (await r.json())["cache"]["entries"] == 0:
+                            break
+                    await asyncio.sleep(0.02)  # pub/sub delivery in another process
+        assert (await get(replicas[2][1], "/gated/photo/7"))[0] == "MISS"
+        assert upstream.app[HITS]["GET /gated/photo/7"] == 2
+    finally:
+        for proc, _, _ in replicas:
+            await ensure_dead(proc)
