@@ -69,6 +69,9 @@ class ByteLRU(Generic[V]):
     def keys(self) -> Iterator[str]:
         return iter(list(self._data))
 
+    def __iter__(self) -> Iterator[str]:
+        return self.keys()
+
     def items(self) -> Iterator[tuple[str, V]]:
         return iter([(k, n.value) for k, n in self._data.items()])
 

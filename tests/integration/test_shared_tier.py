@@ -373,3 +373,27 @@ async def test_three_replica_processes_make_one_upstream_request_and_share_purge
     finally:
         for proc, _, _ in replicas:
             await ensure_dead(proc)
+
+
+async def test_a_replica_falls_back_to_its_own_fetch_when_the_lock_holder_dies(
+    namespace: str, sidecache: Factory, upstream: TestServer, client: aiohttp.ClientSession
+) -> None:
+    shared = {"shared": {"url": REDIS_URL, "namespace": namespace, "lock_timeout": "500ms"}}
+    proxy = await sidecache(cache=shared)
+    tier = proxy.runtime.shared
+    assert tier is not None
+    # Another replica took the fill lock for this key, then died: it never stores
+    # the entry nor releases the lock; only the lease ends it.
+    async with client.get(proxy.url / "api/photo/4") as r:  # learn the key shape
+        await r.read()
+    (stored_key,) = [k for k in proxy.runtime.store._lru if k.endswith("/api/photo/4")]
+    dead_key = stored_key.replace("/api/photo/4", "/api/photo/5")
+    assert await tier.lock(dead_key, "a-replica-that-died")
+    async with asyncio.timeout(10):
+        async with client.get(proxy.url / "api/photo/5") as r:
+            assert (r.status, r.headers["X-Cache"], await r.read()) == (
+                200,
+                "MISS",
+                photo_body("5", 1000),
+            )
+    assert upstream.app[HITS]["GET /api/photo/5"] == 1
