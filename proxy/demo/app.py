@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from aiohttp import BodyPartReader, web
 from aiohttp.typedefs import Handler
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from proxy.demo.db import Photo
@@ -122,22 +122,18 @@ async def my_photos(request: web.Request) -> web.Response:
         raise web.HTTPUnauthorized(
             text="login required\n", headers={"WWW-Authenticate": 'Bearer realm="demo"'}
         )
-    async with db_session(request.app[STATE]) as session:
-        rows = (
-            await session.execute(
-                select(*_LIST_COLUMNS).where(Photo.user_id == user).order_by(Photo.id)
-            )
-        ).all()
-    return web.json_response([_photo_json(r) for r in rows])  # type: ignore[arg-type]
+    return await _photo_list(request, Photo.user_id == user)
 
 
 async def event_photos(request: web.Request) -> web.Response:
-    event_id = _int(request, "id")
+    return await _photo_list(request, Photo.event_id == _int(request, "id"))
+
+
+async def _photo_list(request: web.Request, condition: ColumnElement[bool]) -> web.Response:
+    """Photos matching ``condition`` as JSON, without their blobs (columns chosen)."""
     async with db_session(request.app[STATE]) as session:
         rows = (
-            await session.execute(
-                select(*_LIST_COLUMNS).where(Photo.event_id == event_id).order_by(Photo.id)
-            )
+            await session.execute(select(*_LIST_COLUMNS).where(condition).order_by(Photo.id))
         ).all()
     return web.json_response([_photo_json(r) for r in rows])  # type: ignore[arg-type]
 
