@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 from aiohttp import BodyPartReader, web
 from aiohttp.typedefs import Handler
-from sqlalchemy import exc as sa_exc
 from sqlalchemy import ColumnElement, select
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from proxy.demo.db import Photo
