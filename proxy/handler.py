@@ -96,6 +96,8 @@ class Proxy:
         self.config = config
         self.access = AccessLog(config.log.access, config.log.sensitive_query)
         self._access_on = self.access.enabled
+        # Read once per (re)configuration: a hit should not ask the logging tree.
+        self._debug = log.isEnabledFor(logging.DEBUG)
         self._hit_latency = self.stats.latency["HIT"]
         self.routes: RouteTable[RouteConfig] = RouteTable(config.routes)
         self.max_object_bytes = config.cache.max_object_bytes
@@ -137,7 +139,8 @@ class Proxy:
             host=self.upstream.host_header,
             has_body=request.body_exists,
         )
-        log.debug("%s %s -> %s", request.method, raw_path if route else "-", decision)
+        if self._debug:
+            log.debug("%s %s -> %s", request.method, raw_path if route else "-", decision)
         if self._access_on and decision.route is not None:
             request[ROUTE_KEY] = decision.route.name
         response: web.StreamResponse
@@ -534,18 +537,20 @@ class Proxy:
         else:
             headers = [(n, v) for n, v in entry.headers if n.lower() != "cache-control"]
             headers.append(("Cache-Control", route.client_cache_control))
-        headers.append(("Age", str(age(entry, now))))
-        headers.append(("X-Cache", x_cache))
-        headers.append(
-            (
-                "Cache-Status",
-                h.cache_status(
-                    hit=True,
-                    fwd="stale" if x_cache == "STALE" else None,
-                    ttl=entry.fresh_until - now,
-                    detail=detail,
-                ),
+        if x_cache == "HIT" and detail is None:
+            # The plain hit, formatted directly (same text as headers.cache_status).
+            status = f"sidecache; hit; ttl={int(entry.fresh_until - now)}"
+        else:
+            status = h.cache_status(
+                hit=True,
+                fwd="stale" if x_cache == "STALE" else None,
+                ttl=entry.fresh_until - now,
+                detail=detail,
             )
+        headers += (
+            ("Age", str(age(entry, now))),
+            ("X-Cache", x_cache),
+            ("Cache-Status", status),
         )
         rh = request.headers
         inm, ims = rh.get("If-None-Match"), rh.get("If-Modified-Since")
