@@ -31,11 +31,13 @@ from proxy.keys import normalise_path
 from proxy.policy import (
     Bypass,
     BypassReason,
+    Freshness,
     Lookup,
     NoStore,
     age,
     build_entry,
     decide,
+    freshness,
     store_refusal,
     usable_on_error,
     variant_of,
@@ -162,8 +164,9 @@ class Proxy:
                     if self._access_on:
                         self.access.record(request, hit, elapsed)
                     return hit
-                if entry is not None and (
-                    now - entry.fresh_until < decision.route.stale_while_revalidate
+                if (
+                    entry is not None
+                    and freshness(entry, decision.route, now) is Freshness.STALE_WHILE_REVALIDATE
                 ):
                     self._revalidate(request, decision, key)
                     response = self._serve_stale(request, entry, decision.route, "revalidating")
@@ -224,12 +227,12 @@ class Proxy:
             # A tier that just failed is not asked again for this request: it adds
             # its timeout once, at most.
             cluster = answered
-            now = self.clock()
-            if found is not None and found.key == key and now < found.fresh_until:
-                self.store.store(found, now)
-                self.stats.shared_hits += 1
+            adopted = self._adopt(found, key)
+            if adopted is not None:
                 self.stats.record(lookup.route.name, CacheOutcome.HIT)
-                return self._serve(request, found, lookup.route, "HIT", now, detail="shared")
+                return self._serve(
+                    request, adopted, lookup.route, "HIT", self.clock(), detail="shared"
+                )
             if stale is None and found is not None and found.key == key:
                 stale = found
             fill = self.coalescer.get(key)  # one may have started while we asked
@@ -257,8 +260,8 @@ class Proxy:
         deadline = time.monotonic() + shared.lock_timeout
         while time.monotonic() < deadline:
             await asyncio.sleep(CLUSTER_POLL)
-            found = await shared.get(key)
-            if found is not None and found.key == key and self.clock() < found.fresh_until:
+            found = self._adopt(await shared.get(key), key)
+            if found is not None:
                 return None, found
             held = await shared.locked(key)
             if held is None:
@@ -270,6 +273,16 @@ class Proxy:
                 if taken:
                     return token, None
         return None, None
+
+    def _adopt(self, found: StoredResponse | None, key: str) -> StoredResponse | None:
+        """A fresh copy of ``key`` from the shared tier, now also kept in-process;
+        None if there is none, or it is another key's or no longer fresh."""
+        now = self.clock()
+        if found is None or found.key != key or now >= found.fresh_until:
+            return None
+        self.store.store(found, now)
+        self.stats.shared_hits += 1
+        return found
 
     def _revalidate(self, request: web.BaseRequest, lookup: Lookup, key: str) -> None:
         """``stale_while_revalidate``: one background fill refreshes the entry."""
@@ -294,9 +307,6 @@ class Proxy:
         if self.shared is not None and cluster:
             token, found = await self._cluster_turn(fill.key)
             if found is not None:
-                now = self.clock()
-                self.store.store(found, now)
-                self.stats.shared_hits += 1
                 fill.shared_entry = found
                 fill.set_head(Head(found.status, None, found.headers, len(found.body), True))
                 fill.resolve(Stored(found))
@@ -349,6 +359,7 @@ class Proxy:
                 await relay.put(chunk)
                 if relay.keeping and relay.size > self.max_object_bytes:
                     self._give_up_storing(fill, NoStore.TOO_LARGE)
+            stored: StoredResponse | None = None
             if relay.keeping:
                 now = self.clock()
                 entry = build_entry(
@@ -359,13 +370,15 @@ class Proxy:
                     now=now,
                     request_headers=CIMultiDictProxy(CIMultiDict(headers)),
                 )
-                stored = self.store.store(entry, now, since=epoch)
-                log.debug("fill %r complete: %d bytes, stored=%s", lookup.key, relay.size, stored)
+                if self.store.store(entry, now, since=epoch):
+                    stored = entry
+                log.debug(
+                    "fill %r complete: %d bytes, stored=%s", lookup.key, relay.size, bool(stored)
+                )
                 fill.resolve(Stored(entry))
-                relay.finish()
-                if stored and write_shared and self.shared is not None:
-                    await self.shared.put(entry)  # write-through, after the leader has it
             relay.finish()
+            if stored is not None and write_shared and self.shared is not None:
+                await self.shared.put(stored)  # write-through, once the leader has it all
 
     def _give_up_storing(self, fill: Fill, reason: NoStore) -> None:
         log.debug("fill %r not stored: %s", fill.key, reason.value)
@@ -599,12 +612,7 @@ class Proxy:
         fill: bool,
     ) -> web.StreamResponse:
         """Proxy the request unchanged, streaming both bodies; store nothing."""
-        headers = h.request_headers_for_upstream(
-            request.headers.items(),
-            client_ip=request.remote or "",
-            scheme=request.scheme,
-            fill=fill,
-        )
+        headers = _upstream_headers(request, fill=fill)
         body: object = None
         limit = self.config.server.max_body_bytes
         if request.body_exists:
@@ -693,23 +701,27 @@ async def _pump(
     return out
 
 
-def _fill_headers(request: web.BaseRequest, lookup: Lookup) -> Headers:
+def _upstream_headers(
+    request: web.BaseRequest, *, fill: bool, keyed: tuple[str, ...] = ()
+) -> Headers:
     return h.request_headers_for_upstream(
         request.headers.items(),
         client_ip=request.remote or "",
         scheme=request.scheme,
-        fill=True,
-        keyed=lookup.route.vary,
+        fill=fill,
+        keyed=keyed,
     )
 
 
+def _fill_headers(request: web.BaseRequest, lookup: Lookup) -> Headers:
+    return _upstream_headers(request, fill=True, keyed=lookup.route.vary)
+
+
 def _copy_headers(out: web.StreamResponse, headers: Headers) -> None:
+    """The upstream's end-to-end headers on ``out``, with this proxy added to ``Via``."""
     target = out.headers
-    for name, value in headers:
+    for name, value in h.with_via(headers):
         target.add(name, value)
-    via = target.getall("Via", [])
-    target.popall("Via", None)
-    target["Via"] = ", ".join([*via, h.VIA_VALUE])
 
 
 def _abort(request: web.BaseRequest) -> None:
