@@ -191,7 +191,7 @@ def _load(path_flag: str | None) -> Config:
 def _admin(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from proxy.admin import AdminError, purge, show_stats
+    from proxy.admin import AdminError, AdminUsageError, purge, show_stats
 
     console = Console()
     try:
@@ -209,7 +209,7 @@ def _admin(args: argparse.Namespace) -> int:
             )
     except AdminError as exc:
         print(f"sidecache {args.command}: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_USAGE if isinstance(exc, AdminUsageError) else 1
     return 0
 
 

@@ -119,7 +119,9 @@ def _authorised(request: web.Request, token: str) -> bool:
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer":
         return False
-    return hmac.compare_digest(given.strip().encode(), token.encode())
+    # aiohttp keeps undecodable header bytes as surrogates: compare them as the
+    # bytes they were, so a stray byte is a wrong token (401), never a 500.
+    return hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"), token.encode())
 
 
 async def _purge(request: web.Request) -> web.Response:
@@ -140,6 +142,13 @@ async def _purge(request: web.Request) -> web.Response:
             {"error": 'body must be one of {"path": "/..."}, {"route": "name"}, {"all": true}'},
             400,
         )
+    for name in ("path", "route"):
+        value = body.get(name)
+        if isinstance(value, str) and not value.strip():
+            # An empty name (an unset shell variable) must never widen to "all".
+            return _json(
+                {"error": f'{name} must not be empty (everything is {{"all": true}})'}, 400
+            )
     store = runtime.store
     if "path" in body and isinstance(body["path"], str):
         raw = body["path"].partition("?")[0]

@@ -6,13 +6,21 @@ import asyncio
 import os
 import re
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from tests.integration.conftest import ensure_dead, stop_gracefully
+from tests.integration.conftest import (
+    Factory,
+    Running,
+    ensure_dead,
+    free_port_that_refuses,
+    stop_gracefully,
+)
 from tests.integration.upstream_app import HITS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -116,3 +124,73 @@ async def test_serve_runs_caches_and_stops_cleanly_on_sigterm(
     finally:
         await ensure_dead(proc)
     assert upstream.app[HITS]["GET /api/photo/1"] == 1
+
+
+def one_line(err: str) -> str:
+    """The single line a failed admin command prints (no traceback, no usage dump)."""
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+async def fill(client: aiohttp.ClientSession, proxy: Running, *ids: int) -> None:
+    for n in ids:
+        async with client.get(proxy.url / f"api/photo/{n}") as r:
+            await r.read()
+
+
+@pytest.mark.parametrize("args", [["--route", ""], [""], ["--route", " "]])
+async def test_purge_with_an_empty_name_exits_2_and_purges_nothing(
+    sidecache: Factory, client: aiohttp.ClientSession, args: list[str]
+) -> None:
+    proxy = await sidecache()
+    await fill(client, proxy, 1, 2)
+    code, _out, err = await run("purge", *args, "--control", str(proxy.control))
+    assert code == 2
+    assert "empty" in one_line(err) and "--all" in err
+    assert proxy.runtime.store.figures().entries == 2
+    code, out, err = await run("purge", "--all", "--control", str(proxy.control))
+    assert code == 0 and "purged 2 entries" in out, err
+
+
+@pytest.mark.parametrize(
+    "control", ["", "http://[::1", "localhost:9090", "ftp://127.0.0.1/", "http://127.0.0.1:99999"]
+)
+@pytest.mark.parametrize("command", [["stats"], ["purge", "--all"]])
+async def test_a_bad_control_url_exits_2_with_one_line(command: list[str], control: str) -> None:
+    code, _out, err = await run(*command, "--control", control)
+    assert code == 2
+    assert "is not an http(s) URL" in one_line(err)
+
+
+async def test_a_refused_control_port_exits_1_with_one_line() -> None:
+    port = free_port_that_refuses()
+    for command in (["stats"], ["purge", "--all"]):
+        code, _out, err = await run(*command, "--control", f"http://127.0.0.1:{port}")
+        assert code == 1
+        assert "cannot reach the control port" in one_line(err)
+
+
+async def _not_a_control_port(request: web.Request) -> web.Response:
+    if request.path.startswith("/html"):
+        return web.Response(
+            text="<!doctype html><h1>Welcome</h1>\n<p>nginx</p>", content_type="text/html"
+        )
+    if request.path.startswith("/missing"):
+        return web.Response(status=404, text="<html>\nNot Found\n</html>", content_type="text/html")
+    return web.json_response({"hello": "world", "cache": 1})
+
+
+@pytest.mark.parametrize("prefix", ["/html", "/json", "/missing"])
+async def test_a_url_that_is_not_a_control_port_exits_1_with_one_line(
+    aiohttp_server: Callable[..., Awaitable[TestServer]], prefix: str
+) -> None:
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", _not_a_control_port)
+    server = await aiohttp_server(app)
+    control = str(server.make_url(prefix))
+    for command in (["stats"], ["stats", "--json"], ["purge", "--all"]):
+        code, out, err = await run(*command, "--control", control)
+        assert code == 1, (command, out, err)
+        assert "is it a sidecache control port?" in one_line(err)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 import aiohttp
+import pytest
 from aiohttp.test_utils import TestServer
 
 from tests.integration.conftest import Factory, free_port_that_refuses
@@ -133,3 +137,43 @@ async def test_byte_budget_is_kept_and_eviction_is_lru(
     assert await get(1) == "HIT"
     assert await get(3) == "HIT"
     assert await get(2) == "MISS"
+
+
+async def test_purge_refuses_empty_names_and_keeps_the_cache(
+    sidecache: Factory, client: aiohttp.ClientSession
+) -> None:
+    proxy = await sidecache()
+    for n in (1, 2):
+        async with client.get(proxy.url / f"api/photo/{n}") as r:
+            await r.read()
+    for body in ({"route": ""}, {"path": ""}, {"route": "  "}, {"path": " "}):
+        async with client.post(proxy.control / "purge", json=body) as r:
+            assert r.status == 400, body
+            assert "must not be empty" in (await r.json())["error"]
+    assert proxy.runtime.store.figures().entries == 2
+    async with client.get(proxy.url / "api/photo/1") as r:
+        assert r.headers["X-Cache"] == "HIT"
+
+
+async def test_a_non_utf8_authorization_is_401_without_a_logged_error(
+    sidecache: Factory, client: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    proxy = await sidecache(control={"token": "s3cret"})
+    async with client.get(proxy.url / "api/photo/1") as r:
+        await r.read()
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.control.port)
+    try:
+        writer.write(
+            b"POST /purge HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3\xffcret\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 12\r\nConnection: close\r\n"
+            b'\r\n{"all":true}'
+        )
+        await writer.drain()
+        async with asyncio.timeout(10):
+            answer = await reader.read()
+    finally:
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 401 ")
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    async with client.get(proxy.url / "api/photo/1") as r:
+        assert r.headers["X-Cache"] == "HIT"  # nothing was purged

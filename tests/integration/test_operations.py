@@ -168,6 +168,6 @@ async def test_admin_stats_and_purge_commands(
     )
     assert code == 0 and json.loads(out) == {"purged": 1}
     code, _, err = await run_cli("purge", "--control", control)
-    assert code == 1 and "exactly one" in err
+    assert code == 2 and "exactly one" in err  # a bad argument, nothing sent
     code, _, err = await run_cli("stats", "--control", "http://127.0.0.1:1")
     assert code == 1 and "cannot reach" in err
