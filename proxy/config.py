@@ -25,6 +25,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -189,6 +190,19 @@ class ControlConfig(BaseModel):
     model_config = _FROZEN
     listen: Address = Address(host="127.0.0.1", port=9090)
     token: str = ""
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _token(cls, value: object, info: ValidationInfo) -> object:
+        # Clients' tokens arrive stripped (a header value has no edges): a
+        # configured one with spaces or a newline around it could never match.
+        if not isinstance(value, str):
+            return value
+        token = value.strip()
+        listen = info.data.get("listen")
+        if value and not token and isinstance(listen, Address) and not is_loopback(listen.host):
+            raise _fail(value, "is only whitespace: set a real token to expose the control port")
+        return token
 
     @model_validator(mode="after")
     def _exposed_needs_a_token(self) -> ControlConfig:

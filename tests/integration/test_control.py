@@ -177,3 +177,16 @@ async def test_a_non_utf8_authorization_is_401_without_a_logged_error(
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     async with client.get(proxy.url / "api/photo/1") as r:
         assert r.headers["X-Cache"] == "HIT"  # nothing was purged
+
+
+async def test_a_configured_token_with_whitespace_around_it_still_matches(
+    sidecache: Factory, client: aiohttp.ClientSession
+) -> None:
+    proxy = await sidecache(control={"token": " s3cret\n"})  # e.g. from a file with a newline
+    url = proxy.control / "purge"
+    async with client.post(url, json={"all": True}, headers={"Authorization": "Bearer wrong"}) as r:
+        assert r.status == 401
+    async with client.post(
+        url, json={"all": True}, headers={"Authorization": "Bearer s3cret"}
+    ) as r:
+        assert r.status == 200

@@ -281,3 +281,27 @@ def test_the_shared_tier_is_absent_unless_configured() -> None:
     assert shared is not None
     assert (shared.backend, shared.namespace, shared.timeout) == ("redis", "sidecache", 0.1)
     assert (shared.lock_timeout, shared.breaker_failures, shared.breaker_reset) == (10.0, 5, 30.0)
+
+
+@pytest.mark.parametrize(
+    ("listen", "token", "effective"),
+    [
+        ("127.0.0.1:9090", " s3cret ", "s3cret"),
+        ("127.0.0.1:9090", "s3cret\n", "s3cret"),
+        ("0.0.0.0:9090", "\ts3cret ", "s3cret"),
+        ("127.0.0.1:9090", "   ", ""),  # loopback needs no token: blank is none
+    ],
+)
+def test_the_control_token_is_stripped(listen: str, token: str, effective: str) -> None:
+    c = parse_config({**MINIMAL, "control": {"listen": listen, "token": token}}, environ={})
+    assert c.control.token == effective
+
+
+@pytest.mark.parametrize("token", [" ", "\n", " \t "])
+def test_a_blank_token_does_not_expose_the_control_port(token: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({**MINIMAL, "control": {"listen": "0.0.0.0:9090", "token": token}}, environ={})
+    assert str(info.value) == (
+        f"<config>: control.token: {token!r} is only whitespace: "
+        "set a real token to expose the control port"
+    )
