@@ -23,7 +23,7 @@ from proxy.config import (
     parse_duration,
     resolve_config_path,
 )
-from proxy.demo import DEMO_PHOTOS, DatabaseURLError
+from proxy.demo import DEMO_PHOTOS, DatabaseUnavailable, DatabaseURLError
 from proxy.safety import UnsafeHTTPStack
 
 if TYPE_CHECKING:
@@ -290,6 +290,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, DatabaseURLError, UnsafeHTTPStack) as exc:
         print(f"sidecache: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except DatabaseUnavailable as exc:
+        print(f"sidecache: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         # A port already in use, or an address that cannot be bound.
         print(f"sidecache: {exc.strerror or exc}", file=sys.stderr)

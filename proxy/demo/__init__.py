@@ -11,3 +11,7 @@ DEMO_PHOTOS = 48  # photos seeded by ``sidecache demo``: two events of 24
 
 class DatabaseURLError(ValueError):
     """A ``--db`` value the demo cannot use."""
+
+
+class DatabaseUnavailable(Exception):
+    """The demo's database cannot be opened or written; the message names it."""

@@ -6,10 +6,13 @@ timeout, so that a crowd exhausts it the way it did in production.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import DateTime, Integer, LargeBinary, String
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -54,19 +57,31 @@ def async_url(url: str) -> str:
     if url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
         return url
     raise DatabaseURLError(
-        f"{url!r} is not a database URL (e.g. 'sqlite:///demo.sqlite3' or "
+        f"{shown_url(url)!r} is not a database URL (e.g. 'sqlite:///demo.sqlite3' or "
         "'postgresql://user@127.0.0.1/db')"
     )
 
 
+def shown_url(url: str) -> str:
+    """``url`` with its password masked, for messages and banners."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", url)
+
+
 def make_engine(url: str, pool: PoolOptions) -> AsyncEngine:
-    return create_async_engine(
-        async_url(url),
-        pool_size=pool.size,
-        max_overflow=pool.max_overflow,
-        pool_timeout=pool.timeout,
-        pool_pre_ping=False,
-    )
+    driver_url = async_url(url)
+    try:
+        return create_async_engine(
+            driver_url,
+            pool_size=pool.size,
+            max_overflow=pool.max_overflow,
+            pool_timeout=pool.timeout,
+            pool_pre_ping=False,
+        )
+    except (ArgumentError, ValueError) as exc:
+        raise DatabaseURLError(f"{shown_url(url)!r} is not a usable database URL: {exc}") from None
 
 
 async def create_schema(engine: AsyncEngine) -> None:

@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from proxy.config import parse_config
-from proxy.demo import DEMO_PHOTOS
+from proxy.demo import DEMO_PHOTOS, DatabaseUnavailable
 from proxy.demo.app import build_app
-from proxy.demo.db import PoolOptions, create_schema, make_engine
+from proxy.demo.db import PoolOptions, create_schema, make_engine, shown_url
 from proxy.demo.seed import seed
 from proxy.server import Sidecache, stop_signals
 
@@ -45,7 +46,13 @@ DEMO_ROUTES: list[dict[str, object]] = [
 def default_db_url() -> str:
     """A SQLite file in the user's cache directory, reused across runs."""
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sidecache"
-    base.mkdir(parents=True, exist_ok=True)
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatabaseUnavailable(
+            f"cannot create {base} for the demo database: {exc.strerror or exc} "
+            "(choose another place with --db sqlite:///FILE)"
+        ) from None
     return f"sqlite:///{base / 'demo.sqlite3'}"
 
 
@@ -74,9 +81,14 @@ async def start_upstream(options: UpstreamOptions) -> RunningApp:
     """Create the schema, seed if asked and the database is empty, and listen."""
     engine = make_engine(options.db, options.pool)
     try:
-        await create_schema(engine)
-        if options.photos:
-            await seed(engine, options.photos)
+        try:
+            await create_schema(engine)
+            if options.photos:
+                await seed(engine, options.photos)
+        except (SQLAlchemyError, OSError) as exc:
+            raise DatabaseUnavailable(
+                f"cannot use the database {shown_url(options.db)}: {_reason(exc)}"
+            ) from None
         runner = web.AppRunner(build_app(engine, db_latency=options.db_latency), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, options.host, options.port)
@@ -89,13 +101,21 @@ async def start_upstream(options: UpstreamOptions) -> RunningApp:
     return RunningApp(runner, engine, sockets[0].getsockname()[1])
 
 
+def _reason(exc: BaseException) -> str:
+    """The driver's own words, on one line, without SQLAlchemy's wrapping."""
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        exc = exc.orig
+    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return " ".join(text.split()) or type(exc).__name__
+
+
 async def run_upstream(options: UpstreamOptions) -> None:
     with stop_signals() as stopping:
         app = await start_upstream(options)
         pool = options.pool
         print(
             f"demo app on http://{options.host}:{app.port}/ "
-            f"(database {options.db}, pool {pool.size} + {pool.max_overflow}, "
+            f"(database {shown_url(options.db)}, pool {pool.size} + {pool.max_overflow}, "
             f"pool timeout {pool.timeout:g}s, db latency {options.db_latency * 1000:g} ms)",
             flush=True,
         )

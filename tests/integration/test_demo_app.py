@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
 from proxy.demo.app import STATE, build_app
-from proxy.demo.db import PoolOptions, async_url, create_schema, make_engine
+from proxy.demo.db import PoolOptions, async_url, create_schema, make_engine, shown_url
 from proxy.demo.seed import count_photos, seed
+from tests.integration.conftest import free_port_that_refuses
 from tests.integration.demo_fixtures import SEEDED_PHOTOS
+from tests.integration.test_cli import one_line, run
 
 ALICE = {"Authorization": "Bearer demo-user-1"}
 BOB = {"Authorization": "Bearer demo-user-2"}
@@ -153,3 +156,25 @@ def test_database_urls(url: str, expected: str) -> None:
 def test_unsupported_database_url() -> None:
     with pytest.raises(ValueError, match="is not a database URL"):
         async_url("mysql://x")
+
+
+def test_database_urls_are_shown_without_their_password() -> None:
+    assert shown_url("postgresql://u:s3cret@h:5432/db") == "postgresql://u:***@h:5432/db"
+    assert shown_url("postgresql://u:s3cret@h:bad/db") == "postgresql://u:***@h:bad/db"
+    assert shown_url("sqlite:///a.db") == "sqlite:///a.db"
+    with pytest.raises(ValueError, match="is not a database URL") as info:
+        async_url("mysql://u:s3cret@h/db")
+    assert "s3cret" not in str(info.value)
+
+
+async def test_an_unusable_database_is_one_line_naming_it(tmp_path: Path) -> None:
+    refused = free_port_that_refuses()
+    for url in (
+        f"sqlite:///{tmp_path}/no/such/dir/demo.sqlite3",
+        f"postgresql://demo:s3cret@127.0.0.1:{refused}/demo",
+    ):
+        code, _out, err = await run("upstream", "--port", "0", "--db", url)
+        assert code == 1
+        line = one_line(err)
+        assert line.startswith("sidecache: cannot use the database ")
+        assert shown_url(url) in line and "s3cret" not in err

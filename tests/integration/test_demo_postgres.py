@@ -12,12 +12,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from proxy.demo.app import build_app
-from proxy.demo.db import Base, PoolOptions, make_engine
+from proxy.demo.db import Base, PoolOptions, make_engine, shown_url
 from proxy.demo.seed import count_photos, seed
 from tests.integration.demo_fixtures import POSTGRES_URL, require_services
+from tests.integration.test_cli import one_line, run
 
 pytestmark = pytest.mark.services
 
@@ -62,3 +64,17 @@ async def test_demo_app_on_postgresql(
     listed = await (await client.get("/api/events/1/photos")).json()
     assert [p["id"] for p in listed] == [1, 2]
     assert (await client.get("/gallery/1")).status == 200
+
+
+async def test_an_unknown_user_or_database_is_one_line_naming_it(pg_engine: AsyncEngine) -> None:
+    base = make_url(POSTGRES_URL)
+    for url in (
+        base.set(username="sidecache_no_such_user", password="s3cret"),
+        base.set(database="sidecache_no_such_db"),
+    ):
+        text = url.render_as_string(hide_password=False)
+        code, _out, err = await run("upstream", "--port", "0", "--db", text)
+        assert code == 1
+        line = one_line(err)
+        assert line.startswith(f"sidecache: cannot use the database {shown_url(text)}: ")
+        assert "does not exist" in line and "s3cret" not in err
