@@ -67,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_app_flags(demo, port=8000, photos=DEMO_PHOTOS)
     demo.add_argument("--port", dest="proxy_port", type=int, default=8080, help="sidecache port")
     demo.add_argument("--control-port", type=int, default=9090, help="control port")
+    demo.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address of the app and sidecache (default 127.0.0.1; the control port stays there)",
+    )
 
     for name, text in (
         ("stats", "show a running instance's statistics"),
@@ -277,7 +282,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from proxy.server import run_loop
 
             options = DemoOptions(
-                app=_app_options(args, args.app_port, "127.0.0.1"),
+                app=_app_options(args, args.app_port, args.host),
+                host=args.host,
                 port=args.proxy_port,
                 control_port=args.control_port,
             )

@@ -2,7 +2,8 @@
 
 ``demo`` runs the app and sidecache in one process on embedded defaults: a
 SQLite file in the user's cache directory, seeded once, the app on port 8000,
-the proxy on 8080 and its control port on 9090 (all on 127.0.0.1).
+the proxy on 8080 (both on ``--host``, 127.0.0.1 by default) and its control
+port on 9090 (always 127.0.0.1: it has no token).
 """
 
 from __future__ import annotations
@@ -133,12 +134,18 @@ class DemoOptions:
     control_port: int = 9090
 
 
+def url_host(host: str) -> str:
+    """Where a local client reaches a socket bound to ``host``, as a URL's host."""
+    local = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"[{local}]" if ":" in local else local
+
+
 async def start_demo(options: DemoOptions) -> tuple[RunningApp, Sidecache]:
     app = await start_upstream(options.app)
     config = parse_config(
         {
             "listen": f"{options.host}:{options.port}",
-            "upstream": {"url": f"http://127.0.0.1:{app.port}"},
+            "upstream": {"url": f"http://{url_host(options.app.host)}:{app.port}"},
             "control": {"listen": f"127.0.0.1:{options.control_port}"},
             "cache": {"max_bytes": "1GiB", "max_object_bytes": "16MiB"},
             "routes": DEMO_ROUTES,
@@ -155,16 +162,16 @@ async def start_demo(options: DemoOptions) -> tuple[RunningApp, Sidecache]:
 
 
 def demo_banner(app: RunningApp, proxy: Sidecache, host: str) -> str:
-    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    shown = url_host(host)
     return "\n".join(
         [
             "sidecache demo is running. Open:",
             f"  gallery through sidecache  http://{shown}:{proxy.public_port}/gallery/1",
-            f"  gallery direct (no cache)  http://127.0.0.1:{app.port}/gallery/1",
+            f"  gallery direct (no cache)  http://{shown}:{app.port}/gallery/1",
             f"  sidecache stats            http://127.0.0.1:{proxy.control_port}/stats",
             "Then try the crowd (in another terminal):",
-            f"  sidecache loadtest http://127.0.0.1:{proxy.public_port} --users 50 "
-            f"--duration 30s --compare http://127.0.0.1:{app.port} "
+            f"  sidecache loadtest http://{shown}:{proxy.public_port} --users 50 "
+            f"--duration 30s --compare http://{shown}:{app.port} "
             f"--control http://127.0.0.1:{proxy.control_port}",
             "Ctrl-C stops both.",
         ]

@@ -141,6 +141,38 @@ async def test_demo_command_starts_both_and_stops_on_ctrl_c(demo_db: str, tmp_pa
 
 
 @pytest.mark.slow
+async def test_demo_command_binds_app_and_proxy_to_host(demo_db: str) -> None:
+    host = "127.0.0.2"  # loopback, but not the default: proves the flag is used
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "proxy", "demo", "--db", demo_db, "--host", host,
+        "--app-port", "0", "--port", "0", "--control-port", "0",
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        lines: list[str] = []
+        async with asyncio.timeout(60):
+            while not any("Ctrl-C" in line for line in lines):
+                line = (await proc.stdout.readline()).decode()
+                assert line, "demo exited before it was ready"
+                lines.append(line)
+        text = "".join(lines)
+        through = re.search(r"through sidecache\s+http://([^:]+):(\d+)/", text)
+        direct = re.search(r"direct \(no cache\)\s+http://([^:]+):(\d+)/", text)
+        stats = re.search(r"sidecache stats\s+http://([^:]+):(\d+)/", text)
+        assert through and direct and stats, text
+        assert through.group(1) == direct.group(1) == host
+        assert stats.group(1) == "127.0.0.1"
+        async with aiohttp.ClientSession() as client:
+            for m in (through, direct):
+                async with client.get(f"http://{host}:{m.group(2)}/gallery/1") as r:
+                    assert r.status == 200
+        assert await stop_gracefully(proc, signal.SIGINT) == 0
+    finally:
+        await ensure_dead(proc)
+
+
+@pytest.mark.slow
 async def test_loadtest_command_compares_two_targets(demo_db: str, tmp_path: Path) -> None:
     app, proxy = await start_demo(demo_options(demo_db))
     try:
