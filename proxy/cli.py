@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from proxy import __version__
 from proxy.config import (
@@ -95,18 +97,23 @@ def build_parser() -> argparse.ArgumentParser:
             admin.add_argument("--all", action="store_true", help="everything")
 
     load = sub.add_parser("loadtest", help="simulate a crowd scrolling galleries against a URL")
-    load.add_argument("url", help="the target, e.g. http://127.0.0.1:8080 (sidecache)")
+    load.add_argument(
+        "url", type=_http_url, help="the target, e.g. http://127.0.0.1:8080 (sidecache)"
+    )
     load.add_argument("--users", type=_positive_int, default=20, help="simulated users (20)")
     load.add_argument(
-        "--duration", type=_duration, default=30.0, help="how long to run, e.g. 30s, 2m (30s)"
+        "--duration",
+        type=_positive_duration,
+        default=30.0,
+        help="how long to run, e.g. 30s, 2m (30s)",
     )
     load.add_argument(
-        "--rate", type=float, default=4.0, help="images each user loads per second (4)"
+        "--rate", type=_positive_number, default=4.0, help="images each user loads per second (4)"
     )
     load.add_argument(
         "--max-requests", type=_positive_int, default=1_000_000, help="stop after this many"
     )
-    load.add_argument("--timeout", type=_duration, default=30.0, help="per request (30s)")
+    load.add_argument("--timeout", type=_positive_duration, default=30.0, help="per request (30s)")
     load.add_argument(
         "--gallery",
         action="append",
@@ -114,12 +121,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="gallery page to scroll (repeatable; default: the /gallery/N links of the index page)",
     )
-    load.add_argument("--control", metavar="URL", help="sidecache control URL of the target")
-    load.add_argument("--compare", metavar="URL", help="run the same load against this URL too")
-    load.add_argument("--compare-control", metavar="URL", help="control URL of --compare")
+    load.add_argument(
+        "--control", metavar="URL", type=_http_url, help="sidecache control URL of the target"
+    )
+    load.add_argument(
+        "--compare", metavar="URL", type=_http_url, help="run the same load against this URL too"
+    )
+    load.add_argument(
+        "--compare-control", metavar="URL", type=_http_url, help="control URL of --compare"
+    )
     load.add_argument(
         "--app-stats",
         metavar="URL",
+        type=_http_url,
         help="the demo app's /_demo/stats, for database figures (e.g. http://127.0.0.1:8000/_demo/stats)",
     )
     load.add_argument("--report", type=Path, metavar="FILE", help="write FILE.json and FILE.html")
@@ -135,6 +149,30 @@ def _positive_int(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return value
+
+
+def _positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number (e.g. 4 or 0.5)")
+    return value
+
+
+def _http_url(text: str) -> str:
+    value = text.strip()
+    try:
+        parts = urlsplit(value)
+        _ = parts.port
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an http(s) URL (e.g. http://127.0.0.1:8080)"
+        )
     return value
 
 
@@ -172,6 +210,13 @@ def _duration(text: str) -> float:
         return parse_duration(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive_duration(text: str) -> float:
+    value = _duration(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive duration (e.g. 30s)")
+    return value
 
 
 def _app_options(args: argparse.Namespace, port: int, host: str) -> UpstreamOptions:

@@ -26,6 +26,7 @@ class TargetResult:
     recorder: Recorder
     upstream: dict[str, float] | None = None  # sidecache /stats deltas
     app: dict[str, float] | None = None  # demo app /_demo/stats deltas
+    notes: list[str] = field(default_factory=list)  # figures left out, and why
     summary: dict[str, object] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -39,6 +40,7 @@ class TargetResult:
             **self.summary,
             "upstream": self.upstream,
             "app": self.app,
+            "notes": self.notes,
             "series": self.recorder.series(),
         }
 
@@ -118,6 +120,8 @@ def table(results: list[TargetResult]) -> Table:
                     ],
                 )
             )
+    if any(r.notes for r in results):
+        rows.append(("notes", ["\n".join(r.notes) or "-" for r in results]))
     for label, cells in rows:
         t.add_row(label, *cells)
     return t
@@ -185,12 +189,16 @@ def chart_page(results: list[TargetResult]) -> str:
         f"<td>{r.summary['p95_ms']}</td><td>{r.summary['p99_ms']}</td></tr>"
         for r in results
     )
+    notes = "".join(
+        f"<p>{html.escape(r.name)}: {html.escape(note)}</p>" for r in results for note in r.notes
+    )
     return (
         "<!doctype html><html><head><meta charset=utf-8><title>sidecache loadtest</title>"
         "<style>body{font-family:sans-serif;margin:2em}td,th{padding:4px 10px;text-align:right}"
         "</style></head><body><h1>sidecache loadtest</h1>"
         "<table><tr><th>target</th><th>url</th><th>requests</th><th>errors</th>"
         f"<th>hit rate</th><th>p50 ms</th><th>p95 ms</th><th>p99 ms</th></tr>{rows}</table>"
+        f"{notes}"
         f"{_svg('Requests per second', 'req/s', throughput)}"
         f"{_svg('p95 latency per second', 'ms', latency)}"
         "</body></html>\n"

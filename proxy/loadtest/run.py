@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,18 +39,42 @@ class Target:
     control: str | None = None  # sidecache control URL, for upstream figures
 
 
-async def get_json(url: str | None) -> dict[str, Any] | None:
-    if url is None:
-        return None
+async def get_json(url: str) -> dict[str, Any] | str:
+    """The JSON object at ``url``, or why it could not be had."""
     try:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session,
             session.get(url) as r,
         ):
+            if r.status != 200:
+                return f"HTTP {r.status}"
             data = await r.json(content_type=None)
-    except (aiohttp.ClientError, TimeoutError, ValueError):
+    except TimeoutError:
+        return "no answer within 5 s"
+    except aiohttp.ClientError as exc:
+        return " ".join(str(exc).split()) or type(exc).__name__
+    except ValueError:
+        return "the answer is not JSON"
+    return data if isinstance(data, dict) else "the answer is not a JSON object"
+
+
+class Figures:
+    """Before/after snapshots of one stats URL; a failure becomes a note, once."""
+
+    def __init__(self, url: str | None, what: str, notes: list[str]) -> None:
+        self.url, self.what, self.notes = url, what, notes
+
+    async def take(self) -> dict[str, Any] | None:
+        if self.url is None:
+            return None
+        got = await get_json(self.url)
+        if isinstance(got, dict):
+            return got
+        note = f"{self.what} left out: cannot read {self.url} ({got})"
+        print(f"sidecache loadtest: {note}", file=sys.stderr, flush=True)
+        self.notes.append(note)
+        self.url = None  # one failure is enough: the deltas are gone
         return None
-    return data if isinstance(data, dict) else None
 
 
 async def run_target(
@@ -61,7 +86,10 @@ async def run_target(
     show_progress: bool,
 ) -> TargetResult:
     control_stats = f"{target.control.rstrip('/')}/stats" if target.control else None
-    before_ctl, before_app = await get_json(control_stats), await get_json(app_stats)
+    notes: list[str] = []
+    ctl = Figures(control_stats, "sidecache's upstream figures (--control)", notes)
+    app = Figures(app_stats, "the app's database figures (--app-stats)", notes)
+    before_ctl, before_app = await ctl.take(), await app.take()
     crowd = Crowd(target.url, options)
     loop = asyncio.get_running_loop()
     with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -79,7 +107,7 @@ async def run_target(
     finally:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.remove_signal_handler(signal.SIGINT)
-    after_ctl, after_app = await get_json(control_stats), await get_json(app_stats)
+    after_ctl, after_app = await ctl.take(), await app.take()
     return TargetResult(
         target.name,
         target.url,
@@ -87,6 +115,7 @@ async def run_target(
         crowd.recorder,
         upstream=deltas(before_ctl, after_ctl, UPSTREAM_KEYS),
         app=deltas(before_app, after_app, APP_KEYS),
+        notes=notes,
     )
 
 

@@ -194,3 +194,28 @@ async def test_a_url_that_is_not_a_control_port_exits_1_with_one_line(
         code, out, err = await run(*command, "--control", control)
         assert code == 1, (command, out, err)
         assert "is it a sidecache control port?" in one_line(err)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--rate", "-1"], "argument --rate: '-1' is not a positive number"),
+        (["--rate", "0"], "argument --rate: '0' is not a positive number"),
+        (["--rate", "nan"], "argument --rate: 'nan' is not a positive number"),
+        (["--rate", "inf"], "argument --rate: 'inf' is not a positive number"),
+        (["--duration", "0"], "argument --duration: '0' is not a positive duration"),
+        (["--control", "127.0.0.1:9090"], "argument --control: '127.0.0.1:9090' is not an http(s)"),
+        (["--compare", "not-a-url"], "argument --compare: 'not-a-url' is not an http(s) URL"),
+    ],
+)
+async def test_loadtest_refuses_bad_arguments_with_exit_2(args: list[str], message: str) -> None:
+    target = f"http://127.0.0.1:{free_port_that_refuses()}"
+    code, _out, err = await run("loadtest", target, "--no-progress", *args)
+    assert code == 2
+    assert f"sidecache loadtest: error: {message}" in err and "Traceback" not in err
+
+
+async def test_loadtest_says_when_its_target_is_not_a_url() -> None:
+    code, _out, err = await run("loadtest", "not-a-url", "--no-progress")
+    assert code == 2
+    assert "argument url: 'not-a-url' is not an http(s) URL" in err and "cannot read" not in err

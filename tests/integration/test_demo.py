@@ -18,7 +18,7 @@ from proxy.config import load_config
 from proxy.demo.run import DEMO_ROUTES, DemoOptions, UpstreamOptions, demo_banner, start_demo
 from proxy.loadtest.crowd import LoadOptions
 from proxy.loadtest.run import Target, run_loadtest
-from tests.integration.conftest import ensure_dead, stop_gracefully
+from tests.integration.conftest import ensure_dead, free_port_that_refuses, stop_gracefully
 from tests.integration.demo_fixtures import SEEDED_PHOTOS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -109,6 +109,32 @@ async def test_loadtest_report_matches_what_the_target_counted(
     finally:
         await proxy.stop(grace=1)
         await app.stop()
+
+
+async def test_loadtest_says_when_the_control_port_cannot_be_read(
+    demo_db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    app, proxy = await start_demo(demo_options(demo_db))
+    unreachable = f"http://127.0.0.1:{free_port_that_refuses()}"
+    try:
+        out = io.StringIO()
+        (result,) = await run_loadtest(
+            [Target("sidecache", f"http://127.0.0.1:{proxy.public_port}", unreachable)],
+            LoadOptions(users=1, duration=20, max_requests=5, ramp_up=0.1, timeout=10),
+            report=tmp_path / "report",
+            show_progress=False,
+            console=Console(file=out, width=200),
+        )
+    finally:
+        await proxy.stop(grace=1)
+        await app.stop()
+    assert result.upstream is None
+    (note,) = result.notes
+    assert f"cannot read {unreachable}/stats" in note and "--control" in note
+    assert f"sidecache loadtest: {note}" in capsys.readouterr().err
+    assert "cannot read" in out.getvalue()  # the table says so too
+    assert json.loads((tmp_path / "report.json").read_text())[0]["notes"] == [note]
+    assert "cannot read" in (tmp_path / "report.html").read_text()
 
 
 @pytest.mark.slow
