@@ -27,7 +27,7 @@ from proxy.admission import Admission
 from proxy.body import SLICED_ABOVE, SlicedPayload
 from proxy.coalesce import Coalescer, Fill, Head, Pass, Relay, Stored
 from proxy.entry import Headers, StoredResponse
-from proxy.keys import normalise_path
+from proxy.keys import host_allowed, normalise_host, normalise_path, request_host, split_absolute
 from proxy.policy import (
     Bypass,
     BypassReason,
@@ -106,6 +106,9 @@ class Proxy:
         # raw path -> (normalised path, route). Both are pure functions of the raw
         # path and the route table, and together they cost about a fifth of a hit.
         self._targets: dict[str, tuple[str | None, RouteConfig | None]] = {}
+        self._allowed_hosts = config.server.allowed_hosts
+        # raw Host -> normalised host, or "" when malformed or not allowed.
+        self._hosts: dict[str, str] = {}
 
     def _resolve(self, raw_path: str) -> tuple[str | None, RouteConfig | None]:
         """Normalise ``raw_path`` and find its route, memoised (bounded, reset on reload)."""
@@ -119,26 +122,52 @@ class Proxy:
             self._targets[raw_path] = found
         return found
 
+    def _host(self, raw: str) -> str | None:
+        """The normalised ``Host`` if it is well-formed and allowed, else None; memoised
+        like ``_resolve`` (the public port speaks plain HTTP: port 80 is the default)."""
+        found = self._hosts.get(raw)
+        if found is None:
+            host = normalise_host(raw)
+            found = host if host is not None and host_allowed(host, self._allowed_hosts) else ""
+            if len(self._hosts) >= TARGET_MEMO_SIZE:
+                self._hosts.clear()
+            self._hosts[raw] = found
+        return found or None
+
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
         raw = request.raw_path
+        host_header = request.headers.get("Host")
+        host: str | None
         if raw.startswith("/"):
             raw_path, _, raw_query = raw.partition("?")
-            path, route = self._resolve(raw_path)
             target = raw
+            if host_header is not None:
+                host = self._host(host_header)
+            else:
+                # RFC 9112 section 3.2: an HTTP/1.1 request without Host is refused.
+                host = "" if request.version < (1, 1) and not self._allowed_hosts else None
         else:
-            # Absolute-form (RFC 9112 section 3.2.2): forwarded by its path, never cached.
-            url = URL(raw, encoded=True)
-            if not url.is_absolute() or url.scheme not in ("http", "https"):
+            # Absolute-form (RFC 9112 section 3.2.2): its authority replaces Host, and
+            # it is keyed and forwarded like the same path sent with that Host.
+            parts = split_absolute(raw)
+            if parts is None:
                 return self._done(request, _plain(400, "request target must be a path"), started)
-            path, route, raw_query, target = None, None, "", url.raw_path_qs or "/"
+            target = parts[2]
+            raw_path, _, raw_query = target.partition("?")
+            host = request_host(raw, host_header)
+            if host is not None and not host_allowed(host, self._allowed_hosts):
+                host = None
+        if host is None:
+            return self._done(request, _plain(400, "unknown or malformed host"), started)
+        path, route = self._resolve(raw_path)
         decision = decide(
             route,
             request.method,
             path,
             raw_query,
             request.headers,
-            host=self.upstream.host_header,
+            host=host,
             has_body=request.body_exists,
         )
         if self._debug:
@@ -708,6 +737,7 @@ def _upstream_headers(
         request.headers.items(),
         client_ip=request.remote or "",
         scheme=request.scheme,
+        host=request_host(request.raw_path, request.headers.get("Host")) or "",
         fill=fill,
         keyed=keyed,
     )

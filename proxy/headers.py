@@ -103,17 +103,20 @@ def request_headers_for_upstream(
     *,
     client_ip: str,
     scheme: str,
+    host: str,
     fill: bool,
     keyed: Iterable[str] = (),
 ) -> Headers:
     """Headers to send upstream for a client request.
 
+    ``host`` is the host the request is for, normalised as the cache key holds it
+    (``keys.request_host``), and is sent as ``X-Forwarded-Host``: the client's raw
+    ``Host`` never is, so that the app cannot see a value the key does not.
     ``fill`` marks a cache fill, which drops conditionals and ``Range`` so that the
     whole representation comes back, and the ``UNKEYED`` inputs, except those the
     route puts in its key (``keyed``, lower-case names).
     """
     items = tuple(headers)
-    host = next((v for n, v in items if n.lower() == "host"), "")
     drop = _PROXY_SET_REQUEST | _FRAMING
     if fill:
         drop = drop | _CONDITIONAL | (UNKEYED - frozenset(keyed))

@@ -126,3 +126,98 @@ def variant_key(base: str, names: Sequence[str], values: Sequence[str | None]) -
         for name, value in zip(names, values, strict=True)
     )
     return "\n".join(parts)
+
+
+_HOST_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.")
+_IPV6_CHARS = frozenset("0123456789abcdef:.")
+DEFAULT_PORTS = {"http": "80", "https": "443"}
+
+
+def normalise_host(raw: str, scheme: str = "http") -> str | None:
+    """The canonical ``host[:port]`` of a ``Host`` value or a target's authority, or
+    None if it is malformed (RFC 9110 section 7.2, RFC 3986 section 3.2.2).
+
+    Lower-cased, a trailing dot removed, the scheme's default port removed, leading
+    zeros of the port dropped: two values that name the same origin share a key.
+    Only DNS names, IPv4 and bracketed IPv6 literals are accepted; userinfo,
+    percent-encoding and anything else that could be read two ways is refused.
+    """
+    text = raw.strip(" \t").lower()
+    if text.startswith("["):
+        name, bracket, rest = text.partition("]")
+        name += bracket
+        if not bracket or len(name) < 4 or any(c not in _IPV6_CHARS for c in name[1:-1]):
+            return None
+        if rest and not rest.startswith(":"):
+            return None
+        port = rest[1:] if rest else None
+    else:
+        name, colon, port_text = text.partition(":")
+        port = port_text if colon else None
+        if name.endswith("."):
+            name = name[:-1]
+        if not name or len(name) > 253 or any(c not in _HOST_NAME_CHARS for c in name):
+            return None
+        if any(not label or len(label) > 63 for label in name.split(".")):
+            return None
+    if port:
+        if not port.isdigit() or not port.isascii() or int(port) > 65535:
+            return None
+        port = str(int(port))
+        if port != DEFAULT_PORTS.get(scheme):
+            return f"{name}:{port}"
+    return name
+
+
+def host_name(host: str) -> str:
+    """``host`` (as ``normalise_host`` returns it) without its port."""
+    if host.startswith("["):
+        return host.partition("]")[0] + "]"
+    return host.partition(":")[0]
+
+
+def host_allowed(host: str, allowed: Sequence[str]) -> bool:
+    """Is the normalised ``host`` named by ``allowed`` (``server.allowed_hosts``)?
+
+    Entries are normalised host names without a port; ``*.example.com`` names every
+    subdomain of ``example.com`` (not ``example.com`` itself) and ``*`` any host. An
+    empty list allows every host. The port is not compared.
+    """
+    if not allowed:
+        return True
+    name = host_name(host)
+    for pattern in allowed:
+        if pattern == "*" or pattern == name:
+            return True
+        if pattern.startswith("*.") and name.endswith(pattern[1:]):
+            return True
+    return False
+
+
+def split_absolute(target: str) -> tuple[str, str, str] | None:
+    """``(scheme, authority, path?query)`` of an absolute-form request target (RFC
+    9112 section 3.2.2), or None if it is not an ``http``/``https`` URL with an
+    authority. A fragment or userinfo makes it None too."""
+    scheme, sep, rest = target.partition("://")
+    scheme = scheme.lower()
+    if not sep or scheme not in DEFAULT_PORTS or "#" in rest:
+        return None
+    cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    authority, tail = rest[:cut], rest[cut:]
+    if not authority or "@" in authority:
+        return None
+    if not tail.startswith("/"):
+        tail = "/" + tail  # 'http://host' and 'http://host?q' mean the path '/'
+    return scheme, authority, tail
+
+
+def request_host(raw_target: str, host_header: str | None) -> str | None:
+    """The normalised host a request is for: the authority of an absolute-form target,
+    which replaces ``Host`` (RFC 9112 section 3.2.2), else ``Host``. ``""`` when
+    there is neither; None when the one that counts is malformed."""
+    if raw_target.startswith("/"):
+        return "" if host_header is None else normalise_host(host_header)
+    parts = split_absolute(raw_target)
+    if parts is None:
+        return None
+    return normalise_host(parts[1], parts[0])

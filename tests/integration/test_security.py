@@ -274,3 +274,84 @@ async def test_an_upstream_304_never_blanks_a_stored_body(
     upstream.app[FAIL_WITH][0] = 500
     async with client.get(url) as r:
         assert (r.status, r.headers["X-Cache"], await r.read()) == (200, "STALE", CLEAN)
+
+
+async def echoed_host(
+    client: aiohttp.ClientSession, url: object, host: str | None = None
+) -> tuple[str, str]:
+    """(X-Cache, the X-Forwarded-Host the app saw when it made the body)."""
+    headers = {"Host": host} if host is not None else {}
+    async with client.get(url, headers=headers) as r:  # type: ignore[arg-type]
+        assert r.status == 200
+        return r.headers["X-Cache"], (await r.read()).partition(b"|")[0].decode()
+
+
+@pytest.mark.parametrize(
+    "forged", ["evil.example", "evil.example:8080", "127.0.0.1:1", "EVIL.example.", "127.0.0.1"]
+)
+async def test_a_forged_host_never_plants_a_response_for_the_next_client(
+    sidecache: Factory, upstream: TestServer, client: aiohttp.ClientSession, forged: str
+) -> None:
+    proxy = await sidecache()
+    url = proxy.url.with_path("/api/photo/1").with_query(echo="X-Forwarded-Host")
+    attack = await echoed_host(client, url, forged)
+    assert attack[0] == "MISS"
+    innocent = f"127.0.0.1:{proxy.url.port}"
+    assert await echoed_host(client, url) == ("MISS", innocent)  # its own entry
+    assert await echoed_host(client, url) == ("HIT", innocent)
+    assert await echoed_host(client, url, forged) == ("HIT", attack[1])  # kept apart
+
+
+async def test_hosts_that_normalise_equal_share_one_entry(
+    sidecache: Factory, upstream: TestServer, client: aiohttp.ClientSession
+) -> None:
+    proxy = await sidecache()
+    url = proxy.url.with_path("/api/photo/1").with_query(echo="X-Forwarded-Host")
+    assert await echoed_host(client, url, "Photos.Example") == ("MISS", "photos.example")
+    for same in ("photos.example", "PHOTOS.EXAMPLE.", "photos.example:80", "photos.example:080"):
+        assert await echoed_host(client, url, same) == ("HIT", "photos.example"), same
+    assert upstream.app[HITS]["total"] == 1
+
+
+@pytest.mark.parametrize("bad", ["evil example", "a..b", "x@evil.example", "h:99999", "[zz]", ""])
+async def test_a_malformed_host_gets_400_and_reaches_nothing(
+    sidecache: Factory, upstream: TestServer, client: aiohttp.ClientSession, bad: str
+) -> None:
+    proxy = await sidecache()
+    payload = f"GET /api/photo/1 HTTP/1.1\r\nHost: {bad}\r\nConnection: close\r\n\r\n"
+    answer = await raw(proxy.url.port or 0, payload.encode())
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:100]
+    assert upstream.app[HITS]["total"] == 0 and proxy.runtime.store.figures().entries == 0
+
+
+async def test_an_absolute_form_target_is_for_its_own_host(
+    sidecache: Factory, upstream: TestServer, client: aiohttp.ClientSession
+) -> None:
+    proxy = await sidecache()
+    innocent = f"127.0.0.1:{proxy.url.port}"
+    path = "/api/photo/1?echo=X-Forwarded-Host"
+    attack = f"GET http://EVIL.example:80{path} HTTP/1.1\r\nHost: {innocent}\r\n"
+    answer = await raw(proxy.url.port or 0, attack.encode() + b"Connection: close\r\n\r\n")
+    assert b"\r\n\r\nevil.example|" in answer  # the target's authority replaced Host
+    url = proxy.url.with_path("/api/photo/1").with_query(echo="X-Forwarded-Host")
+    assert await echoed_host(client, url) == ("MISS", innocent)
+    assert await echoed_host(client, url, "evil.example") == ("HIT", "evil.example")
+
+
+async def test_allowed_hosts_refuse_every_other_host_before_the_cache(
+    sidecache: Factory, upstream: TestServer, client: aiohttp.ClientSession
+) -> None:
+    proxy = await sidecache(server={"allowed_hosts": ["photos.example", "*.cdn.example"]})
+    url = proxy.url.with_path("/api/photo/1").with_query(echo="X-Forwarded-Host")
+    assert await echoed_host(client, url, "PHOTOS.example.") == ("MISS", "photos.example")
+    assert await echoed_host(client, url, "a.b.cdn.example:8080") == (
+        "MISS",
+        "a.b.cdn.example:8080",
+    )
+    for refused in ("evil.example", "cdn.example", "127.0.0.1", "photos.example.evil"):
+        async with client.get(url, headers={"Host": refused}) as r:
+            assert r.status == 400, refused
+    absolute = b"GET http://evil.example/api/photo/1 HTTP/1.1\r\nHost: photos.example\r\n"
+    answer = await raw(proxy.url.port or 0, absolute + b"Connection: close\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:100]
+    assert upstream.app[HITS]["total"] == 2

@@ -281,3 +281,11 @@ def test_the_shared_tier_is_absent_unless_configured() -> None:
     assert shared is not None
     assert (shared.backend, shared.namespace, shared.timeout) == ("redis", "sidecache", 0.1)
     assert (shared.lock_timeout, shared.breaker_failures, shared.breaker_reset) == (10.0, 5, 30.0)
+
+
+def test_allowed_hosts_are_normalised_and_empty_by_default() -> None:
+    assert parse_config(MINIMAL).server.allowed_hosts == ()
+    config = parse_config(
+        {**MINIMAL, "server": {"allowed_hosts": ["Photos.Example.", "*.CDN.example", "*", "[::1]"]}}
+    )
+    assert config.server.allowed_hosts == ("photos.example", "*.cdn.example", "*", "[::1]")

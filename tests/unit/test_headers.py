@@ -37,7 +37,9 @@ def test_request_headers_for_upstream_sets_forwarding_headers_and_distrusts_clie
         ("Range", "bytes=0-1"),
         ("Accept", "image/*"),
     )
-    out = h.request_headers_for_upstream(given, client_ip="10.0.0.7", scheme="http", fill=False)
+    out = h.request_headers_for_upstream(
+        given, client_ip="10.0.0.7", scheme="http", host="photos.example", fill=False
+    )
     d = {n.lower(): v for n, v in out}
     assert "host" not in d  # the client library sets the upstream's own Host
     assert d["x-forwarded-for"] == "10.0.0.7"
@@ -51,7 +53,7 @@ def test_request_headers_for_upstream_sets_forwarding_headers_and_distrusts_clie
     filled = {
         n.lower(): v
         for n, v in h.request_headers_for_upstream(
-            given, client_ip="10.0.0.7", scheme="http", fill=True
+            given, client_ip="10.0.0.7", scheme="http", host="photos.example", fill=True
         )
     }
     assert "if-none-match" not in filled and "range" not in filled
