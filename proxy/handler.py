@@ -27,7 +27,14 @@ from proxy.admission import Admission
 from proxy.body import SLICED_ABOVE, SlicedPayload
 from proxy.coalesce import Coalescer, Fill, Head, Pass, Relay, Stored
 from proxy.entry import Headers, StoredResponse
-from proxy.keys import host_allowed, normalise_host, normalise_path, request_host, split_absolute
+from proxy.keys import (
+    host_allowed,
+    normalise_host,
+    normalise_path,
+    request_host,
+    resolutions,
+    split_absolute,
+)
 from proxy.policy import (
     Bypass,
     BypassReason,
@@ -169,6 +176,7 @@ class Proxy:
             request.headers,
             host=host,
             has_body=request.body_exists,
+            raw_path=raw_path,
         )
         if self._debug:
             log.debug("%s %s -> %s", request.method, raw_path if route else "-", decision)
@@ -530,25 +538,29 @@ class Proxy:
         self.stats.record(lookup.route.name, CacheOutcome.MISS)
         return _plain(exc.status, exc.reason, x_cache=x_cache)
 
-    async def _invalidate(self, request: web.BaseRequest, path: str, headers: Headers) -> None:
-        """RFC 9111 section 4.4: a successful unsafe request drops the entries of its
-        path, and of the ``Location``/``Content-Location`` it names on the same host."""
-        paths = {path}
-        hosts = {request.headers.get("Host", ""), self.upstream.host_header}
+    async def _invalidate(
+        self, request: web.BaseRequest, invalidate: frozenset[str], headers: Headers
+    ) -> None:
+        """RFC 9111 section 4.4: a successful unsafe request drops the entries of the
+        paths it may have changed (``policy.decide``), and of the ``Location`` /
+        ``Content-Location`` it names on the same host."""
+        paths = set(invalidate)
+        hosts = {
+            request_host(request.raw_path, request.headers.get("Host")),
+            normalise_host(self.upstream.host_header),
+        }
         for name in ("location", "content-location"):
             for value in h.get_all(headers, name):
                 url = URL(value.strip(), encoded=True)
-                if url.is_absolute() and url.raw_authority not in hosts:
+                if url.is_absolute() and normalise_host(url.raw_authority) not in hosts:
                     continue  # another origin: not ours to drop
                 target = request.url.join(url) if not url.is_absolute() else url
-                named = normalise_path(target.raw_path)
-                if named is not None:
-                    paths.add(named)
+                paths.update(resolutions(target.raw_path))
         purged = sum(self.store.purge_path(p) for p in paths)
         if self.shared is not None:
             for p in paths:
                 await self.shared.purge("path", p)
-        log.debug("%s %s: dropped %d entries (%s)", request.method, path, purged, sorted(paths))
+        log.debug("%s: dropped %d entries (%s)", request.method, purged, sorted(paths))
 
     def _stale_usable(self, stale: StoredResponse | None, route: RouteConfig) -> bool:
         return stale is not None and usable_on_error(stale, route, self.clock())
@@ -637,7 +649,7 @@ class Proxy:
         *,
         x_cache: str,
         status: str,
-        invalidate: str | None,
+        invalidate: frozenset[str] | None,
         fill: bool,
     ) -> web.StreamResponse:
         """Proxy the request unchanged, streaming both bodies; store nothing."""
@@ -681,7 +693,7 @@ class Proxy:
         body: object,
         x_cache: str,
         status: str,
-        invalidate: str | None,
+        invalidate: frozenset[str] | None,
     ) -> web.StreamResponse:
         """One pass-through request/response, both bodies streamed."""
         started = time.perf_counter()

@@ -221,3 +221,72 @@ def request_host(raw_target: str, host_header: str | None) -> str | None:
     if parts is None:
         return None
     return normalise_host(parts[1], parts[0])
+
+
+# Escapes that some servers decode before they split a path or resolve its dots.
+_STRUCTURAL_ESCAPES = (("%2f", "/"), ("%5c", "\\"), ("%2e", "."), ("%3b", ";"), ("%23", "#"))
+
+
+def _decode_structural(path: str) -> str:
+    lowered = path.lower()
+    if not any(escape in lowered for escape, _ in _STRUCTURAL_ESCAPES):
+        return path
+    out: list[str] = []
+    i = 0
+    while i < len(path):
+        replacement = next((c for e, c in _STRUCTURAL_ESCAPES if lowered.startswith(e, i)), None)
+        if replacement is None:
+            out.append(path[i])
+            i += 1
+        else:
+            out.append(replacement)
+            i += 3
+    return "".join(out)
+
+
+def _remove_dot_segments(path: str) -> str:
+    """RFC 3986 section 5.2.4, for a path that starts with ``/``."""
+    segments = path.split("/")[1:]
+    out: list[str] = []
+    for segment in segments:
+        if segment == "..":
+            if out:
+                out.pop()
+        elif segment != ".":
+            out.append(segment)
+    if segments and segments[-1] in (".", ".."):
+        out.append("")
+    return "/" + "/".join(out)
+
+
+def resolutions(raw_path: str) -> frozenset[str]:
+    """Every canonical path (as ``normalise_path`` gives it) that an app may resolve
+    the raw origin-form path ``raw_path`` to, for invalidation by unsafe requests.
+
+    Servers differ: some decode ``%2F``, ``%5C``, ``%2E``, ``%3B`` before routing,
+    read ``\\`` as ``/``, strip ``;parameters`` from segments, cut at ``#``, merge
+    ``//``; all of them resolve ``.`` and ``..`` (RFC 3986 section 5.2.4). Each
+    combination is tried, so that no stored entry the request may have changed
+    survives it: dropping one entry too many costs a fill, keeping a stale one
+    serves it.
+    """
+    if not raw_path.startswith("/"):
+        return frozenset()
+    found: set[str] = set()
+    for bits in range(32):
+        path = raw_path
+        if bits & 1:
+            path = _decode_structural(path)
+        if bits & 2:
+            path = path.replace("\\", "/")
+        if bits & 4:
+            path = path.partition("#")[0]
+        if bits & 8:
+            path = "/".join(segment.partition(";")[0] for segment in path.split("/"))
+        if bits & 16:
+            while "//" in path:
+                path = path.replace("//", "/")
+        canonical = normalise_path(_remove_dot_segments(path))
+        if canonical is not None:
+            found.add(canonical)
+    return frozenset(found)

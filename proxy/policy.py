@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from proxy import headers as h
 from proxy.entry import Body, Headers, StoredResponse
-from proxy.keys import build_key, credential_digest, select_query, variant_key
+from proxy.keys import build_key, credential_digest, resolutions, select_query, variant_key
 
 if TYPE_CHECKING:
     from proxy.config import RouteConfig
@@ -53,12 +53,12 @@ class Lookup(NamedTuple):
 
 
 class Bypass(NamedTuple):
-    """Forward unchanged and store nothing. ``invalidate`` names the path whose
+    """Forward unchanged and store nothing. ``invalidate`` names the paths whose
     entries a successful unsafe request drops."""
 
     reason: BypassReason
     route: RouteConfig | None
-    invalidate: str | None = None
+    invalidate: frozenset[str] | None = None
 
 
 Decision = Lookup | Bypass
@@ -75,11 +75,19 @@ def decide(
     *,
     host: str,
     has_body: bool,
+    raw_path: str | None = None,
 ) -> Decision:
-    """Decide how to handle a request. ``path`` is the normalised path, None if ambiguous."""
-    invalidate = path if method not in SAFE_METHODS else None
+    """Decide how to handle a request. ``path`` is the normalised path, None if
+    ambiguous; ``raw_path`` the path as received, which an unsafe request
+    invalidates under every path the app may resolve it to (``keys.resolutions``)."""
+    invalidate: frozenset[str] | None = None
+    if method not in SAFE_METHODS:
+        if raw_path is not None:
+            invalidate = resolutions(raw_path)
+        elif path is not None:
+            invalidate = frozenset({path})
     if path is None:
-        return Bypass(BypassReason.AMBIGUOUS, None)
+        return Bypass(BypassReason.AMBIGUOUS, None, invalidate)
     if route is None:
         return Bypass(BypassReason.NO_ROUTE, None, invalidate)
     if method not in route.methods:

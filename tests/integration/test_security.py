@@ -355,3 +355,33 @@ async def test_allowed_hosts_refuse_every_other_host_before_the_cache(
     answer = await raw(proxy.url.port or 0, absolute + b"Connection: close\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 400"), answer[:100]
     assert upstream.app[HITS]["total"] == 2
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/api/photo/1",
+        "/api/photo/./1",
+        "/api/photo/x/../1",
+        "/api/photo/1;v=2",
+        "/api/photo/%2e/1",
+        "/api//photo/1",
+        "http://127.0.0.1:{port}/api/photo/1",
+        "http://other.example/api/photo/1",
+    ],
+)
+async def test_a_successful_delete_drops_every_entry_it_may_have_changed(
+    sidecache: Factory, upstream: TestServer, client: aiohttp.ClientSession, target: str
+) -> None:
+    proxy = await sidecache()
+    url = proxy.url / "api/photo/1"
+    async with client.get(url) as r:
+        assert r.headers["X-Cache"] == "MISS"
+    async with client.get(url) as r:
+        assert r.headers["X-Cache"] == "HIT"
+    port = proxy.url.port or 0
+    request = f"DELETE {target.format(port=port)} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+    answer = await raw(port, request.encode() + b"Connection: close\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 204"), answer[:200]
+    async with client.get(url) as r:
+        assert r.headers["X-Cache"] == "MISS"  # the stale copy did not survive

@@ -11,6 +11,7 @@ from proxy.keys import (
     normalise_host,
     normalise_path,
     request_host,
+    resolutions,
     select_query,
     split_absolute,
 )
@@ -228,3 +229,30 @@ def test_request_host(target: str, host: str | None, expected: str | None) -> No
 )
 def test_split_absolute(target: str, expected: tuple[str, str, str] | None) -> None:
     assert split_absolute(target) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("/c/del", {"/c/del"}),
+        ("/c/%31", {"/c/1"}),
+        ("/c/./x", {"/c/x"}),
+        ("/c/a/../x", {"/c/x"}),
+        ("/c/x/.", {"/c/x/"}),
+        ("/c/..", {"/"}),
+        ("/c/x;v=2", {"/c/x"}),
+        ("/c/x;a/..;/y", {"/c/y"}),
+        ("/c/%2e/x", {"/c/x"}),
+        ("/c/%2E%2E/x", {"/x"}),
+        ("/c%2Fx", {"/c/x"}),
+        ("/c%5cx", {"/c/x"}),
+        ("/c\\x", {"/c/x"}),
+        ("/c//x", {"/c/x"}),
+        ("/c/x#frag", {"/c/x"}),
+        ("/c/x%3Bv=1", {"/c/x", "/c/x%3Bv=1"}),
+        ("/c/x%3Bv=1/%2e%2e/y", {"/c/y"}),
+        ("c/x", set()),
+    ],
+)
+def test_resolutions_cover_every_path_an_app_may_read(raw: str, expected: set[str]) -> None:
+    assert resolutions(raw) == expected

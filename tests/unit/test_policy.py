@@ -54,6 +54,7 @@ def run(
     query: str = "",
     headers: dict[str, str] | None = None,
     has_body: bool = False,
+    raw_path: str | None = None,
 ) -> Lookup | Bypass:
     return decide(
         route,  # type: ignore[arg-type]
@@ -63,6 +64,7 @@ def run(
         CIMultiDict(headers or {}),
         host="app:8000",
         has_body=has_body,
+        raw_path=raw_path,
     )
 
 
@@ -71,9 +73,20 @@ def run(
     [
         ({"path": None}, BypassReason.AMBIGUOUS, None),
         ({"route": None}, BypassReason.NO_ROUTE, None),
-        ({"route": None, "method": "POST"}, BypassReason.NO_ROUTE, "/api/photo/1"),
-        ({"method": "POST"}, BypassReason.METHOD, "/api/photo/1"),
-        ({"method": "DELETE"}, BypassReason.METHOD, "/api/photo/1"),
+        ({"route": None, "method": "POST"}, BypassReason.NO_ROUTE, {"/api/photo/1"}),
+        ({"method": "POST"}, BypassReason.METHOD, {"/api/photo/1"}),
+        ({"method": "DELETE"}, BypassReason.METHOD, {"/api/photo/1"}),
+        # An ambiguous path is still invalidated, under every reading of it.
+        (
+            {"method": "DELETE", "path": None, "raw_path": "/api/photo/./1;v=2"},
+            BypassReason.AMBIGUOUS,
+            {"/api/photo/1"},
+        ),
+        (
+            {"method": "PUT", "raw_path": "/api/photo/%31"},
+            BypassReason.METHOD,
+            {"/api/photo/1"},
+        ),
         ({"method": "OPTIONS"}, BypassReason.METHOD, None),
         ({"has_body": True}, BypassReason.REQUEST_BODY, None),
         ({"headers": {"Authorization": "Bearer a"}}, BypassReason.CREDENTIALS, None),
@@ -82,7 +95,7 @@ def run(
     ],
 )
 def test_bypass_decisions(
-    kwargs: dict[str, Any], reason: BypassReason, invalidate: str | None
+    kwargs: dict[str, Any], reason: BypassReason, invalidate: set[str] | None
 ) -> None:
     decision = run(**kwargs)
     assert isinstance(decision, Bypass)
