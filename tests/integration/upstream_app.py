@@ -155,7 +155,7 @@ def build_app() -> web.Application:
     app.router.add_get("/api/my-photos", my_photos)
     app.router.add_get("/hang", hang)
     app.router.add_get("/stream/{id}", stream)
-    app.router.add_delete("/{tail:.*}", resolving_delete)
+    app.router.add_delete("/api/{tail:.*}", resolving_delete)
     return app
 
 
