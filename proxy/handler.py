@@ -189,10 +189,15 @@ class Proxy:
                 # one that must be fast (measured with bench/run.py).
                 key = decision.key
                 vary = self.store.vary_spec(key)
-                if vary is not None:
-                    key = variant_of(key, vary, request.headers)
                 now = self.clock()
-                entry = self.store.lookup(key, now)
+                if vary is None:
+                    entry = self.store.lookup(key, now)
+                else:
+                    key = variant_of(key, vary, request.headers)
+                    decision = decision._replace(learned=vary)
+                    # An answer stored without Vary (under the base key) suits every
+                    # client, e.g. the identity one beside an implicit gzip variant.
+                    entry = self.store.lookup(key, now) or self.store.lookup(decision.key, now)
                 if entry is not None and now < entry.fresh_until:
                     self.stats.record(decision.route.name, CacheOutcome.HIT)
                     hit = self._serve(request, entry, decision.route, "HIT", now)
@@ -756,7 +761,7 @@ def _upstream_headers(
 
 
 def _fill_headers(request: web.BaseRequest, lookup: Lookup) -> Headers:
-    return _upstream_headers(request, fill=True, keyed=lookup.route.vary)
+    return _upstream_headers(request, fill=True, keyed=(*lookup.route.vary, *lookup.learned))
 
 
 def _copy_headers(out: web.StreamResponse, headers: Headers) -> None:

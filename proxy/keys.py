@@ -290,3 +290,36 @@ def resolutions(raw_path: str) -> frozenset[str]:
         if canonical is not None:
             found.add(canonical)
     return frozenset(found)
+
+
+# Content codings a stored answer may carry, in the order a normalised
+# ``Accept-Encoding`` lists them (Varnish's buckets, widened to what browsers send).
+CODINGS = ("br", "gzip", "zstd")
+
+
+def normalise_accept_encoding(value: str | None) -> str | None:
+    """The codings of ``CODINGS`` that ``value`` accepts, as one canonical value
+    (``"br, gzip"``), or None for none: what a fill forwards and what an encoded
+    answer is keyed on, so that a client is only ever served an encoding it takes
+    and browsers with different ``Accept-Encoding`` spellings share one variant."""
+    if not value:
+        return None
+    accepted: set[str] = set()
+    refused: set[str] = set()
+    wildcard = False
+    for item in value.lower().split(","):
+        coding, _, params = item.partition(";")
+        coding = coding.strip()
+        coding = "gzip" if coding == "x-gzip" else coding
+        q = params.strip()
+        zero = q.startswith("q=") and q[2:].strip().rstrip("0").rstrip(".") in ("0", "")
+        if coding == "*":
+            wildcard = not zero
+        elif zero:
+            refused.add(coding)
+        else:
+            accepted.add(coding)
+    if wildcard:
+        accepted |= set(CODINGS) - refused
+    kept = [c for c in CODINGS if c in accepted and c not in refused]
+    return ", ".join(kept) if kept else None

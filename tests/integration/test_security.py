@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import zlib
 from pathlib import Path
 
 import aiohttp
@@ -385,3 +386,65 @@ async def test_a_successful_delete_drops_every_entry_it_may_have_changed(
     assert answer.startswith(b"HTTP/1.1 204"), answer[:200]
     async with client.get(url) as r:
         assert r.headers["X-Cache"] == "MISS"  # the stale copy did not survive
+
+
+async def fetch(
+    client: aiohttp.ClientSession, url: object, **headers: str
+) -> tuple[str, str | None, bytes]:
+    """(X-Cache, Content-Encoding, body as sent)."""
+    async with client.get(url, headers=headers, skip_auto_headers=["Accept-Encoding"]) as r:  # type: ignore[arg-type]
+        assert r.status == 200
+        return r.headers["X-Cache"], r.headers.get("Content-Encoding"), await r.read()
+
+
+async def test_an_encoding_is_served_only_to_clients_that_accept_it(
+    sidecache: Factory, upstream: TestServer, client: aiohttp.ClientSession
+) -> None:
+    proxy = await sidecache()
+    url = proxy.url.with_path("/api/photo/1").with_query(compress="1")
+    x_cache, coding, body = await fetch(client, url, **{"Accept-Encoding": "gzip"})
+    assert (x_cache, coding) == ("MISS", "gzip")
+    assert zlib.decompress(body, 16 + zlib.MAX_WBITS) == CLEAN
+    assert await fetch(client, url) == ("MISS", None, CLEAN)  # not the gzip copy
+    assert await fetch(client, url) == ("HIT", None, CLEAN)
+    assert await fetch(client, url, **{"Accept-Encoding": "gzip;q=0, identity"}) == (
+        "HIT",
+        None,
+        CLEAN,
+    )
+    assert await fetch(client, url, **{"Accept-Encoding": "GZIP"}) == ("HIT", "gzip", body)
+    sent = {k.lower(): v for k, v in upstream.app[LAST]["headers"]}  # type: ignore[union-attr]
+    assert "accept-encoding" not in sent  # the identity fill asked for no coding
+    x_cache, coding, _ = await fetch(client, url, **{"Accept-Encoding": "gzip, deflate, br"})
+    assert coding in (None, "gzip", "br")
+
+
+async def test_a_language_one_client_sends_never_becomes_everybodys(
+    sidecache: Factory, upstream: TestServer, client: aiohttp.ClientSession
+) -> None:
+    proxy = await sidecache()
+    url = proxy.url.with_path("/api/photo/1").with_query(echo="Accept-Language")
+    x_cache, _, body = await fetch(client, url, **{"Accept-Language": "xx-evil"})
+    assert (x_cache, body.partition(b"|")[0]) == ("MISS", b"-")  # not forwarded on a fill
+    x_cache, _, body = await fetch(client, url, **{"Accept-Language": "en"})
+    assert (x_cache, body.partition(b"|")[0]) == ("HIT", b"-")
+
+
+async def test_a_language_the_app_varies_on_is_forwarded_once_it_is_keyed(
+    sidecache: Factory, upstream: TestServer, client: aiohttp.ClientSession
+) -> None:
+    proxy = await sidecache()
+    url = proxy.url.with_path("/api/photo/1").with_query(
+        echo="Accept-Language", vary="Accept-Language"
+    )
+
+    async def language(value: str | None) -> tuple[str, bytes]:
+        headers = {"Accept-Language": value} if value is not None else {}
+        x_cache, _, body = await fetch(client, url, **headers)
+        return x_cache, body.partition(b"|")[0]
+
+    assert await language("de") == ("MISS", b"-")  # before the app's Vary is known
+    assert await language("de") == ("MISS", b"de")  # now keyed, so forwarded
+    assert await language("de") == ("HIT", b"de")
+    assert await language(None) == ("HIT", b"-")
+    assert await language("fr") == ("MISS", b"fr")

@@ -71,7 +71,10 @@ async def photo(request: web.Request) -> web.StreamResponse:
             await resp.write(body[i : i + 4096])
         await resp.write_eof()
         return resp
-    return web.Response(status=status, body=body, headers=headers)
+    response = web.Response(status=status, body=body, headers=headers)
+    if "compress" in request.query:  # as the client accepts, without saying Vary
+        response.enable_compression()
+    return response
 
 
 async def truncated(request: web.Request) -> web.StreamResponse:
