@@ -127,3 +127,27 @@ def test_get_helpers_are_case_insensitive() -> None:
     assert h.get(hs, "VARY") == "a"
     assert h.get_all(hs, "Vary") == ["a", "b"]
     assert h.get(hs, "x") is None
+
+
+def test_fills_send_negotiation_headers_only_when_keyed_and_accept_encoding_normalised() -> None:
+    given = (
+        ("Accept-Language", "de"),
+        ("Accept", "image/webp"),
+        ("Accept-Encoding", "gzip, deflate, br"),
+        ("User-Agent", "ua"),
+    )
+
+    def fill(keyed: tuple[str, ...] = ()) -> dict[str, str]:
+        out = h.request_headers_for_upstream(
+            given, client_ip="1.2.3.4", scheme="http", host="h", fill=True, keyed=keyed
+        )
+        return {n.lower(): v for n, v in out}
+
+    plain = fill()
+    assert "accept-language" not in plain and "accept" not in plain
+    assert plain["accept-encoding"] == "br, gzip" and plain["user-agent"] == "ua"
+    assert fill(("accept-language",))["accept-language"] == "de"
+    passed = h.request_headers_for_upstream(
+        given, client_ip="1.2.3.4", scheme="http", host="h", fill=False
+    )
+    assert ("Accept-Encoding", "gzip, deflate, br") in passed  # pass-through: as sent

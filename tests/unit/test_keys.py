@@ -8,6 +8,7 @@ from proxy.keys import (
     build_key,
     credential_digest,
     host_allowed,
+    normalise_accept_encoding,
     normalise_host,
     normalise_path,
     request_host,
@@ -256,3 +257,26 @@ def test_split_absolute(target: str, expected: tuple[str, str, str] | None) -> N
 )
 def test_resolutions_cover_every_path_an_app_may_read(raw: str, expected: set[str]) -> None:
     assert resolutions(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, None),
+        ("", None),
+        ("identity", None),
+        ("gzip", "gzip"),
+        ("GZIP", "gzip"),
+        ("x-gzip", "gzip"),
+        ("gzip, deflate, br, zstd", "br, gzip, zstd"),
+        ("br;q=1.0, gzip;q=0.8", "br, gzip"),
+        ("gzip;q=0", None),
+        ("gzip;q=0.000, br", "br"),
+        ("*", "br, gzip, zstd"),
+        ("*, br;q=0", "gzip, zstd"),
+        ("*;q=0, gzip", "gzip"),
+    ],
+)
+def test_normalise_accept_encoding(value: str | None, expected: str | None) -> None:
+    assert normalise_accept_encoding(value) == expected
+    assert normalise_accept_encoding(expected) == expected  # idempotent: fills send it

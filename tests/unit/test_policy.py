@@ -23,6 +23,7 @@ from proxy.policy import (
     freshness,
     store_refusal,
     usable_on_error,
+    variant_of,
 )
 
 
@@ -258,3 +259,29 @@ def test_age_adds_the_upstream_age() -> None:
     assert age(e, 1000.0) == 7
     assert age(e, 1030.5) == 37
     assert age(e, 900.0) == 7  # a clock that went backwards never yields a negative age
+
+
+@pytest.mark.parametrize(
+    ("headers", "vary"),
+    [
+        ((("Content-Encoding", "gzip"),), ("accept-encoding",)),
+        (
+            (("Content-Encoding", "br"), ("Vary", "Accept-Language")),
+            ("accept-encoding", "accept-language"),
+        ),
+        ((("Content-Encoding", "identity"),), ()),
+        ((), ()),
+    ],
+)
+def test_an_encoded_answer_is_a_variant_on_accept_encoding(
+    headers: Headers, vary: tuple[str, ...]
+) -> None:
+    lookup = run()
+    assert isinstance(lookup, Lookup)
+    request = CIMultiDict({"Accept-Encoding": "gzip"})
+    entry = build_entry(lookup, 200, headers, b"body", now=1.0, request_headers=request)
+    assert entry.vary == vary
+    if vary:
+        same = CIMultiDict({"Accept-Encoding": "x-gzip;q=1, deflate"})
+        assert variant_of(lookup.key, vary, same) == entry.key
+        assert variant_of(lookup.key, vary, CIMultiDict()) != entry.key
