@@ -66,7 +66,8 @@ def select_query(raw_query: str, mode: str | Sequence[str]) -> str | None:
     """The query string that joins the key and is forwarded upstream.
 
     ``all`` keeps the query exactly as sent; ``ignore`` drops it; a list keeps only
-    the named parameters, in their original order. Dropped parameters are not
+    the named parameters, ordered by name (repeated names keep their relative
+    order), so that ``?b=2&a=1`` and ``?a=1&b=2`` share one entry. Dropped parameters are not
     forwarded either: a response is never stored under a key that omits an input
     the upstream saw. Returns None for a query that cannot be read one way only.
     """
@@ -77,8 +78,9 @@ def select_query(raw_query: str, mode: str | Sequence[str]) -> str | None:
     if mode == "ignore" or not raw_query:
         return ""
     wanted = frozenset(mode)
-    kept = [part for part in raw_query.split("&") if unquote_plus(part.partition("=")[0]) in wanted]
-    return "&".join(kept)
+    named = [(unquote_plus(part.partition("=")[0]), part) for part in raw_query.split("&")]
+    kept = sorted((pair for pair in named if pair[0] in wanted), key=lambda pair: pair[0])
+    return "&".join(part for _, part in kept)
 
 
 def credential_digest(authorization: str | None, cookie: str | None) -> str:

@@ -448,3 +448,16 @@ async def test_a_language_the_app_varies_on_is_forwarded_once_it_is_keyed(
     assert await language("de") == ("HIT", b"de")
     assert await language(None) == ("HIT", b"-")
     assert await language("fr") == ("MISS", b"fr")
+
+
+async def test_kept_query_parameters_are_keyed_and_forwarded_in_one_order(
+    sidecache: Factory, upstream: TestServer, client: aiohttp.ClientSession
+) -> None:
+    routes = [{"name": "p", "match": "/api/photo/{id}", "ttl": 60, "query": ["size", "type"]}]
+    proxy = await sidecache(routes)
+    url = proxy.url.with_path("/api/photo/1")
+    async with client.get(url.with_query("type=image/png&sig=x&size=10")) as r:
+        assert (r.headers["X-Cache"], await r.read()) == ("MISS", photo_body("1", 10))
+    assert upstream.app[LAST]["path_qs"] == "/api/photo/1?size=10&type=image/png"
+    async with client.get(url.with_query("size=10&type=image/png")) as r:
+        assert (r.headers["X-Cache"], r.headers["Content-Type"]) == ("HIT", "image/png")

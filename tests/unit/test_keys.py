@@ -65,8 +65,12 @@ def test_normalise_path(raw: str, expected: str | None) -> None:
         ("", "all", ""),
         ("b=2&a=1", "all", "b=2&a=1"),
         ("b=2&a=1", "ignore", ""),
-        ("w=100&sig=x&h=50", ("w", "h"), "w=100&h=50"),
+        ("w=100&sig=x&h=50", ("w", "h"), "h=50&w=100"),
         ("w=100&w=200", ("w",), "w=100&w=200"),
+        # Kept parameters in canonical order: one entry, one upstream query.
+        ("h=50&w=100", ("w", "h"), "h=50&w=100"),
+        ("w=100&h=50", ("w", "h"), "h=50&w=100"),
+        ("w=2&h=50&w=1", ("w", "h"), "h=50&w=2&w=1"),
         ("sig=x", ("w",), ""),
         ("", ("w",), ""),
         ("%77=1&x=2", ("w",), "%77=1"),
