@@ -49,7 +49,13 @@ from proxy.policy import (
     usable_on_error,
     variant_of,
 )
-from proxy.ranges import Partial, Unsatisfiable, answer_range, not_modified
+from proxy.ranges import (
+    Partial,
+    Unsatisfiable,
+    answer_range,
+    not_modified,
+    precondition_failed,
+)
 from proxy.routes import RouteTable
 from proxy.shared import SharedTier
 from proxy.stats import CacheOutcome, Stats
@@ -612,20 +618,22 @@ class Proxy:
             ("Cache-Status", status),
         )
         rh = request.headers
+        im, ius = rh.get("If-Match"), rh.get("If-Unmodified-Since")
         inm, ims = rh.get("If-None-Match"), rh.get("If-Modified-Since")
+        if (im is not None or ius is not None) and precondition_failed(
+            if_match=im,
+            if_unmodified_since=ius,
+            etag=entry.etag,
+            last_modified=h.get(entry.headers, "last-modified"),
+        ):
+            return web.Response(status=412, headers=_validators_only(headers))
         if (inm is not None or ims is not None) and not_modified(
             if_none_match=inm,
             if_modified_since=ims,
             etag=entry.etag,
             last_modified=h.get(entry.headers, "last-modified"),
         ):
-            kept = [
-                (n, v)
-                for n, v in headers
-                if n.lower() in _NOT_MODIFIED_HEADERS
-                or n in ("Age", "Via", "X-Cache", "Cache-Status")
-            ]
-            return web.Response(status=304, headers=kept)
+            return web.Response(status=304, headers=_validators_only(headers))
         body = entry.body
         range_header = rh.get("Range")
         if range_header is not None and entry.status == 200:
@@ -762,6 +770,15 @@ def _upstream_headers(
 
 def _fill_headers(request: web.BaseRequest, lookup: Lookup) -> Headers:
     return _upstream_headers(request, fill=True, keyed=(*lookup.route.vary, *lookup.learned))
+
+
+def _validators_only(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The headers of a 304 (RFC 9110 section 15.4.5) or 412 answered from an entry."""
+    return [
+        (n, v)
+        for n, v in headers
+        if n.lower() in _NOT_MODIFIED_HEADERS or n in ("Age", "Via", "X-Cache", "Cache-Status")
+    ]
 
 
 def _copy_headers(out: web.StreamResponse, headers: Headers) -> None:

@@ -461,3 +461,25 @@ async def test_kept_query_parameters_are_keyed_and_forwarded_in_one_order(
     assert upstream.app[LAST]["path_qs"] == "/api/photo/1?size=10&type=image/png"
     async with client.get(url.with_query("size=10&type=image/png")) as r:
         assert (r.headers["X-Cache"], r.headers["Content-Type"]) == ("HIT", "image/png")
+
+
+async def test_if_match_and_if_unmodified_since_are_answered_412_on_a_hit(
+    sidecache: Factory, upstream: TestServer, client: aiohttp.ClientSession
+) -> None:
+    proxy = await sidecache()
+    lm = "Tue, 24 Nov 2026 10:00:00 GMT"
+    url = proxy.url.with_path("/api/photo/1").with_query({"etag": '"v1"', "last-modified": lm})
+    async with client.get(url) as r:
+        assert r.headers["X-Cache"] == "MISS"
+    cases = [
+        ({"If-Match": '"v2"'}, 412),
+        ({"If-Match": '"v2"', "If-None-Match": '"v1"'}, 412),  # evaluated first
+        ({"If-Match": '"v1"'}, 200),
+        ({"If-Unmodified-Since": "Tue, 24 Nov 2026 09:00:00 GMT"}, 412),
+        ({"If-Unmodified-Since": lm}, 200),
+        ({"If-Match": '"v1"', "If-None-Match": '"v1"'}, 304),
+    ]
+    for headers, status in cases:
+        async with client.get(url, headers=headers) as r:
+            assert (r.status, r.headers["X-Cache"]) == (status, "HIT"), headers
+            assert (await r.read() == CLEAN) is (status == 200)
