@@ -31,6 +31,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from proxy.keys import normalise_host
 from proxy.routes import TemplateError, compile_template
 
 DEFAULT_CONFIG_PATH = "config/sidecache.yaml"
@@ -364,6 +365,20 @@ class RouteConfig(BaseModel):
         return tuple(out)
 
 
+def _host_pattern(value: object) -> str:
+    expected = "is not a host name without a port (e.g. 'example.com', '*.example.com')"
+    if not isinstance(value, str):
+        raise _fail(value, expected)
+    if value.strip() == "*":
+        return "*"
+    wildcard = value.strip().startswith("*.")
+    name = value.strip()[2:] if wildcard else value
+    host = normalise_host(name)
+    if host is None or ":" in name.rpartition("]")[2]:
+        raise _fail(value, expected)
+    return "*." + host if wildcard else host
+
+
 class ServerConfig(BaseModel):
     """Limits on the clients of the public port, and the shutdown grace period."""
 
@@ -375,6 +390,9 @@ class ServerConfig(BaseModel):
     # Refuse to start on an HTTP parser known to be unsafe (aiohttp's pure-Python
     # parser, or a release before the request-smuggling fixes) unless this is set.
     allow_unsafe_http_parser: bool = False
+    # Host names the public port answers for (``*.example.com`` for subdomains);
+    # empty: every host, each cached apart. Others get 400 before any lookup.
+    allowed_hosts: tuple[Annotated[str, BeforeValidator(_host_pattern)], ...] = ()
 
 
 DEFAULT_SENSITIVE_QUERY = (

@@ -27,7 +27,14 @@ from proxy.admission import Admission
 from proxy.body import SLICED_ABOVE, SlicedPayload
 from proxy.coalesce import Coalescer, Fill, Head, Pass, Relay, Stored
 from proxy.entry import Headers, StoredResponse
-from proxy.keys import normalise_path
+from proxy.keys import (
+    host_allowed,
+    normalise_host,
+    normalise_path,
+    request_host,
+    resolutions,
+    split_absolute,
+)
 from proxy.policy import (
     Bypass,
     BypassReason,
@@ -42,7 +49,13 @@ from proxy.policy import (
     usable_on_error,
     variant_of,
 )
-from proxy.ranges import Partial, Unsatisfiable, answer_range, not_modified
+from proxy.ranges import (
+    Partial,
+    Unsatisfiable,
+    answer_range,
+    not_modified,
+    precondition_failed,
+)
 from proxy.routes import RouteTable
 from proxy.shared import SharedTier
 from proxy.stats import CacheOutcome, Stats
@@ -106,6 +119,9 @@ class Proxy:
         # raw path -> (normalised path, route). Both are pure functions of the raw
         # path and the route table, and together they cost about a fifth of a hit.
         self._targets: dict[str, tuple[str | None, RouteConfig | None]] = {}
+        self._allowed_hosts = config.server.allowed_hosts
+        # raw Host -> normalised host, or "" when malformed or not allowed.
+        self._hosts: dict[str, str] = {}
 
     def _resolve(self, raw_path: str) -> tuple[str | None, RouteConfig | None]:
         """Normalise ``raw_path`` and find its route, memoised (bounded, reset on reload)."""
@@ -119,27 +135,54 @@ class Proxy:
             self._targets[raw_path] = found
         return found
 
+    def _host(self, raw: str) -> str | None:
+        """The normalised ``Host`` if it is well-formed and allowed, else None; memoised
+        like ``_resolve`` (the public port speaks plain HTTP: port 80 is the default)."""
+        found = self._hosts.get(raw)
+        if found is None:
+            host = normalise_host(raw)
+            found = host if host is not None and host_allowed(host, self._allowed_hosts) else ""
+            if len(self._hosts) >= TARGET_MEMO_SIZE:
+                self._hosts.clear()
+            self._hosts[raw] = found
+        return found or None
+
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
         raw = request.raw_path
+        host_header = request.headers.get("Host")
+        host: str | None
         if raw.startswith("/"):
             raw_path, _, raw_query = raw.partition("?")
-            path, route = self._resolve(raw_path)
             target = raw
+            if host_header is not None:
+                host = self._host(host_header)
+            else:
+                # RFC 9112 section 3.2: an HTTP/1.1 request without Host is refused.
+                host = "" if request.version < (1, 1) and not self._allowed_hosts else None
         else:
-            # Absolute-form (RFC 9112 section 3.2.2): forwarded by its path, never cached.
-            url = URL(raw, encoded=True)
-            if not url.is_absolute() or url.scheme not in ("http", "https"):
+            # Absolute-form (RFC 9112 section 3.2.2): its authority replaces Host, and
+            # it is keyed and forwarded like the same path sent with that Host.
+            parts = split_absolute(raw)
+            if parts is None:
                 return self._done(request, _plain(400, "request target must be a path"), started)
-            path, route, raw_query, target = None, None, "", url.raw_path_qs or "/"
+            target = parts[2]
+            raw_path, _, raw_query = target.partition("?")
+            host = request_host(raw, host_header)
+            if host is not None and not host_allowed(host, self._allowed_hosts):
+                host = None
+        if host is None:
+            return self._done(request, _plain(400, "unknown or malformed host"), started)
+        path, route = self._resolve(raw_path)
         decision = decide(
             route,
             request.method,
             path,
             raw_query,
             request.headers,
-            host=self.upstream.host_header,
+            host=host,
             has_body=request.body_exists,
+            raw_path=raw_path,
         )
         if self._debug:
             log.debug("%s %s -> %s", request.method, raw_path if route else "-", decision)
@@ -152,10 +195,15 @@ class Proxy:
                 # one that must be fast (measured with bench/run.py).
                 key = decision.key
                 vary = self.store.vary_spec(key)
-                if vary is not None:
-                    key = variant_of(key, vary, request.headers)
                 now = self.clock()
-                entry = self.store.lookup(key, now)
+                if vary is None:
+                    entry = self.store.lookup(key, now)
+                else:
+                    key = variant_of(key, vary, request.headers)
+                    decision = decision._replace(learned=vary)
+                    # An answer stored without Vary (under the base key) suits every
+                    # client, e.g. the identity one beside an implicit gzip variant.
+                    entry = self.store.lookup(key, now) or self.store.lookup(decision.key, now)
                 if entry is not None and now < entry.fresh_until:
                     self.stats.record(decision.route.name, CacheOutcome.HIT)
                     hit = self._serve(request, entry, decision.route, "HIT", now)
@@ -501,25 +549,29 @@ class Proxy:
         self.stats.record(lookup.route.name, CacheOutcome.MISS)
         return _plain(exc.status, exc.reason, x_cache=x_cache)
 
-    async def _invalidate(self, request: web.BaseRequest, path: str, headers: Headers) -> None:
-        """RFC 9111 section 4.4: a successful unsafe request drops the entries of its
-        path, and of the ``Location``/``Content-Location`` it names on the same host."""
-        paths = {path}
-        hosts = {request.headers.get("Host", ""), self.upstream.host_header}
+    async def _invalidate(
+        self, request: web.BaseRequest, invalidate: frozenset[str], headers: Headers
+    ) -> None:
+        """RFC 9111 section 4.4: a successful unsafe request drops the entries of the
+        paths it may have changed (``policy.decide``), and of the ``Location`` /
+        ``Content-Location`` it names on the same host."""
+        paths = set(invalidate)
+        hosts = {
+            request_host(request.raw_path, request.headers.get("Host")),
+            normalise_host(self.upstream.host_header),
+        }
         for name in ("location", "content-location"):
             for value in h.get_all(headers, name):
                 url = URL(value.strip(), encoded=True)
-                if url.is_absolute() and url.raw_authority not in hosts:
+                if url.is_absolute() and normalise_host(url.raw_authority) not in hosts:
                     continue  # another origin: not ours to drop
                 target = request.url.join(url) if not url.is_absolute() else url
-                named = normalise_path(target.raw_path)
-                if named is not None:
-                    paths.add(named)
+                paths.update(resolutions(target.raw_path))
         purged = sum(self.store.purge_path(p) for p in paths)
         if self.shared is not None:
             for p in paths:
                 await self.shared.purge("path", p)
-        log.debug("%s %s: dropped %d entries (%s)", request.method, path, purged, sorted(paths))
+        log.debug("%s: dropped %d entries (%s)", request.method, purged, sorted(paths))
 
     def _stale_usable(self, stale: StoredResponse | None, route: RouteConfig) -> bool:
         return stale is not None and usable_on_error(stale, route, self.clock())
@@ -566,20 +618,22 @@ class Proxy:
             ("Cache-Status", status),
         )
         rh = request.headers
+        im, ius = rh.get("If-Match"), rh.get("If-Unmodified-Since")
         inm, ims = rh.get("If-None-Match"), rh.get("If-Modified-Since")
+        if (im is not None or ius is not None) and precondition_failed(
+            if_match=im,
+            if_unmodified_since=ius,
+            etag=entry.etag,
+            last_modified=h.get(entry.headers, "last-modified"),
+        ):
+            return web.Response(status=412, headers=_validators_only(headers))
         if (inm is not None or ims is not None) and not_modified(
             if_none_match=inm,
             if_modified_since=ims,
             etag=entry.etag,
             last_modified=h.get(entry.headers, "last-modified"),
         ):
-            kept = [
-                (n, v)
-                for n, v in headers
-                if n.lower() in _NOT_MODIFIED_HEADERS
-                or n in ("Age", "Via", "X-Cache", "Cache-Status")
-            ]
-            return web.Response(status=304, headers=kept)
+            return web.Response(status=304, headers=_validators_only(headers))
         body = entry.body
         range_header = rh.get("Range")
         if range_header is not None and entry.status == 200:
@@ -608,7 +662,7 @@ class Proxy:
         *,
         x_cache: str,
         status: str,
-        invalidate: str | None,
+        invalidate: frozenset[str] | None,
         fill: bool,
     ) -> web.StreamResponse:
         """Proxy the request unchanged, streaming both bodies; store nothing."""
@@ -652,7 +706,7 @@ class Proxy:
         body: object,
         x_cache: str,
         status: str,
-        invalidate: str | None,
+        invalidate: frozenset[str] | None,
     ) -> web.StreamResponse:
         """One pass-through request/response, both bodies streamed."""
         started = time.perf_counter()
@@ -708,13 +762,23 @@ def _upstream_headers(
         request.headers.items(),
         client_ip=request.remote or "",
         scheme=request.scheme,
+        host=request_host(request.raw_path, request.headers.get("Host")) or "",
         fill=fill,
         keyed=keyed,
     )
 
 
 def _fill_headers(request: web.BaseRequest, lookup: Lookup) -> Headers:
-    return _upstream_headers(request, fill=True, keyed=lookup.route.vary)
+    return _upstream_headers(request, fill=True, keyed=(*lookup.route.vary, *lookup.learned))
+
+
+def _validators_only(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The headers of a 304 (RFC 9110 section 15.4.5) or 412 answered from an entry."""
+    return [
+        (n, v)
+        for n, v in headers
+        if n.lower() in _NOT_MODIFIED_HEADERS or n in ("Age", "Via", "X-Cache", "Cache-Status")
+    ]
 
 
 def _copy_headers(out: web.StreamResponse, headers: Headers) -> None:

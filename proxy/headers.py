@@ -12,6 +12,7 @@ import hashlib
 from collections.abc import Iterable
 
 from proxy.entry import Headers
+from proxy.keys import normalise_accept_encoding
 
 PROXY_NAME = "sidecache"
 VIA_VALUE = "1.1 " + PROXY_NAME
@@ -64,6 +65,12 @@ UNKEYED = frozenset(
         "front-end-https",
     }
 )
+# Proactive negotiation (RFC 9110 section 12.5.3-5) that apps often honour without
+# saying ``Vary``: a fill sends them only when they are in the key (the route's
+# ``vary``, or the app's own ``Vary`` learned from a stored variant), so that one
+# client's language never becomes everybody's. ``Accept-Encoding`` is normalised
+# instead (``keys.normalise_accept_encoding``) and an encoded answer keyed on it.
+NEGOTIATION = frozenset({"accept", "accept-language", "accept-charset"})
 # Request headers whose value upstream is the proxy's doing (set, replaced or
 # removed), so that the client's own value cannot stand for it in a cache key.
 PROXY_CONTROLLED = (
@@ -103,21 +110,32 @@ def request_headers_for_upstream(
     *,
     client_ip: str,
     scheme: str,
+    host: str,
     fill: bool,
     keyed: Iterable[str] = (),
 ) -> Headers:
     """Headers to send upstream for a client request.
 
+    ``host`` is the host the request is for, normalised as the cache key holds it
+    (``keys.request_host``), and is sent as ``X-Forwarded-Host``: the client's raw
+    ``Host`` never is, so that the app cannot see a value the key does not.
     ``fill`` marks a cache fill, which drops conditionals and ``Range`` so that the
     whole representation comes back, and the ``UNKEYED`` inputs, except those the
-    route puts in its key (``keyed``, lower-case names).
+    route puts in its key (``keyed``, lower-case names); likewise ``NEGOTIATION``
+    headers not in ``keyed``, and it sends ``Accept-Encoding`` normalised.
     """
     items = tuple(headers)
-    host = next((v for n, v in items if n.lower() == "host"), "")
     drop = _PROXY_SET_REQUEST | _FRAMING
     if fill:
-        drop = drop | _CONDITIONAL | (UNKEYED - frozenset(keyed))
+        drop = drop | _CONDITIONAL | ((UNKEYED | NEGOTIATION) - frozenset(keyed))
+        drop = drop | {"accept-encoding"}
     kept = end_to_end(items, drop)
+    if fill:
+        coding = normalise_accept_encoding(
+            ", ".join(v for n, v in items if n.lower() == "accept-encoding")
+        )
+        if coding is not None:
+            kept = (*kept, ("Accept-Encoding", coding))
     via = [v for n, v in kept if n.lower() == "via"]
     out = [(n, v) for n, v in kept if n.lower() != "via"]
     out.append(("Via", ", ".join([*via, VIA_VALUE])))

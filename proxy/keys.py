@@ -66,7 +66,8 @@ def select_query(raw_query: str, mode: str | Sequence[str]) -> str | None:
     """The query string that joins the key and is forwarded upstream.
 
     ``all`` keeps the query exactly as sent; ``ignore`` drops it; a list keeps only
-    the named parameters, in their original order. Dropped parameters are not
+    the named parameters, ordered by name (repeated names keep their relative
+    order), so that ``?b=2&a=1`` and ``?a=1&b=2`` share one entry. Dropped parameters are not
     forwarded either: a response is never stored under a key that omits an input
     the upstream saw. Returns None for a query that cannot be read one way only.
     """
@@ -77,8 +78,9 @@ def select_query(raw_query: str, mode: str | Sequence[str]) -> str | None:
     if mode == "ignore" or not raw_query:
         return ""
     wanted = frozenset(mode)
-    kept = [part for part in raw_query.split("&") if unquote_plus(part.partition("=")[0]) in wanted]
-    return "&".join(kept)
+    named = [(unquote_plus(part.partition("=")[0]), part) for part in raw_query.split("&")]
+    kept = sorted((pair for pair in named if pair[0] in wanted), key=lambda pair: pair[0])
+    return "&".join(part for _, part in kept)
 
 
 def credential_digest(authorization: str | None, cookie: str | None) -> str:
@@ -126,3 +128,200 @@ def variant_key(base: str, names: Sequence[str], values: Sequence[str | None]) -
         for name, value in zip(names, values, strict=True)
     )
     return "\n".join(parts)
+
+
+_HOST_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.")
+_IPV6_CHARS = frozenset("0123456789abcdef:.")
+DEFAULT_PORTS = {"http": "80", "https": "443"}
+
+
+def normalise_host(raw: str, scheme: str = "http") -> str | None:
+    """The canonical ``host[:port]`` of a ``Host`` value or a target's authority, or
+    None if it is malformed (RFC 9110 section 7.2, RFC 3986 section 3.2.2).
+
+    Lower-cased, a trailing dot removed, the scheme's default port removed, leading
+    zeros of the port dropped: two values that name the same origin share a key.
+    Only DNS names, IPv4 and bracketed IPv6 literals are accepted; userinfo,
+    percent-encoding and anything else that could be read two ways is refused.
+    """
+    text = raw.strip(" \t").lower()
+    if text.startswith("["):
+        name, bracket, rest = text.partition("]")
+        name += bracket
+        if not bracket or len(name) < 4 or any(c not in _IPV6_CHARS for c in name[1:-1]):
+            return None
+        if rest and not rest.startswith(":"):
+            return None
+        port = rest[1:] if rest else None
+    else:
+        name, colon, port_text = text.partition(":")
+        port = port_text if colon else None
+        if name.endswith("."):
+            name = name[:-1]
+        if not name or len(name) > 253 or any(c not in _HOST_NAME_CHARS for c in name):
+            return None
+        if any(not label or len(label) > 63 for label in name.split(".")):
+            return None
+    if port:
+        if not port.isdigit() or not port.isascii() or int(port) > 65535:
+            return None
+        port = str(int(port))
+        if port != DEFAULT_PORTS.get(scheme):
+            return f"{name}:{port}"
+    return name
+
+
+def host_name(host: str) -> str:
+    """``host`` (as ``normalise_host`` returns it) without its port."""
+    if host.startswith("["):
+        return host.partition("]")[0] + "]"
+    return host.partition(":")[0]
+
+
+def host_allowed(host: str, allowed: Sequence[str]) -> bool:
+    """Is the normalised ``host`` named by ``allowed`` (``server.allowed_hosts``)?
+
+    Entries are normalised host names without a port; ``*.example.com`` names every
+    subdomain of ``example.com`` (not ``example.com`` itself) and ``*`` any host. An
+    empty list allows every host. The port is not compared.
+    """
+    if not allowed:
+        return True
+    name = host_name(host)
+    for pattern in allowed:
+        if pattern == "*" or pattern == name:
+            return True
+        if pattern.startswith("*.") and name.endswith(pattern[1:]):
+            return True
+    return False
+
+
+def split_absolute(target: str) -> tuple[str, str, str] | None:
+    """``(scheme, authority, path?query)`` of an absolute-form request target (RFC
+    9112 section 3.2.2), or None if it is not an ``http``/``https`` URL with an
+    authority. A fragment or userinfo makes it None too."""
+    scheme, sep, rest = target.partition("://")
+    scheme = scheme.lower()
+    if not sep or scheme not in DEFAULT_PORTS or "#" in rest:
+        return None
+    cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    authority, tail = rest[:cut], rest[cut:]
+    if not authority or "@" in authority:
+        return None
+    if not tail.startswith("/"):
+        tail = "/" + tail  # 'http://host' and 'http://host?q' mean the path '/'
+    return scheme, authority, tail
+
+
+def request_host(raw_target: str, host_header: str | None) -> str | None:
+    """The normalised host a request is for: the authority of an absolute-form target,
+    which replaces ``Host`` (RFC 9112 section 3.2.2), else ``Host``. ``""`` when
+    there is neither; None when the one that counts is malformed."""
+    if raw_target.startswith("/"):
+        return "" if host_header is None else normalise_host(host_header)
+    parts = split_absolute(raw_target)
+    if parts is None:
+        return None
+    return normalise_host(parts[1], parts[0])
+
+
+# Escapes that some servers decode before they split a path or resolve its dots.
+_STRUCTURAL_ESCAPES = (("%2f", "/"), ("%5c", "\\"), ("%2e", "."), ("%3b", ";"), ("%23", "#"))
+
+
+def _decode_structural(path: str) -> str:
+    lowered = path.lower()
+    if not any(escape in lowered for escape, _ in _STRUCTURAL_ESCAPES):
+        return path
+    out: list[str] = []
+    i = 0
+    while i < len(path):
+        replacement = next((c for e, c in _STRUCTURAL_ESCAPES if lowered.startswith(e, i)), None)
+        if replacement is None:
+            out.append(path[i])
+            i += 1
+        else:
+            out.append(replacement)
+            i += 3
+    return "".join(out)
+
+
+def _remove_dot_segments(path: str) -> str:
+    """RFC 3986 section 5.2.4, for a path that starts with ``/``."""
+    segments = path.split("/")[1:]
+    out: list[str] = []
+    for segment in segments:
+        if segment == "..":
+            if out:
+                out.pop()
+        elif segment != ".":
+            out.append(segment)
+    if segments and segments[-1] in (".", ".."):
+        out.append("")
+    return "/" + "/".join(out)
+
+
+def resolutions(raw_path: str) -> frozenset[str]:
+    """Every canonical path (as ``normalise_path`` gives it) that an app may resolve
+    the raw origin-form path ``raw_path`` to, for invalidation by unsafe requests.
+
+    Servers differ: some decode ``%2F``, ``%5C``, ``%2E``, ``%3B`` before routing,
+    read ``\\`` as ``/``, strip ``;parameters`` from segments, cut at ``#``, merge
+    ``//``; all of them resolve ``.`` and ``..`` (RFC 3986 section 5.2.4). Each
+    combination is tried, so that no stored entry the request may have changed
+    survives it: dropping one entry too many costs a fill, keeping a stale one
+    serves it.
+    """
+    if not raw_path.startswith("/"):
+        return frozenset()
+    found: set[str] = set()
+    for bits in range(32):
+        path = raw_path
+        if bits & 1:
+            path = _decode_structural(path)
+        if bits & 2:
+            path = path.replace("\\", "/")
+        if bits & 4:
+            path = path.partition("#")[0]
+        if bits & 8:
+            path = "/".join(segment.partition(";")[0] for segment in path.split("/"))
+        if bits & 16:
+            while "//" in path:
+                path = path.replace("//", "/")
+        canonical = normalise_path(_remove_dot_segments(path))
+        if canonical is not None:
+            found.add(canonical)
+    return frozenset(found)
+
+
+# Content codings a stored answer may carry, in the order a normalised
+# ``Accept-Encoding`` lists them (Varnish's buckets, widened to what browsers send).
+CODINGS = ("br", "gzip", "zstd")
+
+
+def normalise_accept_encoding(value: str | None) -> str | None:
+    """The codings of ``CODINGS`` that ``value`` accepts, as one canonical value
+    (``"br, gzip"``), or None for none: what a fill forwards and what an encoded
+    answer is keyed on, so that a client is only ever served an encoding it takes
+    and browsers with different ``Accept-Encoding`` spellings share one variant."""
+    if not value:
+        return None
+    accepted: set[str] = set()
+    refused: set[str] = set()
+    wildcard = False
+    for item in value.lower().split(","):
+        coding, _, params = item.partition(";")
+        coding = coding.strip()
+        coding = "gzip" if coding == "x-gzip" else coding
+        q = params.strip()
+        zero = q.startswith("q=") and q[2:].strip().rstrip("0").rstrip(".") in ("0", "")
+        if coding == "*":
+            wildcard = not zero
+        elif zero:
+            refused.add(coding)
+        else:
+            accepted.add(coding)
+    if wildcard:
+        accepted |= set(CODINGS) - refused
+    kept = [c for c in CODINGS if c in accepted and c not in refused]
+    return ", ".join(kept) if kept else None

@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from proxy import headers as h
 from proxy.entry import Body, Headers, StoredResponse
-from proxy.keys import build_key, credential_digest, select_query, variant_key
+from proxy.keys import (
+    build_key,
+    credential_digest,
+    normalise_accept_encoding,
+    resolutions,
+    select_query,
+    variant_key,
+)
 
 if TYPE_CHECKING:
     from proxy.config import RouteConfig
@@ -50,15 +57,18 @@ class Lookup(NamedTuple):
     # The request asks for a byte range: served from a stored entry, but a miss is
     # forwarded as it is and never stored (a part is not the whole object).
     partial: bool = False
+    # The app's Vary names learned for ``key`` (``store.vary_spec``): keyed through
+    # the variant, so a fill may forward them.
+    learned: tuple[str, ...] = ()
 
 
 class Bypass(NamedTuple):
-    """Forward unchanged and store nothing. ``invalidate`` names the path whose
+    """Forward unchanged and store nothing. ``invalidate`` names the paths whose
     entries a successful unsafe request drops."""
 
     reason: BypassReason
     route: RouteConfig | None
-    invalidate: str | None = None
+    invalidate: frozenset[str] | None = None
 
 
 Decision = Lookup | Bypass
@@ -75,11 +85,19 @@ def decide(
     *,
     host: str,
     has_body: bool,
+    raw_path: str | None = None,
 ) -> Decision:
-    """Decide how to handle a request. ``path`` is the normalised path, None if ambiguous."""
-    invalidate = path if method not in SAFE_METHODS else None
+    """Decide how to handle a request. ``path`` is the normalised path, None if
+    ambiguous; ``raw_path`` the path as received, which an unsafe request
+    invalidates under every path the app may resolve it to (``keys.resolutions``)."""
+    invalidate: frozenset[str] | None = None
+    if method not in SAFE_METHODS:
+        if raw_path is not None:
+            invalidate = resolutions(raw_path)
+        elif path is not None:
+            invalidate = frozenset({path})
     if path is None:
-        return Bypass(BypassReason.AMBIGUOUS, None)
+        return Bypass(BypassReason.AMBIGUOUS, None, invalidate)
     if route is None:
         return Bypass(BypassReason.NO_ROUTE, None, invalidate)
     if method not in route.methods:
@@ -99,13 +117,19 @@ def decide(
     if query is None:
         return Bypass(BypassReason.AMBIGUOUS, route)
     target = f"{path}?{query}" if query else path
-    vary = [(name, _joined(headers.getall(name, []))) for name in route.vary] if route.vary else ()
+    vary = [(name, _value(name, headers)) for name in route.vary] if route.vary else ()
     key = build_key(route.name, host, target, vary, creds)
     return Lookup(route, key, path, target, method == "HEAD", headers.get("Range") is not None)
 
 
 def _joined(values: list[str]) -> str | None:
     return ", ".join(values) if values else None
+
+
+def _value(name: str, headers: RequestHeaders) -> str | None:
+    """A request's value of header ``name`` as a key holds it."""
+    joined = _joined(headers.getall(name, []))
+    return normalise_accept_encoding(joined) if name == "accept-encoding" else joined
 
 
 class NoStore(enum.Enum):
@@ -164,7 +188,7 @@ def response_vary(headers: Headers) -> frozenset[str]:
 
 def variant_of(lookup_key: str, vary: tuple[str, ...], headers: RequestHeaders) -> str:
     """The variant key for a request, given the ``Vary`` names learned for its key."""
-    return variant_key(lookup_key, vary, [_joined(headers.getall(n, [])) for n in vary])
+    return variant_key(lookup_key, vary, [_value(n, headers) for n in vary])
 
 
 def content_type_allowed(content_type: str | None, allowed: tuple[str, ...]) -> bool:
@@ -194,7 +218,13 @@ def build_entry(
     ``request_headers`` (the request that was forwarded) had for those names.
     """
     route = lookup.route
-    vary = tuple(sorted(response_vary(headers) - set(route.vary)))
+    names = response_vary(headers)
+    coding = h.get(headers, "content-encoding")
+    if coding is not None and coding.strip().lower() not in ("", "identity"):
+        # An encoded answer suits only clients that accept its coding, whether or
+        # not the app said ``Vary: Accept-Encoding`` (aiohttp's compression does not).
+        names = names | {"accept-encoding"}
+    vary = tuple(sorted(names - set(route.vary)))
     key = lookup.key
     if vary:
         assert request_headers is not None, "a Vary response needs its request's headers"

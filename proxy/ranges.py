@@ -41,6 +41,34 @@ def not_modified(
     return since is not None and modified is not None and modified <= since
 
 
+def _strong_match(header: str, etag: str) -> bool:
+    """RFC 9110 section 8.8.3.2: strong comparison; a weak tag never matches."""
+    if etag.startswith("W/"):
+        return False
+    return any(c.strip() == etag for c in header.split(",") if not c.strip().startswith("W/"))
+
+
+def precondition_failed(
+    *,
+    if_match: str | None,
+    if_unmodified_since: str | None,
+    etag: str,
+    last_modified: str | None,
+) -> bool:
+    """RFC 9110 13.2.2 steps 1-2, evaluated before ``not_modified``: does the stored
+    response fail ``If-Match`` (strong comparison; ``*`` matches, an entry exists),
+    or, without ``If-Match``, ``If-Unmodified-Since``? True means ``412``.
+
+    ``If-Unmodified-Since`` is ignored when it is not a date or the entry has no
+    ``Last-Modified`` (section 13.1.4).
+    """
+    if if_match is not None:
+        return if_match.strip() != "*" and not _strong_match(if_match, etag)
+    since = _http_date(if_unmodified_since)
+    modified = _http_date(last_modified)
+    return since is not None and modified is not None and modified > since
+
+
 @dataclass(frozen=True, slots=True)
 class Partial:
     """Serve bytes ``start`` to ``end`` inclusive (206)."""

@@ -132,7 +132,7 @@ async def test_ambiguous_paths_are_never_served_from_or_stored_in_the_cache(
     assert proxy.runtime.store.figures().entries == 1
 
 
-async def test_absolute_form_targets_are_forwarded_by_path_and_not_cached(
+async def test_absolute_form_targets_are_forwarded_by_path_and_keyed_on_their_host(
     sidecache: Factory, upstream: TestServer
 ) -> None:
     proxy = await sidecache()
@@ -145,9 +145,13 @@ async def test_absolute_form_targets_are_forwarded_by_path_and_not_cached(
     response = await asyncio.wait_for(reader.read(), 10)
     writer.close()
     assert response.startswith(b"HTTP/1.1 200")
-    assert b"X-Cache: BYPASS" in response
+    assert b"X-Cache: MISS" in response
     assert upstream.app[HITS]["GET /api/photo/1"] == 1
-    assert proxy.runtime.store.figures().entries == 0
+    async with aiohttp.ClientSession() as session:
+        async with session.get(proxy.url / "api/photo/1") as r:
+            assert r.headers["X-Cache"] == "MISS"  # another host's entry
+        async with session.get(proxy.url / "api/photo/1", headers={"Host": "other.example"}) as r:
+            assert r.headers["X-Cache"] == "HIT"
 
 
 async def test_the_control_api_is_not_reachable_on_the_public_port(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import zlib
 from pathlib import Path
 
 import aiohttp
@@ -274,3 +275,211 @@ async def test_an_upstream_304_never_blanks_a_stored_body(
     upstream.app[FAIL_WITH][0] = 500
     async with client.get(url) as r:
         assert (r.status, r.headers["X-Cache"], await r.read()) == (200, "STALE", CLEAN)
+
+
+async def echoed_host(
+    client: aiohttp.ClientSession, url: object, host: str | None = None
+) -> tuple[str, str]:
+    """(X-Cache, the X-Forwarded-Host the app saw when it made the body)."""
+    headers = {"Host": host} if host is not None else {}
+    async with client.get(url, headers=headers) as r:  # type: ignore[arg-type]
+        assert r.status == 200
+        return r.headers["X-Cache"], (await r.read()).partition(b"|")[0].decode()
+
+
+@pytest.mark.parametrize(
+    "forged", ["evil.example", "evil.example:8080", "127.0.0.1:1", "EVIL.example.", "127.0.0.1"]
+)
+async def test_a_forged_host_never_plants_a_response_for_the_next_client(
+    sidecache: Factory, upstream: TestServer, client: aiohttp.ClientSession, forged: str
+) -> None:
+    proxy = await sidecache()
+    url = proxy.url.with_path("/api/photo/1").with_query(echo="X-Forwarded-Host")
+    attack = await echoed_host(client, url, forged)
+    assert attack[0] == "MISS"
+    innocent = f"127.0.0.1:{proxy.url.port}"
+    assert await echoed_host(client, url) == ("MISS", innocent)  # its own entry
+    assert await echoed_host(client, url) == ("HIT", innocent)
+    assert await echoed_host(client, url, forged) == ("HIT", attack[1])  # kept apart
+
+
+async def test_hosts_that_normalise_equal_share_one_entry(
+    sidecache: Factory, upstream: TestServer, client: aiohttp.ClientSession
+) -> None:
+    proxy = await sidecache()
+    url = proxy.url.with_path("/api/photo/1").with_query(echo="X-Forwarded-Host")
+    assert await echoed_host(client, url, "Photos.Example") == ("MISS", "photos.example")
+    for same in ("photos.example", "PHOTOS.EXAMPLE.", "photos.example:80", "photos.example:080"):
+        assert await echoed_host(client, url, same) == ("HIT", "photos.example"), same
+    assert upstream.app[HITS]["total"] == 1
+
+
+@pytest.mark.parametrize("bad", ["evil example", "a..b", "x@evil.example", "h:99999", "[zz]", ""])
+async def test_a_malformed_host_gets_400_and_reaches_nothing(
+    sidecache: Factory, upstream: TestServer, client: aiohttp.ClientSession, bad: str
+) -> None:
+    proxy = await sidecache()
+    payload = f"GET /api/photo/1 HTTP/1.1\r\nHost: {bad}\r\nConnection: close\r\n\r\n"
+    answer = await raw(proxy.url.port or 0, payload.encode())
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:100]
+    assert upstream.app[HITS]["total"] == 0 and proxy.runtime.store.figures().entries == 0
+
+
+async def test_an_absolute_form_target_is_for_its_own_host(
+    sidecache: Factory, upstream: TestServer, client: aiohttp.ClientSession
+) -> None:
+    proxy = await sidecache()
+    innocent = f"127.0.0.1:{proxy.url.port}"
+    path = "/api/photo/1?echo=X-Forwarded-Host"
+    attack = f"GET http://EVIL.example:80{path} HTTP/1.1\r\nHost: {innocent}\r\n"
+    answer = await raw(proxy.url.port or 0, attack.encode() + b"Connection: close\r\n\r\n")
+    assert b"\r\n\r\nevil.example|" in answer  # the target's authority replaced Host
+    url = proxy.url.with_path("/api/photo/1").with_query(echo="X-Forwarded-Host")
+    assert await echoed_host(client, url) == ("MISS", innocent)
+    assert await echoed_host(client, url, "evil.example") == ("HIT", "evil.example")
+
+
+async def test_allowed_hosts_refuse_every_other_host_before_the_cache(
+    sidecache: Factory, upstream: TestServer, client: aiohttp.ClientSession
+) -> None:
+    proxy = await sidecache(server={"allowed_hosts": ["photos.example", "*.cdn.example"]})
+    url = proxy.url.with_path("/api/photo/1").with_query(echo="X-Forwarded-Host")
+    assert await echoed_host(client, url, "PHOTOS.example.") == ("MISS", "photos.example")
+    assert await echoed_host(client, url, "a.b.cdn.example:8080") == (
+        "MISS",
+        "a.b.cdn.example:8080",
+    )
+    for refused in ("evil.example", "cdn.example", "127.0.0.1", "photos.example.evil"):
+        async with client.get(url, headers={"Host": refused}) as r:
+            assert r.status == 400, refused
+    absolute = b"GET http://evil.example/api/photo/1 HTTP/1.1\r\nHost: photos.example\r\n"
+    answer = await raw(proxy.url.port or 0, absolute + b"Connection: close\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:100]
+    assert upstream.app[HITS]["total"] == 2
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/api/photo/1",
+        "/api/photo/./1",
+        "/api/photo/x/../1",
+        "/api/photo/1;v=2",
+        "/api/photo/%2e/1",
+        "/api//photo/1",
+        "http://127.0.0.1:{port}/api/photo/1",
+        "http://other.example/api/photo/1",
+    ],
+)
+async def test_a_successful_delete_drops_every_entry_it_may_have_changed(
+    sidecache: Factory, upstream: TestServer, client: aiohttp.ClientSession, target: str
+) -> None:
+    proxy = await sidecache()
+    url = proxy.url / "api/photo/1"
+    async with client.get(url) as r:
+        assert r.headers["X-Cache"] == "MISS"
+    async with client.get(url) as r:
+        assert r.headers["X-Cache"] == "HIT"
+    port = proxy.url.port or 0
+    request = f"DELETE {target.format(port=port)} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+    answer = await raw(port, request.encode() + b"Connection: close\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 204"), answer[:200]
+    async with client.get(url) as r:
+        assert r.headers["X-Cache"] == "MISS"  # the stale copy did not survive
+
+
+async def fetch(
+    client: aiohttp.ClientSession, url: object, **headers: str
+) -> tuple[str, str | None, bytes]:
+    """(X-Cache, Content-Encoding, body as sent)."""
+    async with client.get(url, headers=headers, skip_auto_headers=["Accept-Encoding"]) as r:  # type: ignore[arg-type]
+        assert r.status == 200
+        return r.headers["X-Cache"], r.headers.get("Content-Encoding"), await r.read()
+
+
+async def test_an_encoding_is_served_only_to_clients_that_accept_it(
+    sidecache: Factory, upstream: TestServer, client: aiohttp.ClientSession
+) -> None:
+    proxy = await sidecache()
+    url = proxy.url.with_path("/api/photo/1").with_query(compress="1")
+    x_cache, coding, body = await fetch(client, url, **{"Accept-Encoding": "gzip"})
+    assert (x_cache, coding) == ("MISS", "gzip")
+    assert zlib.decompress(body, 16 + zlib.MAX_WBITS) == CLEAN
+    assert await fetch(client, url) == ("MISS", None, CLEAN)  # not the gzip copy
+    assert await fetch(client, url) == ("HIT", None, CLEAN)
+    assert await fetch(client, url, **{"Accept-Encoding": "gzip;q=0, identity"}) == (
+        "HIT",
+        None,
+        CLEAN,
+    )
+    assert await fetch(client, url, **{"Accept-Encoding": "GZIP"}) == ("HIT", "gzip", body)
+    sent = {k.lower(): v for k, v in upstream.app[LAST]["headers"]}  # type: ignore[union-attr]
+    assert "accept-encoding" not in sent  # the identity fill asked for no coding
+    x_cache, coding, _ = await fetch(client, url, **{"Accept-Encoding": "gzip, deflate, br"})
+    assert coding in (None, "gzip", "br")
+
+
+async def test_a_language_one_client_sends_never_becomes_everybodys(
+    sidecache: Factory, upstream: TestServer, client: aiohttp.ClientSession
+) -> None:
+    proxy = await sidecache()
+    url = proxy.url.with_path("/api/photo/1").with_query(echo="Accept-Language")
+    x_cache, _, body = await fetch(client, url, **{"Accept-Language": "xx-evil"})
+    assert (x_cache, body.partition(b"|")[0]) == ("MISS", b"-")  # not forwarded on a fill
+    x_cache, _, body = await fetch(client, url, **{"Accept-Language": "en"})
+    assert (x_cache, body.partition(b"|")[0]) == ("HIT", b"-")
+
+
+async def test_a_language_the_app_varies_on_is_forwarded_once_it_is_keyed(
+    sidecache: Factory, upstream: TestServer, client: aiohttp.ClientSession
+) -> None:
+    proxy = await sidecache()
+    url = proxy.url.with_path("/api/photo/1").with_query(
+        echo="Accept-Language", vary="Accept-Language"
+    )
+
+    async def language(value: str | None) -> tuple[str, bytes]:
+        headers = {"Accept-Language": value} if value is not None else {}
+        x_cache, _, body = await fetch(client, url, **headers)
+        return x_cache, body.partition(b"|")[0]
+
+    assert await language("de") == ("MISS", b"-")  # before the app's Vary is known
+    assert await language("de") == ("MISS", b"de")  # now keyed, so forwarded
+    assert await language("de") == ("HIT", b"de")
+    assert await language(None) == ("HIT", b"-")
+    assert await language("fr") == ("MISS", b"fr")
+
+
+async def test_kept_query_parameters_are_keyed_and_forwarded_in_one_order(
+    sidecache: Factory, upstream: TestServer, client: aiohttp.ClientSession
+) -> None:
+    routes = [{"name": "p", "match": "/api/photo/{id}", "ttl": 60, "query": ["size", "type"]}]
+    proxy = await sidecache(routes)
+    url = proxy.url.with_path("/api/photo/1")
+    async with client.get(url.with_query("type=image/png&sig=x&size=10")) as r:
+        assert (r.headers["X-Cache"], await r.read()) == ("MISS", photo_body("1", 10))
+    assert upstream.app[LAST]["path_qs"] == "/api/photo/1?size=10&type=image/png"
+    async with client.get(url.with_query("size=10&type=image/png")) as r:
+        assert (r.headers["X-Cache"], r.headers["Content-Type"]) == ("HIT", "image/png")
+
+
+async def test_if_match_and_if_unmodified_since_are_answered_412_on_a_hit(
+    sidecache: Factory, upstream: TestServer, client: aiohttp.ClientSession
+) -> None:
+    proxy = await sidecache()
+    lm = "Tue, 24 Nov 2026 10:00:00 GMT"
+    url = proxy.url.with_path("/api/photo/1").with_query({"etag": '"v1"', "last-modified": lm})
+    async with client.get(url) as r:
+        assert r.headers["X-Cache"] == "MISS"
+    cases = [
+        ({"If-Match": '"v2"'}, 412),
+        ({"If-Match": '"v2"', "If-None-Match": '"v1"'}, 412),  # evaluated first
+        ({"If-Match": '"v1"'}, 200),
+        ({"If-Unmodified-Since": "Tue, 24 Nov 2026 09:00:00 GMT"}, 412),
+        ({"If-Unmodified-Since": lm}, 200),
+        ({"If-Match": '"v1"', "If-None-Match": '"v1"'}, 304),
+    ]
+    for headers, status in cases:
+        async with client.get(url, headers=headers) as r:
+            assert (r.status, r.headers["X-Cache"]) == (status, "HIT"), headers
+            assert (await r.read() == CLEAN) is (status == 200)

@@ -157,7 +157,8 @@ async def test_replicas_share_cold_fills_hits_and_purges(
     url = "gated/photo/1"
 
     async def get(replica: Running) -> tuple[str, str, bytes]:
-        async with client.get(replica.url / url) as r:
+        # Replicas behind one public name: the host is part of the key.
+        async with client.get(replica.url / url, headers={"Host": "photos.example"}) as r:
             return r.headers["X-Cache"], r.headers["Cache-Status"], await r.read()
 
     first = [asyncio.create_task(get(a)), asyncio.create_task(get(b))]
@@ -339,7 +340,7 @@ async def test_three_replica_processes_make_one_upstream_request_and_share_purge
             replicas.append(await start_replica(tmp_path, name, upstream.port, namespace))
 
         async def get(base: str, path: str) -> tuple[str, bytes]:
-            async with client.get(f"{base}{path}") as r:
+            async with client.get(f"{base}{path}", headers={"Host": "photos.example"}) as r:
                 return r.headers["X-Cache"], await r.read()
 
         cold = [

@@ -71,7 +71,10 @@ async def photo(request: web.Request) -> web.StreamResponse:
             await resp.write(body[i : i + 4096])
         await resp.write_eof()
         return resp
-    return web.Response(status=status, body=body, headers=headers)
+    response = web.Response(status=status, body=body, headers=headers)
+    if "compress" in request.query:  # as the client accepts, without saying Vary
+        response.enable_compression()
+    return response
 
 
 async def truncated(request: web.Request) -> web.StreamResponse:
@@ -133,6 +136,13 @@ async def hang(request: web.Request) -> web.Response:
     raise AssertionError("unreachable")
 
 
+async def resolving_delete(request: web.Request) -> web.Response:
+    """A DELETE on a path the routes above do not read literally (dot segments,
+    ``;`` parameters, ``//``): accepted, as an app that resolves them would."""
+    _count(request)
+    return web.Response(status=204)
+
+
 def build_app() -> web.Application:
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app[HITS] = Counter()
@@ -148,6 +158,7 @@ def build_app() -> web.Application:
     app.router.add_get("/api/my-photos", my_photos)
     app.router.add_get("/hang", hang)
     app.router.add_get("/stream/{id}", stream)
+    app.router.add_delete("/api/{tail:.*}", resolving_delete)
     return app
 
 

@@ -305,3 +305,11 @@ def test_a_blank_token_does_not_expose_the_control_port(token: str) -> None:
         f"<config>: control.token: {token!r} is only whitespace: "
         "set a real token to expose the control port"
     )
+
+
+def test_allowed_hosts_are_normalised_and_empty_by_default() -> None:
+    assert parse_config(MINIMAL).server.allowed_hosts == ()
+    config = parse_config(
+        {**MINIMAL, "server": {"allowed_hosts": ["Photos.Example.", "*.CDN.example", "*", "[::1]"]}}
+    )
+    assert config.server.allowed_hosts == ("photos.example", "*.cdn.example", "*", "[::1]")

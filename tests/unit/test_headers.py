@@ -37,7 +37,9 @@ def test_request_headers_for_upstream_sets_forwarding_headers_and_distrusts_clie
         ("Range", "bytes=0-1"),
         ("Accept", "image/*"),
     )
-    out = h.request_headers_for_upstream(given, client_ip="10.0.0.7", scheme="http", fill=False)
+    out = h.request_headers_for_upstream(
+        given, client_ip="10.0.0.7", scheme="http", host="photos.example", fill=False
+    )
     d = {n.lower(): v for n, v in out}
     assert "host" not in d  # the client library sets the upstream's own Host
     assert d["x-forwarded-for"] == "10.0.0.7"
@@ -51,7 +53,7 @@ def test_request_headers_for_upstream_sets_forwarding_headers_and_distrusts_clie
     filled = {
         n.lower(): v
         for n, v in h.request_headers_for_upstream(
-            given, client_ip="10.0.0.7", scheme="http", fill=True
+            given, client_ip="10.0.0.7", scheme="http", host="photos.example", fill=True
         )
     }
     assert "if-none-match" not in filled and "range" not in filled
@@ -125,3 +127,27 @@ def test_get_helpers_are_case_insensitive() -> None:
     assert h.get(hs, "VARY") == "a"
     assert h.get_all(hs, "Vary") == ["a", "b"]
     assert h.get(hs, "x") is None
+
+
+def test_fills_send_negotiation_headers_only_when_keyed_and_accept_encoding_normalised() -> None:
+    given = (
+        ("Accept-Language", "de"),
+        ("Accept", "image/webp"),
+        ("Accept-Encoding", "gzip, deflate, br"),
+        ("User-Agent", "ua"),
+    )
+
+    def fill(keyed: tuple[str, ...] = ()) -> dict[str, str]:
+        out = h.request_headers_for_upstream(
+            given, client_ip="1.2.3.4", scheme="http", host="h", fill=True, keyed=keyed
+        )
+        return {n.lower(): v for n, v in out}
+
+    plain = fill()
+    assert "accept-language" not in plain and "accept" not in plain
+    assert plain["accept-encoding"] == "br, gzip" and plain["user-agent"] == "ua"
+    assert fill(("accept-language",))["accept-language"] == "de"
+    passed = h.request_headers_for_upstream(
+        given, client_ip="1.2.3.4", scheme="http", host="h", fill=False
+    )
+    assert ("Accept-Encoding", "gzip, deflate, br") in passed  # pass-through: as sent

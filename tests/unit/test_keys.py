@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.keys import build_key, credential_digest, normalise_path, select_query
+from proxy.keys import (
+    build_key,
+    credential_digest,
+    host_allowed,
+    normalise_accept_encoding,
+    normalise_host,
+    normalise_path,
+    request_host,
+    resolutions,
+    select_query,
+    split_absolute,
+)
 
 
 @pytest.mark.parametrize(
@@ -54,8 +65,12 @@ def test_normalise_path(raw: str, expected: str | None) -> None:
         ("", "all", ""),
         ("b=2&a=1", "all", "b=2&a=1"),
         ("b=2&a=1", "ignore", ""),
-        ("w=100&sig=x&h=50", ("w", "h"), "w=100&h=50"),
+        ("w=100&sig=x&h=50", ("w", "h"), "h=50&w=100"),
         ("w=100&w=200", ("w",), "w=100&w=200"),
+        # Kept parameters in canonical order: one entry, one upstream query.
+        ("h=50&w=100", ("w", "h"), "h=50&w=100"),
+        ("w=100&h=50", ("w", "h"), "h=50&w=100"),
+        ("w=2&h=50&w=1", ("w", "h"), "h=50&w=2&w=1"),
         ("sig=x", ("w",), ""),
         ("", ("w",), ""),
         ("%77=1&x=2", ("w",), "%77=1"),
@@ -125,3 +140,147 @@ def test_variant_keys_differ_by_value_and_by_absence() -> None:
     keys = {variant_key("base", names, [v]) for v in ("en", "fr", "", None)}
     assert len(keys) == 4
     assert all(k.startswith("base\nvary\n") for k in keys)
+
+
+@pytest.mark.parametrize(
+    ("raw", "scheme", "expected"),
+    [
+        ("photos.example", "http", "photos.example"),
+        ("Photos.EXAMPLE.", "http", "photos.example"),
+        ("photos.example:80", "http", "photos.example"),
+        ("photos.example:080", "http", "photos.example"),
+        ("photos.example:443", "http", "photos.example:443"),
+        ("photos.example:443", "https", "photos.example"),
+        ("photos.example:", "http", "photos.example"),
+        ("127.0.0.1:8080", "http", "127.0.0.1:8080"),
+        ("[::1]:8080", "http", "[::1]:8080"),
+        ("[::1]:80", "http", "[::1]"),
+        ("[FE80::1]", "http", "[fe80::1]"),
+        (" photos.example ", "http", "photos.example"),
+        ("under_score.example", "http", "under_score.example"),
+        # Malformed: refused with 400.
+        ("", "http", None),
+        (".", "http", None),
+        ("a..b", "http", None),
+        (".a", "http", None),
+        ("evil example", "http", None),
+        ("user@photos.example", "http", None),
+        ("photos.example:99999", "http", None),
+        ("photos.example:8o", "http", None),
+        ("photos.example:-1", "http", None),
+        ("photos%2eexample", "http", None),
+        ("[::1", "http", None),
+        ("[zz]", "http", None),
+        ("[::1]x", "http", None),
+        ("ph\u00f6tos.example", "http", None),
+        ("a" * 64 + ".example", "http", None),
+        ("photos.example:\u0661", "http", None),
+    ],
+)
+def test_normalise_host(raw: str, scheme: str, expected: str | None) -> None:
+    assert normalise_host(raw, scheme) == expected
+
+
+@pytest.mark.parametrize(
+    ("host", "allowed", "expected"),
+    [
+        ("evil.example", (), True),
+        ("photos.example", ("photos.example",), True),
+        ("photos.example:8080", ("photos.example",), True),
+        ("evil.example", ("photos.example",), False),
+        ("photos.example.evil", ("photos.example",), False),
+        ("a.cdn.example", ("*.cdn.example",), True),
+        ("a.b.cdn.example:81", ("*.cdn.example",), True),
+        ("cdn.example", ("*.cdn.example",), False),
+        ("evilcdn.example", ("*.cdn.example",), False),
+        ("[::1]:8080", ("[::1]",), True),
+        ("anything", ("*",), True),
+        ("", ("photos.example",), False),
+    ],
+)
+def test_host_allowed(host: str, allowed: tuple[str, ...], expected: bool) -> None:
+    assert host_allowed(host, allowed) is expected
+
+
+@pytest.mark.parametrize(
+    ("target", "host", "expected"),
+    [
+        ("/api/photo/1", "Photos.Example:80", "photos.example"),
+        ("/api/photo/1", None, ""),
+        ("/api/photo/1", "bad host", None),
+        ("http://EVIL.example/api/photo/1", "photos.example", "evil.example"),
+        ("https://evil.example:443/x", None, "evil.example"),
+        ("HTTP://evil.example:8080?q", None, "evil.example:8080"),
+        ("http://user@evil.example/x", None, None),
+        ("ftp://evil.example/x", None, None),
+        ("http:///x", None, None),
+        ("*", "photos.example", None),
+    ],
+)
+def test_request_host(target: str, host: str | None, expected: str | None) -> None:
+    assert request_host(target, host) == expected
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("http://h/a/b?q=1", ("http", "h", "/a/b?q=1")),
+        ("https://h:8443", ("https", "h:8443", "/")),
+        ("http://h?q", ("http", "h", "/?q")),
+        ("http://h/a#f", None),
+        ("http://u:p@h/", None),
+        ("h/a", None),
+    ],
+)
+def test_split_absolute(target: str, expected: tuple[str, str, str] | None) -> None:
+    assert split_absolute(target) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("/c/del", {"/c/del"}),
+        ("/c/%31", {"/c/1"}),
+        ("/c/./x", {"/c/x"}),
+        ("/c/a/../x", {"/c/x"}),
+        ("/c/x/.", {"/c/x/"}),
+        ("/c/..", {"/"}),
+        ("/c/x;v=2", {"/c/x"}),
+        ("/c/x;a/..;/y", {"/c/y"}),
+        ("/c/%2e/x", {"/c/x"}),
+        ("/c/%2E%2E/x", {"/x"}),
+        ("/c%2Fx", {"/c/x"}),
+        ("/c%5cx", {"/c/x"}),
+        ("/c\\x", {"/c/x"}),
+        ("/c//x", {"/c/x"}),
+        ("/c/x#frag", {"/c/x"}),
+        ("/c/x%3Bv=1", {"/c/x", "/c/x%3Bv=1"}),
+        ("/c/x%3Bv=1/%2e%2e/y", {"/c/y"}),
+        ("c/x", set()),
+    ],
+)
+def test_resolutions_cover_every_path_an_app_may_read(raw: str, expected: set[str]) -> None:
+    assert resolutions(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, None),
+        ("", None),
+        ("identity", None),
+        ("gzip", "gzip"),
+        ("GZIP", "gzip"),
+        ("x-gzip", "gzip"),
+        ("gzip, deflate, br, zstd", "br, gzip, zstd"),
+        ("br;q=1.0, gzip;q=0.8", "br, gzip"),
+        ("gzip;q=0", None),
+        ("gzip;q=0.000, br", "br"),
+        ("*", "br, gzip, zstd"),
+        ("*, br;q=0", "gzip, zstd"),
+        ("*;q=0, gzip", "gzip"),
+    ],
+)
+def test_normalise_accept_encoding(value: str | None, expected: str | None) -> None:
+    assert normalise_accept_encoding(value) == expected
+    assert normalise_accept_encoding(expected) == expected  # idempotent: fills send it

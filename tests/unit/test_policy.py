@@ -23,6 +23,7 @@ from proxy.policy import (
     freshness,
     store_refusal,
     usable_on_error,
+    variant_of,
 )
 
 
@@ -54,6 +55,7 @@ def run(
     query: str = "",
     headers: dict[str, str] | None = None,
     has_body: bool = False,
+    raw_path: str | None = None,
 ) -> Lookup | Bypass:
     return decide(
         route,  # type: ignore[arg-type]
@@ -63,6 +65,7 @@ def run(
         CIMultiDict(headers or {}),
         host="app:8000",
         has_body=has_body,
+        raw_path=raw_path,
     )
 
 
@@ -71,9 +74,20 @@ def run(
     [
         ({"path": None}, BypassReason.AMBIGUOUS, None),
         ({"route": None}, BypassReason.NO_ROUTE, None),
-        ({"route": None, "method": "POST"}, BypassReason.NO_ROUTE, "/api/photo/1"),
-        ({"method": "POST"}, BypassReason.METHOD, "/api/photo/1"),
-        ({"method": "DELETE"}, BypassReason.METHOD, "/api/photo/1"),
+        ({"route": None, "method": "POST"}, BypassReason.NO_ROUTE, {"/api/photo/1"}),
+        ({"method": "POST"}, BypassReason.METHOD, {"/api/photo/1"}),
+        ({"method": "DELETE"}, BypassReason.METHOD, {"/api/photo/1"}),
+        # An ambiguous path is still invalidated, under every reading of it.
+        (
+            {"method": "DELETE", "path": None, "raw_path": "/api/photo/./1;v=2"},
+            BypassReason.AMBIGUOUS,
+            {"/api/photo/1"},
+        ),
+        (
+            {"method": "PUT", "raw_path": "/api/photo/%31"},
+            BypassReason.METHOD,
+            {"/api/photo/1"},
+        ),
         ({"method": "OPTIONS"}, BypassReason.METHOD, None),
         ({"has_body": True}, BypassReason.REQUEST_BODY, None),
         ({"headers": {"Authorization": "Bearer a"}}, BypassReason.CREDENTIALS, None),
@@ -82,7 +96,7 @@ def run(
     ],
 )
 def test_bypass_decisions(
-    kwargs: dict[str, Any], reason: BypassReason, invalidate: str | None
+    kwargs: dict[str, Any], reason: BypassReason, invalidate: set[str] | None
 ) -> None:
     decision = run(**kwargs)
     assert isinstance(decision, Bypass)
@@ -245,3 +259,29 @@ def test_age_adds_the_upstream_age() -> None:
     assert age(e, 1000.0) == 7
     assert age(e, 1030.5) == 37
     assert age(e, 900.0) == 7  # a clock that went backwards never yields a negative age
+
+
+@pytest.mark.parametrize(
+    ("headers", "vary"),
+    [
+        ((("Content-Encoding", "gzip"),), ("accept-encoding",)),
+        (
+            (("Content-Encoding", "br"), ("Vary", "Accept-Language")),
+            ("accept-encoding", "accept-language"),
+        ),
+        ((("Content-Encoding", "identity"),), ()),
+        ((), ()),
+    ],
+)
+def test_an_encoded_answer_is_a_variant_on_accept_encoding(
+    headers: Headers, vary: tuple[str, ...]
+) -> None:
+    lookup = run()
+    assert isinstance(lookup, Lookup)
+    request = CIMultiDict({"Accept-Encoding": "gzip"})
+    entry = build_entry(lookup, 200, headers, b"body", now=1.0, request_headers=request)
+    assert entry.vary == vary
+    if vary:
+        same = CIMultiDict({"Accept-Encoding": "x-gzip;q=1, deflate"})
+        assert variant_of(lookup.key, vary, same) == entry.key
+        assert variant_of(lookup.key, vary, CIMultiDict()) != entry.key

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.ranges import Partial, Unsatisfiable, answer_range, not_modified
+from proxy.ranges import Partial, Unsatisfiable, answer_range, not_modified, precondition_failed
 
 ETAG = '"abc"'
 LM = "Tue, 24 Nov 2026 10:00:00 GMT"
@@ -67,3 +67,32 @@ def test_answer_range(header: str | None, size: int, expected: object) -> None:
 )
 def test_if_range_needs_this_strong_etag(if_range: str, expected: object) -> None:
     assert answer_range("bytes=0-9", 100, if_range=if_range, etag=ETAG) == expected
+
+
+@pytest.mark.parametrize(
+    ("im", "ius", "etag", "last_modified", "failed"),
+    [
+        (None, None, ETAG, LM, False),
+        ('"abc"', None, ETAG, LM, False),
+        ('"x", "abc"', None, ETAG, LM, False),
+        ("*", None, ETAG, LM, False),
+        ('"zzz"', None, ETAG, LM, True),
+        ('W/"abc"', None, ETAG, LM, True),  # strong comparison
+        ('"abc"', None, 'W/"abc"', LM, True),
+        ('"abc"', "Tue, 24 Nov 2026 09:00:00 GMT", ETAG, LM, False),  # If-Match wins
+        (None, "Tue, 24 Nov 2026 10:00:00 GMT", ETAG, LM, False),
+        (None, "Tue, 24 Nov 2026 11:00:00 GMT", ETAG, LM, False),
+        (None, "Tue, 24 Nov 2026 09:59:59 GMT", ETAG, LM, True),
+        (None, "Tue, 24 Nov 2026 09:00:00 GMT", ETAG, None, False),  # no date: ignored
+        (None, "not a date", ETAG, LM, False),
+    ],
+)
+def test_precondition_failed(
+    im: str | None, ius: str | None, etag: str, last_modified: str | None, failed: bool
+) -> None:
+    assert (
+        precondition_failed(
+            if_match=im, if_unmodified_since=ius, etag=etag, last_modified=last_modified
+        )
+        is failed
+    )
