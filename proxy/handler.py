@@ -499,7 +499,10 @@ class Proxy:
             assert stale is not None
             return self._serve_stale(request, stale, lookup.route, exc.reason.replace(" ", "-"))
         self.stats.record(lookup.route.name, CacheOutcome.MISS)
-        return _plain(exc.status, exc.reason, x_cache=x_cache)
+        # A miss refused for want of an upstream slot says when to come back, as
+        # pass-through requests do.
+        retry_after = 1 if isinstance(exc, UpstreamBusy) else None
+        return _plain(exc.status, exc.reason, x_cache=x_cache, retry_after=retry_after)
 
     async def _invalidate(self, request: web.BaseRequest, path: str, headers: Headers) -> None:
         """RFC 9111 section 4.4: a successful unsafe request drops the entries of its

@@ -170,3 +170,27 @@ async def test_hundreds_of_concurrent_clients(
     stats = proxy.runtime.snapshot()
     assert stats["cache"]["hits"] == 290 and stats["cache"]["misses"] == 10  # type: ignore[index]
     assert stats["upstream"]["requests"] == 10 and stats["upstream"]["in_flight"] == 0  # type: ignore[index]
+
+
+async def test_a_cache_miss_refused_for_want_of_a_slot_gets_retry_after(
+    sidecache: Factory, upstream: TestServer, client: aiohttp.ClientSession
+) -> None:
+    """The fill's leader and a client coalesced onto it are both told when to retry."""
+    proxy = await sidecache(upstream={"max_connections": 1, "queue_timeout": "2s"})
+    held = asyncio.create_task(get(client, proxy.url / "gated/photo/9"))  # takes the only slot
+    await until_stats(proxy, "upstream", "in_flight", 1)
+    leader = asyncio.create_task(client.get(proxy.url / "api/photo/1"))
+    await until_stats(proxy, "upstream", "queued", 1)  # the fill waits for a slot
+    follower = asyncio.create_task(client.get(proxy.url / "api/photo/1"))
+    await until_stats(proxy, "upstream", "coalesced", 1)  # waits for that fill
+    async with asyncio.timeout(10):
+        for waiting in (leader, follower):
+            r = await waiting
+            assert r.status == 503
+            assert r.headers["Retry-After"] == "1"
+            assert r.headers["X-Cache"] == "MISS"
+            assert "upstream busy" in await r.text()
+    assert proxy.runtime.snapshot()["upstream"]["rejected"] == 1  # type: ignore[index]
+    upstream.app[GATE].set()
+    assert (await held)[0] == 200
+    assert upstream.app[HITS]["GET /api/photo/1"] == 0
