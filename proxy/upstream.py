@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from proxy.config import UpstreamConfig
 
 CHUNK = 256 * 1024
+# Readiness probes in flight at once, each on a connection of its own.
+PROBE_CONNECTIONS = 4
 
 
 class UpstreamError(Exception):
@@ -108,6 +110,7 @@ class Upstream:
         self.base = URL(config.url)
         self.host_header = self.base.raw_authority
         self._session: aiohttp.ClientSession | None = None
+        self._probe_session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
@@ -130,11 +133,21 @@ class Upstream:
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
             raise_for_status=False,
         )
+        # Readiness asks on its own connections, outside the pool and the admission
+        # slots: an app busy with max_connections requests still answers, and is ready.
+        self._probe_session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=PROBE_CONNECTIONS, force_close=True),
+            timeout=aiohttp.ClientTimeout(sock_connect=self.config.connect_timeout),
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            raise_for_status=False,
+        )
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for session in (self._session, self._probe_session):
+            if session is not None:
+                await session.close()
+        self._session = self._probe_session = None
 
     @asynccontextmanager
     async def request(
@@ -167,9 +180,14 @@ class Upstream:
             resp.release()
 
     async def probe(self) -> bool:
-        """Does the upstream answer HTTP at all? Used by ``/readyz`` (the caller bounds it)."""
+        """Does the upstream answer HTTP at all? Used by ``/readyz`` (the caller bounds it).
+
+        A fresh connection of its own: it never waits for a pooled connection nor
+        for an admission slot."""
+        assert self._probe_session is not None, "Upstream.start() was not awaited"
         try:
-            async with self.request("HEAD", "/", ()):
-                return True
+            with translate_errors():
+                async with self._probe_session.head(self.base, allow_redirects=False):
+                    return True
         except UpstreamError:
             return False
