@@ -8,6 +8,7 @@ caching.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Any
@@ -111,6 +112,14 @@ class Upstream:
         self.host_header = self.base.raw_authority
         self._session: aiohttp.ClientSession | None = None
         self._probe_session: aiohttp.ClientSession | None = None
+        self._whole_timeout = aiohttp.ClientTimeout(
+            total=config.timeout,
+            sock_connect=config.connect_timeout,
+            sock_read=config.read_timeout,
+        )
+        self._relay_timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=config.connect_timeout, sock_read=config.read_timeout
+        )
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
@@ -121,11 +130,7 @@ class Upstream:
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
-            timeout=aiohttp.ClientTimeout(
-                total=self.config.timeout,
-                sock_connect=self.config.connect_timeout,
-                sock_read=self.config.read_timeout,
-            ),
+            timeout=self._whole_timeout,
             # The proxy forwards bytes: no decompression, no cookie jar shared
             # between clients, no headers the client did not send.
             auto_decompress=False,
@@ -156,8 +161,16 @@ class Upstream:
         target: str,
         headers: Headers,
         body: Any = None,
+        *,
+        relayed: bool = False,
     ) -> AsyncIterator[UpstreamResponse]:
         """Send a request for ``target`` (raw path and query) and yield its response.
+
+        ``timeout`` bounds the whole response, unless the body is ``relayed`` to a
+        client as it is read: then it bounds the response head only, and the body
+        is bounded by ``read_timeout`` (silence) and by the caller, so that a slow
+        client is not taken for a failing app. (aiohttp's ``total`` covers the body
+        reads too: ``StreamReader`` waits under the request's timer.)
 
         The response is released (the connection returned to the pool, or closed
         if the body was not read to its end) when the block exits.
@@ -165,15 +178,17 @@ class Upstream:
         assert self._session is not None, "Upstream.start() was not awaited"
         url = URL(str(self.base) + target, encoded=True)
         with translate_errors():
-            resp = await self._session.request(
-                method,
-                url,
-                headers=headers,
-                data=body,
-                allow_redirects=False,
-                compress=None,
-                chunked=None,
-            )
+            async with asyncio.timeout(self.config.timeout if relayed else None):
+                resp = await self._session.request(
+                    method,
+                    url,
+                    headers=headers,
+                    data=body,
+                    allow_redirects=False,
+                    compress=None,
+                    chunked=None,
+                    timeout=self._relay_timeout if relayed else self._whole_timeout,
+                )
         try:
             yield UpstreamResponse(resp)
         finally:
