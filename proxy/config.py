@@ -159,6 +159,9 @@ class UpstreamConfig(BaseModel):
     # Longest silence between two reads of a response: a stalled body fails
     # after this, not after the whole ``timeout``.
     read_timeout: PositiveDuration = 15.0
+    # A pass-through body relayed to a client may hold its upstream slot this long
+    # after the response head, at most (a slow client's download is cut then).
+    stream_timeout: PositiveDuration = 600.0
 
     @field_validator("url", mode="before")
     @classmethod
@@ -385,6 +388,7 @@ class ServerConfig(BaseModel):
     model_config = _FROZEN
     header_timeout: PositiveDuration = 10.0  # a request's head must arrive within this
     keepalive_timeout: PositiveDuration = 75.0  # idle keep-alive connections are closed
+    send_timeout: PositiveDuration = 60.0  # a client that takes no data this long is cut
     max_body_bytes: Size = 64 * 1024**2  # larger request bodies get 413, unread
     shutdown_grace: Duration = 10.0  # in-flight requests may finish within this on stop
     # Refuse to start on an HTTP parser known to be unsafe (aiohttp's pure-Python

@@ -95,6 +95,9 @@ async def _healthz(request: web.Request) -> web.Response:
 
 async def _readyz(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME_KEY]
+    if runtime.draining:
+        # Stopping: load balancers should send no more, while in-flight requests end.
+        return web.Response(status=503, text="draining\n", headers={"Cache-Control": "no-store"})
     timeout = min(READY_PROBE_TIMEOUT, runtime.config.upstream.connect_timeout * 2)
     try:
         async with asyncio.timeout(timeout):

@@ -65,6 +65,10 @@ class GuardedServer(web.Server):
         super().__init__(handler, **kwargs)
         self._header_timeout = header_timeout
 
+    def requests_in_progress(self) -> int:
+        """Requests being handled or answered now, on every connection."""
+        return sum(1 for conn in self.connections if conn._request_in_progress)
+
     def __call__(self) -> RequestHandler:
         protocol = GuardedRequestHandler(self, loop=self._loop, **self._kwargs)
         protocol.header_timeout = self._header_timeout

@@ -60,7 +60,7 @@ from proxy.routes import RouteTable
 from proxy.shared import SharedTier
 from proxy.stats import CacheOutcome, Stats
 from proxy.store import MemoryLRUCache
-from proxy.upstream import Upstream, UpstreamBusy, UpstreamError
+from proxy.upstream import Upstream, UpstreamBusy, UpstreamError, UpstreamResponse
 
 if TYPE_CHECKING:
     from proxy.config import Config, RouteConfig
@@ -547,7 +547,10 @@ class Proxy:
             assert stale is not None
             return self._serve_stale(request, stale, lookup.route, exc.reason.replace(" ", "-"))
         self.stats.record(lookup.route.name, CacheOutcome.MISS)
-        return _plain(exc.status, exc.reason, x_cache=x_cache)
+        # A miss refused for want of an upstream slot says when to come back, as
+        # pass-through requests do.
+        retry_after = 1 if isinstance(exc, UpstreamBusy) else None
+        return _plain(exc.status, exc.reason, x_cache=x_cache, retry_after=retry_after)
 
     async def _invalidate(
         self, request: web.BaseRequest, invalidate: frozenset[str], headers: Headers
@@ -710,7 +713,9 @@ class Proxy:
     ) -> web.StreamResponse:
         """One pass-through request/response, both bodies streamed."""
         started = time.perf_counter()
-        async with self.upstream.request(request.method, target, headers, body) as resp:
+        async with self.upstream.request(
+            request.method, target, headers, body, relayed=True
+        ) as resp:
             request[UPSTREAM_KEY] = upstream_s = time.perf_counter() - started
             self.stats.upstream_latency.observe(upstream_s)
             if invalidate is not None and 200 <= resp.status < 300:
@@ -725,19 +730,51 @@ class Proxy:
             if request.method == "HEAD" or resp.status in _NO_BODY_STATUSES:
                 await out.write_eof()
                 return out
-            try:
-                async for chunk in resp.chunks():
-                    await out.write(chunk)
-            except UpstreamError as exc:
-                self.stats.upstream_failed()
-                log.info("upstream body cut short for %s: %s", target, exc)
-                _abort(request)
-                return out
-            except ConnectionError:
-                resp.abort()  # the client left: stop reading
-                return out
-            await out.write_eof()
+            if await self._relay(request, out, resp, target):
+                await out.write_eof()
             return out
+
+    async def _relay(
+        self, request: web.BaseRequest, out: web.StreamResponse, resp: UpstreamResponse, target: str
+    ) -> bool:
+        """Copy a pass-through body to the client as it is read; False if it was cut.
+
+        The app's silence is bounded by ``upstream.read_timeout`` (an app error). The
+        client must take data within ``server.send_timeout`` of it being ready, and
+        the whole body must be through ``upstream.stream_timeout`` after the head,
+        which bounds how long the upstream slot is held. When either runs out, the
+        side we were waiting on is to blame: a write counts in ``slow_clients``, a
+        read as an upstream error."""
+        loop = asyncio.get_running_loop()
+        cap = loop.time() + self.config.upstream.stream_timeout
+        idle = self.config.server.send_timeout
+        writing = False
+        try:
+            # One deadline, moved on after every write: cheaper than a timer per write.
+            async with asyncio.timeout_at(min(cap, loop.time() + idle)) as deadline:
+                async for chunk in resp.chunks():
+                    writing = True
+                    await out.write(chunk)
+                    writing = False
+                    deadline.reschedule(min(cap, loop.time() + idle))
+        except UpstreamError as exc:
+            self.stats.upstream_failed()
+            log.info("upstream body cut short for %s: %s", target, exc)
+        except ConnectionError:
+            pass  # the client left
+        except TimeoutError:
+            limit = "upstream.stream_timeout" if loop.time() >= cap else "server.send_timeout"
+            if writing:
+                self.stats.slow_clients += 1
+                log.info("client too slow for %s: cut at %s", target, limit)
+            else:
+                self.stats.upstream_failed()
+                log.info("upstream too slow for %s: cut at %s", target, limit)
+        else:
+            return True
+        resp.abort()  # stop reading: the body will not be relayed to its end
+        _abort(request)  # a short body must not pass for a complete one
+        return False
 
 
 async def _pump(

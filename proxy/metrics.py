@@ -70,6 +70,11 @@ class StatsCollector(Collector):
             "Clients that waited for another client's fill",
             s.upstream_coalesced,
         )
+        yield CounterMetricFamily(
+            "sidecache_slow_clients",
+            "Pass-through responses cut because the client read too slowly",
+            s.slow_clients,
+        )
         yield GaugeMetricFamily(
             "sidecache_upstream_in_flight", "Upstream slots in use", s.upstream_in_flight
         )

@@ -39,6 +39,10 @@ from proxy.upstream import Upstream
 log = logging.getLogger(__name__)
 
 SWEEP_INTERVAL = 10.0
+# How often the drain looks for requests still in progress on the public port.
+DRAIN_POLL = 0.05
+# Once the grace period is over, what is still running is cut within this.
+CUT_TIMEOUT = 0.1
 
 
 @dataclass
@@ -56,6 +60,8 @@ class Runtime:
     metrics: CollectorRegistry | None = None
     shared: SharedTier | None = None
     history: History = field(default_factory=History)
+    # Set on stop: /readyz answers 503 while in-flight requests finish.
+    draining: bool = False
 
     def take_sample(self) -> None:
         self.history.add(sample(self.stats, self.store.figures(), self.clock()))
@@ -85,6 +91,7 @@ class Sidecache:
         self._sweeper: asyncio.Task[None] | None = None
         self._sampler: asyncio.Task[None] | None = None
         self._listener: asyncio.Task[None] | None = None
+        self._public: GuardedServer | None = None
         self.runtime: Runtime | None = None
 
     async def start(self) -> None:
@@ -128,19 +135,20 @@ class Sidecache:
         # ignores them). aiohttp's own access log costs about half of a hit's
         # time at INFO level; a structured access log of ours can replace it.
         limits = config.server
-        public = web.ServerRunner(
-            GuardedServer(
-                proxy,
-                header_timeout=limits.header_timeout,
-                keepalive_timeout=limits.keepalive_timeout,
-                auto_decompress=False,
-                handler_cancellation=False,
-                access_log=None,
-            ),
-            shutdown_timeout=limits.shutdown_grace,
+        self._public = GuardedServer(
+            proxy,
+            header_timeout=limits.header_timeout,
+            keepalive_timeout=limits.keepalive_timeout,
+            auto_decompress=False,
+            handler_cancellation=False,
+            access_log=None,
         )
+        # stop() drains within the grace period itself; the runners only cut what
+        # is left (aiohttp would wait their timeout twice: once for the handler to
+        # finish, once more after cancelling it).
+        public = web.ServerRunner(self._public, shutdown_timeout=CUT_TIMEOUT)
         control = web.AppRunner(
-            build_control_app(self.runtime), access_log=None, shutdown_timeout=2.0
+            build_control_app(self.runtime), access_log=None, shutdown_timeout=CUT_TIMEOUT
         )
         for runner, address in ((public, config.listen), (control, config.control.listen)):
             await runner.setup()
@@ -202,17 +210,34 @@ class Sidecache:
         (default ``server.shutdown_grace``), then close everything."""
         if grace is None:
             grace = self.config.server.shutdown_grace
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
         for task in (self._sweeper, self._sampler, self._listener):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        # Stop accepting first, then let in-flight requests and fills finish.
-        for site in self._sites:
-            await site.stop()
+        # Stop accepting on the public port, then let in-flight requests and fills
+        # finish, all within one grace period. The control port stays up until the
+        # end: /healthz still answers, /readyz says "draining", /stats is readable.
         if self.runtime is not None:
-            await self.runtime.coalescer.close(grace)
-        for runner in reversed(self._runners):
+            self.runtime.draining = True
+        public_sites, other_sites = self._sites[:1], self._sites[1:]
+        public_runners, other_runners = self._runners[:1], self._runners[1:]
+        for site in public_sites:
+            await site.stop()
+        if self._public is not None:
+            self._public.pre_shutdown()  # keep-alive connections close after their request
+            log.info("stopping: finishing in-flight requests (up to %gs)", grace)
+        if self.runtime is not None:
+            await self.runtime.coalescer.close(max(0.0, deadline - loop.time()))
+        if self._public is not None:
+            await _drain(self._public, deadline)
+        for runner in public_runners:
+            await runner.cleanup()  # cuts what the grace period did not see finish
+        for site in other_sites:
+            await site.stop()
+        for runner in other_runners:
             await runner.cleanup()
         if self.runtime is not None:
             await self.runtime.upstream.close()
@@ -220,6 +245,7 @@ class Sidecache:
                 await self.runtime.shared.close()
         self._sites.clear()
         self._runners.clear()
+        self._public = None
 
 
 def _make_shared(config: Config, clock: Callable[[], float]) -> SharedTier | None:
@@ -257,6 +283,16 @@ def _local_purge(store: MemoryLRUCache) -> Callable[[str, str | None], object]:
         return 0
 
     return purge
+
+
+async def _drain(server: GuardedServer, deadline: float) -> None:
+    """Wait until no request is in progress on ``server``, or ``deadline`` (loop time).
+
+    Polled: aiohttp signals the end of a request only to its own shutdown, whose
+    timeout is what this replaces."""
+    loop = asyncio.get_running_loop()
+    while server.requests_in_progress() and (left := deadline - loop.time()) > 0:  # noqa: ASYNC110
+        await asyncio.sleep(min(DRAIN_POLL, left))
 
 
 async def _sample_forever(runtime: Runtime) -> None:
@@ -329,8 +365,5 @@ async def serve(config: Config, config_path: str | None) -> None:
         try:
             await instance.start()
             await stopping.wait()
-            log.info(
-                "stopping: finishing in-flight requests (up to %gs)", config.server.shutdown_grace
-            )
         finally:
             await instance.stop()

@@ -123,6 +123,8 @@ class Stats:
     upstream_queued: int = 0
     upstream_coalesced: int = 0
     upstream_rejected: int = 0  # refused after waiting queue_timeout for a slot
+    # Pass-through responses cut because the client read too slowly: not app errors.
+    slow_clients: int = 0
     upstream_queue_wait_s: float = 0.0
     # Response time by X-Cache value, and the upstream's time to response headers.
     latency: dict[str, Histogram] = field(
@@ -174,6 +176,7 @@ class Stats:
                 "queued": self.upstream_queued,
                 "coalesced": self.upstream_coalesced,
                 "rejected": self.upstream_rejected,
+                "slow_clients": self.slow_clients,
                 "queue_wait_s": round(self.upstream_queue_wait_s, 3),
             },
             "routes": {name: counters.as_dict() for name, counters in self.routes.items()},

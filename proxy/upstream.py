@@ -8,6 +8,7 @@ caching.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from proxy.config import UpstreamConfig
 
 CHUNK = 256 * 1024
+# Readiness probes in flight at once, each on a connection of its own.
+PROBE_CONNECTIONS = 4
 
 
 class UpstreamError(Exception):
@@ -108,6 +111,15 @@ class Upstream:
         self.base = URL(config.url)
         self.host_header = self.base.raw_authority
         self._session: aiohttp.ClientSession | None = None
+        self._probe_session: aiohttp.ClientSession | None = None
+        self._whole_timeout = aiohttp.ClientTimeout(
+            total=config.timeout,
+            sock_connect=config.connect_timeout,
+            sock_read=config.read_timeout,
+        )
+        self._relay_timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=config.connect_timeout, sock_read=config.read_timeout
+        )
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
@@ -118,11 +130,7 @@ class Upstream:
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
-            timeout=aiohttp.ClientTimeout(
-                total=self.config.timeout,
-                sock_connect=self.config.connect_timeout,
-                sock_read=self.config.read_timeout,
-            ),
+            timeout=self._whole_timeout,
             # The proxy forwards bytes: no decompression, no cookie jar shared
             # between clients, no headers the client did not send.
             auto_decompress=False,
@@ -130,11 +138,21 @@ class Upstream:
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
             raise_for_status=False,
         )
+        # Readiness asks on its own connections, outside the pool and the admission
+        # slots: an app busy with max_connections requests still answers, and is ready.
+        self._probe_session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=PROBE_CONNECTIONS, force_close=True),
+            timeout=aiohttp.ClientTimeout(sock_connect=self.config.connect_timeout),
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            raise_for_status=False,
+        )
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for session in (self._session, self._probe_session):
+            if session is not None:
+                await session.close()
+        self._session = self._probe_session = None
 
     @asynccontextmanager
     async def request(
@@ -143,8 +161,16 @@ class Upstream:
         target: str,
         headers: Headers,
         body: Any = None,
+        *,
+        relayed: bool = False,
     ) -> AsyncIterator[UpstreamResponse]:
         """Send a request for ``target`` (raw path and query) and yield its response.
+
+        ``timeout`` bounds the whole response, unless the body is ``relayed`` to a
+        client as it is read: then it bounds the response head only, and the body
+        is bounded by ``read_timeout`` (silence) and by the caller, so that a slow
+        client is not taken for a failing app. (aiohttp's ``total`` covers the body
+        reads too: ``StreamReader`` waits under the request's timer.)
 
         The response is released (the connection returned to the pool, or closed
         if the body was not read to its end) when the block exits.
@@ -152,24 +178,31 @@ class Upstream:
         assert self._session is not None, "Upstream.start() was not awaited"
         url = URL(str(self.base) + target, encoded=True)
         with translate_errors():
-            resp = await self._session.request(
-                method,
-                url,
-                headers=headers,
-                data=body,
-                allow_redirects=False,
-                compress=None,
-                chunked=None,
-            )
+            async with asyncio.timeout(self.config.timeout if relayed else None):
+                resp = await self._session.request(
+                    method,
+                    url,
+                    headers=headers,
+                    data=body,
+                    allow_redirects=False,
+                    compress=None,
+                    chunked=None,
+                    timeout=self._relay_timeout if relayed else self._whole_timeout,
+                )
         try:
             yield UpstreamResponse(resp)
         finally:
             resp.release()
 
     async def probe(self) -> bool:
-        """Does the upstream answer HTTP at all? Used by ``/readyz`` (the caller bounds it)."""
+        """Does the upstream answer HTTP at all? Used by ``/readyz`` (the caller bounds it).
+
+        A fresh connection of its own: it never waits for a pooled connection nor
+        for an admission slot."""
+        assert self._probe_session is not None, "Upstream.start() was not awaited"
         try:
-            async with self.request("HEAD", "/", ()):
-                return True
+            with translate_errors():
+                async with self._probe_session.head(self.base, allow_redirects=False):
+                    return True
         except UpstreamError:
             return False

@@ -6,7 +6,9 @@ import asyncio
 import re
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,10 +49,9 @@ class Served:
                 self.log.append(line)
 
 
-@pytest.fixture
-async def serve_process(tmp_path: Path, upstream: TestServer) -> AsyncIterator[tuple[Served, Path]]:
-    path = tmp_path / "sidecache.yaml"
-    path.write_text(CONFIG.format(port=upstream.port, routes=PHOTO))
+@asynccontextmanager
+async def serving(path: Path) -> AsyncIterator[Served]:
+    """``sidecache serve -c path`` as a process, once it listens; killed if left running."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "proxy", "serve", "-c", str(path),
         cwd=ROOT, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
@@ -62,9 +63,17 @@ async def serve_process(tmp_path: Path, upstream: TestServer) -> AsyncIterator[t
             while not (m := LISTENING.search(line := await proc.stderr.readline())):
                 assert line, "serve exited before listening"
                 log.append(line)
-        yield Served(proc, int(m.group(1)), int(m.group(2)), log), path
+        yield Served(proc, int(m.group(1)), int(m.group(2)), log)
     finally:
         await ensure_dead(proc)
+
+
+@pytest.fixture
+async def serve_process(tmp_path: Path, upstream: TestServer) -> AsyncIterator[tuple[Served, Path]]:
+    path = tmp_path / "sidecache.yaml"
+    path.write_text(CONFIG.format(port=upstream.port, routes=PHOTO))
+    async with serving(path) as served:
+        yield served, path
 
 
 async def x_cache(client: aiohttp.ClientSession, url: str) -> str:
@@ -117,3 +126,43 @@ async def test_sigterm_lets_in_flight_requests_finish(
         async with asyncio.timeout(20):
             assert await served.proc.wait() == 0
     assert upstream.app[HITS]["GET /api/photo/2"] == 0
+
+
+async def test_sigterm_keeps_the_control_port_up_and_drains_within_one_grace_period(
+    tmp_path: Path, upstream: TestServer
+) -> None:
+    grace = 3.0
+    path = tmp_path / "sidecache.yaml"
+    path.write_text(CONFIG.format(port=upstream.port, routes=PHOTO).replace("20s", f"{grace:g}s"))
+    async with serving(path) as served, aiohttp.ClientSession() as client:
+        base = f"http://127.0.0.1:{served.public}"
+        control = f"http://127.0.0.1:{served.control}"
+        # A pass-through stream the app never finishes (it waits for GATE).
+        async with client.get(f"{base}/stream/1") as stream:
+            assert stream.status == 200
+            assert await stream.content.readexactly(12) == b"first-chunk;"
+            sent = time.monotonic()
+            served.proc.send_signal(signal.SIGTERM)
+            await served.wait_log(b"stopping: finishing in-flight requests")
+            # Draining: the control port answers; readiness turns load balancers away.
+            async with client.get(f"{control}/healthz") as r:
+                assert r.status == 200
+            async with client.get(f"{control}/readyz") as r:
+                assert r.status == 503
+                assert await r.text() == "draining\n"
+            async with client.get(f"{control}/stats") as r:
+                assert r.status == 200
+                assert (await r.json())["upstream"]["in_flight"] == 1
+            with pytest.raises(aiohttp.ClientConnectionError):
+                await client.get(f"{base}/api/photo/2")  # the public port no longer accepts
+            # The grace period ends: the stream is cut, never passed off as complete.
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await stream.content.read()
+            cut = time.monotonic() - sent
+        async with asyncio.timeout(20):
+            assert await served.proc.wait() == 0
+        exited = time.monotonic() - sent
+    upstream.app[GATE].set()
+    # One grace period, not two (aiohttp's shutdown waits its timeout twice).
+    assert grace <= cut < 2 * grace
+    assert exited < 2 * grace

@@ -7,7 +7,7 @@ import asyncio
 import aiohttp
 from aiohttp.test_utils import TestServer
 
-from tests.integration.conftest import Clock, Factory, Running
+from tests.integration.conftest import Clock, Factory, Running, free_port_that_refuses
 from tests.integration.upstream_app import ARRIVED, GATE, HITS, photo_body
 
 SWR = [
@@ -170,3 +170,53 @@ async def test_hundreds_of_concurrent_clients(
     stats = proxy.runtime.snapshot()
     assert stats["cache"]["hits"] == 290 and stats["cache"]["misses"] == 10  # type: ignore[index]
     assert stats["upstream"]["requests"] == 10 and stats["upstream"]["in_flight"] == 0  # type: ignore[index]
+
+
+async def test_a_cache_miss_refused_for_want_of_a_slot_gets_retry_after(
+    sidecache: Factory, upstream: TestServer, client: aiohttp.ClientSession
+) -> None:
+    """The fill's leader and a client coalesced onto it are both told when to retry."""
+    proxy = await sidecache(upstream={"max_connections": 1, "queue_timeout": "2s"})
+    held = asyncio.create_task(get(client, proxy.url / "gated/photo/9"))  # takes the only slot
+    await until_stats(proxy, "upstream", "in_flight", 1)
+    leader = asyncio.create_task(client.get(proxy.url / "api/photo/1"))
+    await until_stats(proxy, "upstream", "queued", 1)  # the fill waits for a slot
+    follower = asyncio.create_task(client.get(proxy.url / "api/photo/1"))
+    await until_stats(proxy, "upstream", "coalesced", 1)  # waits for that fill
+    async with asyncio.timeout(10):
+        for waiting in (leader, follower):
+            r = await waiting
+            assert r.status == 503
+            assert r.headers["Retry-After"] == "1"
+            assert r.headers["X-Cache"] == "MISS"
+            assert "upstream busy" in await r.text()
+    assert proxy.runtime.snapshot()["upstream"]["rejected"] == 1  # type: ignore[index]
+    upstream.app[GATE].set()
+    assert (await held)[0] == 200
+    assert upstream.app[HITS]["GET /api/photo/1"] == 0
+
+
+async def test_readyz_answers_200_while_every_upstream_slot_is_busy(
+    sidecache: Factory, upstream: TestServer, client: aiohttp.ClientSession
+) -> None:
+    """A busy app that answers is ready: readiness takes no slot and no pooled connection."""
+    proxy = await sidecache([], upstream={"max_connections": 2, "queue_timeout": "30s"})
+    held = [asyncio.create_task(get(client, proxy.url / f"gated/photo/{i}")) for i in range(3)]
+    await until_stats(proxy, "upstream", "in_flight", 2)
+    await until_stats(proxy, "upstream", "queued", 1)
+    async with asyncio.timeout(10):
+        while upstream.app[HITS]["total"] != 2:  # noqa: ASYNC110 - both slow requests are at the app
+            await asyncio.sleep(0)
+    async with client.get(proxy.control / "readyz") as r:
+        assert r.status == 200, await r.text()
+    upstream.app[GATE].set()
+    assert [s for s, _, _ in await asyncio.gather(*held)] == [200, 200, 200]
+
+
+async def test_readyz_answers_503_when_the_app_is_down(
+    sidecache: Factory, client: aiohttp.ClientSession
+) -> None:
+    proxy = await sidecache(upstream_url=f"http://127.0.0.1:{free_port_that_refuses()}")
+    async with client.get(proxy.control / "readyz") as r:
+        assert r.status == 503
+        assert "upstream not answering" in await r.text()

@@ -117,6 +117,8 @@ def test_defaults() -> None:
         2.0,
         30.0,
     )
+    assert (c.upstream.read_timeout, c.upstream.stream_timeout) == (15.0, 600.0)
+    assert c.server.send_timeout == 60.0
     assert (c.cache.max_bytes, c.cache.max_object_bytes) == (1024**3, 16 * 1024**2)
     assert c.routes == ()
 

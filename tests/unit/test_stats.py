@@ -30,6 +30,7 @@ def test_empty_snapshot_has_the_contract_shape() -> None:
             "queued": 0,
             "coalesced": 0,
             "rejected": 0,
+            "slow_clients": 0,
             "queue_wait_s": 0.0,
         },
         "routes": {},
@@ -76,6 +77,7 @@ def test_upstream_counters() -> None:
     s.coalesced()
     s.upstream_in_flight, s.upstream_queued, s.upstream_rejected = 1, 2, 3
     s.upstream_queue_wait_s = 1.23456
+    s.slow_clients = 4
     assert s.snapshot(now=0, cache=FIGURES)["upstream"] == {
         "requests": 2,
         "errors": 1,
@@ -83,5 +85,6 @@ def test_upstream_counters() -> None:
         "queued": 2,
         "coalesced": 1,
         "rejected": 3,
+        "slow_clients": 4,
         "queue_wait_s": 1.235,
     }
