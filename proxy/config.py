@@ -592,6 +592,66 @@ def parse_config(
         raise ConfigError(f"{source}: {_translate(exc, substituted)}") from None
 
 
+class _Refused(Exception):
+    """YAML that parses but has no place in a config; the message is complete."""
+
+
+def _at(mark: yaml.Mark) -> str:
+    return f"line {mark.line + 1}, column {mark.column + 1}"
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """Safe YAML without anchors and aliases. A config has no use for them, and
+    they let a few lines stand for a huge structure (an alias bomb) or for one
+    that contains itself; refusing them before anything is built costs nothing."""
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        self.check_event()  # reads the next event into current_event (typed, unlike peek)
+        event = self.current_event
+        sigil = "*" if isinstance(event, yaml.AliasEvent) else "&"
+        anchor = getattr(event, "anchor", None)
+        if anchor is not None:
+            raise _Refused(
+                f"{_at(event.start_mark)}: YAML anchors and aliases are not accepted in a "
+                f"config (found '{sigil}{anchor}'): write the value out in full"
+            )
+        return super().compose_node(parent, index)
+
+
+def _check_keys(node: yaml.Node, path: str) -> None:
+    """Refuse a key given twice in one mapping: YAML would keep the last silently."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[tuple[str, str], yaml.Node] = {}
+        for key, value in node.value:
+            child = path
+            if isinstance(key, yaml.ScalarNode):
+                child = f"{path}.{key.value}" if path else str(key.value)
+                first = seen.setdefault((key.tag, key.value), key)
+                if first is not key:
+                    raise _Refused(
+                        f"{child}: key given twice (lines {first.start_mark.line + 1} "
+                        f"and {key.start_mark.line + 1}): keep one"
+                    )
+            _check_keys(value, child)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _check_keys(item, f"{path}[{index}]")
+
+
+def _read_yaml(text: str) -> object:
+    loader = _ConfigLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_keys(node, "")
+        return loader.construct_document(node)
+    except RecursionError:
+        raise _Refused("the config is nested too deeply") from None
+    finally:
+        loader.dispose()
+
+
 def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
     """Read, substitute and validate a YAML config file."""
     source = str(path)
@@ -601,7 +661,9 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ConfigError(f"{source}: cannot read config: {reason}") from None
     try:
-        data = yaml.safe_load(text)
+        data = _read_yaml(text)
+    except _Refused as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)

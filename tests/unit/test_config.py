@@ -313,3 +313,11 @@ def test_allowed_hosts_are_normalised_and_empty_by_default() -> None:
         {**MINIMAL, "server": {"allowed_hosts": ["Photos.Example.", "*.CDN.example", "*", "[::1]"]}}
     )
     assert config.server.allowed_hosts == ("photos.example", "*.cdn.example", "*", "[::1]")
+
+
+def test_a_config_nested_too_deeply_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "deep.yaml"
+    path.write_text('upstream: {url: "http://127.0.0.1:8000"}\nx: ' + "[" * 5000 + "]" * 5000)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    assert str(info.value) == f"{path}: the config is nested too deeply"
