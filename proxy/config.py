@@ -13,6 +13,7 @@ import ipaddress
 import math
 import os
 import re
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -445,6 +446,48 @@ class Config(BaseModel):
             seen.add(route.name)
         return self
 
+    @model_validator(mode="after")
+    def _control_apart(self) -> Config:
+        # Two sites on one socket: the second fails to bind, or (SO_REUSEPORT)
+        # the kernel splits connections between the public and control apps.
+        if _binds_overlap(self.listen, self.control.listen):
+            raise PydanticCustomError(
+                "sidecache_at",
+                "{value} overlaps listen ({listen}): the control port needs an address "
+                "of its own (e.g. '127.0.0.1:9090')",
+                {
+                    "value": repr(str(self.control.listen)),
+                    "listen": repr(str(self.listen)),
+                    "loc": "control.listen",
+                },
+            )
+        return self
+
+
+_LOOPBACK_NAMES = {"localhost": ("127.0.0.1", "::1")}
+
+
+def _binds_overlap(a: Address, b: Address) -> bool:
+    """Would binding both addresses clash? Port 0 (the OS chooses) never does."""
+    if a.port != b.port or a.port == 0:
+        return False
+    hosts_a = set(_LOOPBACK_NAMES.get(a.host, (a.host,)))
+    hosts_b = set(_LOOPBACK_NAMES.get(b.host, (b.host,)))
+    if hosts_a & hosts_b or "::" in hosts_a | hosts_b:
+        return True
+    # 0.0.0.0 takes the port on every IPv4 address.
+    for wild, other in ((hosts_a, hosts_b), (hosts_b, hosts_a)):
+        if "0.0.0.0" in wild and any(_is_ipv4(h) for h in other):
+            return True
+    return False
+
+
+def _is_ipv4(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).version == 4
+    except ValueError:
+        return False
+
 
 # -- loading ---------------------------------------------------------------------------
 
@@ -669,7 +712,30 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
         problem = getattr(exc, "problem", None) or str(exc)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         raise ConfigError(f"{source}: invalid YAML{where}: {problem}") from None
-    return parse_config(data, source=source, environ=environ)
+    config = parse_config(data, source=source, environ=environ)
+    for key, address in (("listen", config.listen), ("control.listen", config.control.listen)):
+        if not _resolves(address.host):
+            raise ConfigError(
+                f"{source}: {key}: {str(address)!r}: the host name does not resolve (expected "
+                "an IP address such as '0.0.0.0', localhost, or a name this machine resolves)"
+            )
+    return config
+
+
+def _resolves(host: str) -> bool:
+    """Can ``host`` be bound? Addresses and localhost are answered without a lookup."""
+    if host in _LOOPBACK_NAMES:
+        return True
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    try:
+        socket.getaddrinfo(host, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError):
+        return False
+    return True
 
 
 def resolve_config_path(cli_value: str | None, environ: Mapping[str, str]) -> str:
