@@ -33,7 +33,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from proxy.keys import normalise_host
-from proxy.routes import TemplateError, compile_template
+from proxy.routes import TemplateError, compile_template, shadowed
 
 DEFAULT_CONFIG_PATH = "config/sidecache.yaml"
 
@@ -755,6 +755,16 @@ def _size_text(size: int) -> str:
         if size >= factor and size % factor == 0:
             return f"{size // factor}{unit}"
     return f"{size}B"
+
+
+def route_warnings(config: Config) -> list[str]:
+    """What is valid but almost certainly not meant: routes that can never apply."""
+    routes = config.routes
+    return [
+        f"routes[{j}] {routes[j].name!r} ({routes[j].match}) never applies: every path it "
+        f"matches is matched first by routes[{i}] {routes[i].name!r} ({routes[i].match})"
+        for i, j in shadowed(routes)
+    ]
 
 
 def format_routes(config: Config) -> str:

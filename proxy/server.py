@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry
 from proxy.admission import Admission
 from proxy.breaker import Breaker
 from proxy.coalesce import Coalescer
-from proxy.config import Config, ConfigError, format_routes, load_config
+from proxy.config import Config, ConfigError, format_routes, load_config, route_warnings
 from proxy.control import build_control_app
 from proxy.dashboard import History, sample
 from proxy.guard import GuardedServer
@@ -99,6 +99,8 @@ class Sidecache:
         _access_logger_to_stderr()
         for line in format_routes(config).splitlines():
             log.info("config: %s", line)  # the token is shown as set / not set
+        for warning in route_warnings(config):
+            log.warning("config: %s", warning)
         for problem in check_http_stack(config.server.allow_unsafe_http_parser):
             log.warning("running anyway (server.allow_unsafe_http_parser): %s", problem)
         store = MemoryLRUCache(config.cache.max_bytes, clock=self.clock)
@@ -196,6 +198,8 @@ class Sidecache:
         runtime.config = new
         self.config = new
         log.info("config reloaded: %d routes", len(new.routes))
+        for warning in route_warnings(new):
+            log.warning("config: %s", warning)
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop accepting, let in-flight requests and fills finish within ``grace``

@@ -22,6 +22,7 @@ from proxy.config import (
     parse_duration,
     parse_size,
     resolve_config_path,
+    route_warnings,
 )
 
 HERE = Path(__file__).parent
@@ -357,3 +358,20 @@ def test_listen_hosts_that_are_addresses_or_localhost_need_no_lookup(tmp_path: P
     )
     config = load_config(path, environ={})
     assert (config.listen.host, config.control.listen.host) == ("::1", "localhost")
+
+
+def test_route_warnings_name_the_route_that_never_applies_and_the_one_that_hides_it() -> None:
+    routes = [
+        {"name": "api", "match": "/api/{rest:path}", "ttl": "1m"},
+        {"name": "photo", "match": "/api/photo/{id}", "ttl": "5m"},
+        {"name": "files", "match": "/files/{id}", "ttl": "5m"},
+        {"name": "files-again", "match": "/files/{name}", "ttl": "5m"},
+    ]
+    config = parse_config({**MINIMAL, "routes": routes}, environ={})
+    assert route_warnings(config) == [
+        "routes[1] 'photo' (/api/photo/{id}) never applies: every path it matches is matched "
+        "first by routes[0] 'api' (/api/{rest:path})",
+        "routes[3] 'files-again' (/files/{name}) never applies: every path it matches is "
+        "matched first by routes[2] 'files' (/files/{id})",
+    ]
+    assert route_warnings(parse_config(MINIMAL, environ={})) == []
