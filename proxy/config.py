@@ -757,6 +757,11 @@ def _size_text(size: int) -> str:
     return f"{size}B"
 
 
+def route_lifetimes(config: Config) -> dict[str, tuple[float, float]]:
+    """Route name -> (ttl, longest stale window): what decides a stored entry's lifetime."""
+    return {r.name: (r.ttl, max(r.stale_while_revalidate, r.stale_if_error)) for r in config.routes}
+
+
 def route_warnings(config: Config) -> list[str]:
     """What is valid but almost certainly not meant: routes that can never apply."""
     routes = config.routes

@@ -117,3 +117,21 @@ async def test_sigterm_lets_in_flight_requests_finish(
         async with asyncio.timeout(20):
             assert await served.proc.wait() == 0
     assert upstream.app[HITS]["GET /api/photo/2"] == 0
+
+
+async def test_sighup_shortens_the_ttl_of_stored_entries(
+    serve_process: tuple[Served, Path], upstream: TestServer
+) -> None:
+    served, path = serve_process
+    url = f"http://127.0.0.1:{served.public}/api/photo/1"
+    async with aiohttp.ClientSession() as client:
+        assert await x_cache(client, url) == "MISS"  # stored under ttl 5m
+        path.write_text(CONFIG.format(port=upstream.port, routes=PHOTO.replace("5m", "1m")))
+        served.proc.send_signal(signal.SIGHUP)
+        await served.wait_log(b"config reloaded: 1 routes")
+        async with client.get(url) as r:
+            await r.read()
+            assert r.headers["X-Cache"] == "HIT"
+            ttl = int(r.headers["Cache-Status"].rpartition("ttl=")[2])
+        assert ttl <= 60  # the new ttl counts from when it was stored, not the old one
+    assert await stop_gracefully(served.proc) == 0
