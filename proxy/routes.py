@@ -1,8 +1,9 @@
 """Route templates and the compiled route table.
 
-Owns turning ``match`` templates (``/api/photo/{id}``, ``/files/{name:[a-z]+\\.jpg}``)
-into anchored regular expressions at load time, and finding the first route that
-matches a normalised path. Pure: imports neither aiohttp nor asyncio.
+Owns turning ``match`` templates (``/api/photo/{id}``, ``/files/{name:[a-z]+\\.jpg}``,
+``/static/{rest:path}``) into anchored regular expressions at load time, finding
+the first route that matches a normalised path, and telling which routes an
+earlier one shadows. Pure: imports neither aiohttp nor asyncio.
 """
 
 from __future__ import annotations
