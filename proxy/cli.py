@@ -24,6 +24,7 @@ from proxy.config import (
     load_config,
     parse_duration,
     resolve_config_path,
+    route_warnings,
 )
 from proxy.demo import DEMO_PHOTOS, DatabaseUnavailable, DatabaseURLError
 from proxy.safety import UnsafeHTTPStack
@@ -308,6 +309,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check":
             config = _load(args.config)
             print(format_routes(config))
+            for warning in route_warnings(config):
+                print(f"sidecache: warning: {warning}", file=sys.stderr)
             return 0
         if args.command == "serve":
             path = resolve_config_path(args.config, os.environ)

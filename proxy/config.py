@@ -13,6 +13,7 @@ import ipaddress
 import math
 import os
 import re
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -32,7 +33,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from proxy.keys import normalise_host
-from proxy.routes import TemplateError, compile_template
+from proxy.routes import TemplateError, compile_template, shadowed
 
 DEFAULT_CONFIG_PATH = "config/sidecache.yaml"
 
@@ -449,6 +450,48 @@ class Config(BaseModel):
             seen.add(route.name)
         return self
 
+    @model_validator(mode="after")
+    def _control_apart(self) -> Config:
+        # Two sites on one socket: the second fails to bind, or (SO_REUSEPORT)
+        # the kernel splits connections between the public and control apps.
+        if _binds_overlap(self.listen, self.control.listen):
+            raise PydanticCustomError(
+                "sidecache_at",
+                "{value} overlaps listen ({listen}): the control port needs an address "
+                "of its own (e.g. '127.0.0.1:9090')",
+                {
+                    "value": repr(str(self.control.listen)),
+                    "listen": repr(str(self.listen)),
+                    "loc": "control.listen",
+                },
+            )
+        return self
+
+
+_LOOPBACK_NAMES = {"localhost": ("127.0.0.1", "::1")}
+
+
+def _binds_overlap(a: Address, b: Address) -> bool:
+    """Would binding both addresses clash? Port 0 (the OS chooses) never does."""
+    if a.port != b.port or a.port == 0:
+        return False
+    hosts_a = set(_LOOPBACK_NAMES.get(a.host, (a.host,)))
+    hosts_b = set(_LOOPBACK_NAMES.get(b.host, (b.host,)))
+    if hosts_a & hosts_b or "::" in hosts_a | hosts_b:
+        return True
+    # 0.0.0.0 takes the port on every IPv4 address.
+    for wild, other in ((hosts_a, hosts_b), (hosts_b, hosts_a)):
+        if "0.0.0.0" in wild and any(_is_ipv4(h) for h in other):
+            return True
+    return False
+
+
+def _is_ipv4(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).version == 4
+    except ValueError:
+        return False
+
 
 # -- loading ---------------------------------------------------------------------------
 
@@ -596,6 +639,66 @@ def parse_config(
         raise ConfigError(f"{source}: {_translate(exc, substituted)}") from None
 
 
+class _Refused(Exception):
+    """YAML that parses but has no place in a config; the message is complete."""
+
+
+def _at(mark: yaml.Mark) -> str:
+    return f"line {mark.line + 1}, column {mark.column + 1}"
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """Safe YAML without anchors and aliases. A config has no use for them, and
+    they let a few lines stand for a huge structure (an alias bomb) or for one
+    that contains itself; refusing them before anything is built costs nothing."""
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        self.check_event()  # reads the next event into current_event (typed, unlike peek)
+        event = self.current_event
+        sigil = "*" if isinstance(event, yaml.AliasEvent) else "&"
+        anchor = getattr(event, "anchor", None)
+        if anchor is not None:
+            raise _Refused(
+                f"{_at(event.start_mark)}: YAML anchors and aliases are not accepted in a "
+                f"config (found '{sigil}{anchor}'): write the value out in full"
+            )
+        return super().compose_node(parent, index)
+
+
+def _check_keys(node: yaml.Node, path: str) -> None:
+    """Refuse a key given twice in one mapping: YAML would keep the last silently."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[tuple[str, str], yaml.Node] = {}
+        for key, value in node.value:
+            child = path
+            if isinstance(key, yaml.ScalarNode):
+                child = f"{path}.{key.value}" if path else str(key.value)
+                first = seen.setdefault((key.tag, key.value), key)
+                if first is not key:
+                    raise _Refused(
+                        f"{child}: key given twice (lines {first.start_mark.line + 1} "
+                        f"and {key.start_mark.line + 1}): keep one"
+                    )
+            _check_keys(value, child)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _check_keys(item, f"{path}[{index}]")
+
+
+def _read_yaml(text: str) -> object:
+    loader = _ConfigLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_keys(node, "")
+        return loader.construct_document(node)
+    except RecursionError:
+        raise _Refused("the config is nested too deeply") from None
+    finally:
+        loader.dispose()
+
+
 def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
     """Read, substitute and validate a YAML config file."""
     source = str(path)
@@ -605,13 +708,38 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ConfigError(f"{source}: cannot read config: {reason}") from None
     try:
-        data = yaml.safe_load(text)
+        data = _read_yaml(text)
+    except _Refused as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         raise ConfigError(f"{source}: invalid YAML{where}: {problem}") from None
-    return parse_config(data, source=source, environ=environ)
+    config = parse_config(data, source=source, environ=environ)
+    for key, address in (("listen", config.listen), ("control.listen", config.control.listen)):
+        if not _resolves(address.host):
+            raise ConfigError(
+                f"{source}: {key}: {str(address)!r}: the host name does not resolve (expected "
+                "an IP address such as '0.0.0.0', localhost, or a name this machine resolves)"
+            )
+    return config
+
+
+def _resolves(host: str) -> bool:
+    """Can ``host`` be bound? Addresses and localhost are answered without a lookup."""
+    if host in _LOOPBACK_NAMES:
+        return True
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    try:
+        socket.getaddrinfo(host, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError):
+        return False
+    return True
 
 
 def resolve_config_path(cli_value: str | None, environ: Mapping[str, str]) -> str:
@@ -631,6 +759,21 @@ def _size_text(size: int) -> str:
         if size >= factor and size % factor == 0:
             return f"{size // factor}{unit}"
     return f"{size}B"
+
+
+def route_lifetimes(config: Config) -> dict[str, tuple[float, float]]:
+    """Route name -> (ttl, longest stale window): what decides a stored entry's lifetime."""
+    return {r.name: (r.ttl, max(r.stale_while_revalidate, r.stale_if_error)) for r in config.routes}
+
+
+def route_warnings(config: Config) -> list[str]:
+    """What is valid but almost certainly not meant: routes that can never apply."""
+    routes = config.routes
+    return [
+        f"routes[{j}] {routes[j].name!r} ({routes[j].match}) never applies: every path it "
+        f"matches is matched first by routes[{i}] {routes[i].name!r} ({routes[i].match})"
+        for i, j in shadowed(routes)
+    ]
 
 
 def format_routes(config: Config) -> str:

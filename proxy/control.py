@@ -162,7 +162,9 @@ async def _purge(request: web.Request) -> web.Response:
         if runtime.shared is not None:
             await runtime.shared.purge("path", path)
     elif "route" in body and isinstance(body["route"], str):
-        if body["route"] not in {r.name for r in runtime.config.routes}:
+        # A route a reload removed still names its entries (and the shared tier's).
+        name = body["route"]
+        if name not in {r.name for r in runtime.config.routes} and not store.knows_route(name):
             return _json({"error": f"no route named {body['route']!r}"}, 404)
         purged = store.purge_route(body["route"])
         if runtime.shared is not None:

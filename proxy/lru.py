@@ -130,6 +130,23 @@ class ByteLRU(Generic[V]):
         self.purged += len(doomed)
         return len(doomed)
 
+    def retime(self, update: Callable[[str, V], tuple[V, float] | None], now: float) -> int:
+        """Replace values in place, recency kept: ``update(key, value)`` returns the
+        new value (of the same size) and its expiry, or None to leave the entry be.
+        Entries whose new expiry has passed are dropped; returns how many."""
+        doomed: list[str] = []
+        for key, node in self._data.items():
+            changed = update(key, node.value)
+            if changed is not None:
+                node.value, node.expires_at = changed
+                if node.expires_at <= now:
+                    doomed.append(key)
+        for key in doomed:
+            self._drop(key)
+        self.expired += len(doomed)
+        self._rebuild_expiry()
+        return len(doomed)
+
     def sweep(self, now: float, limit: int | None = None) -> int:
         """Drop up to ``limit`` expired entries, soonest-expiring first; returns the count."""
         removed = 0

@@ -1,8 +1,9 @@
 """Route templates and the compiled route table.
 
-Owns turning ``match`` templates (``/api/photo/{id}``, ``/files/{name:[a-z]+\\.jpg}``)
-into anchored regular expressions at load time, and finding the first route that
-matches a normalised path. Pure: imports neither aiohttp nor asyncio.
+Owns turning ``match`` templates (``/api/photo/{id}``, ``/files/{name:[a-z]+\\.jpg}``,
+``/static/{rest:path}``) into anchored regular expressions at load time, finding
+the first route that matches a normalised path, and telling which routes an
+earlier one shadows. Pure: imports neither aiohttp nor asyncio.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from typing import Generic, Protocol, TypeVar
 SEGMENT = r"[A-Za-z0-9\-._~!$&'()*+,=:@%]+"
 
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::((?:[^{}]|\{[0-9,]*\})+))?\}")
+# ``{name:path}``: the rest of the path, one or more segments (a trailing '/' kept).
+REST = "path"
+_REST_PATTERN = f"{SEGMENT}(?:/{SEGMENT})*/?"
 
 
 class TemplateError(ValueError):
@@ -42,7 +46,20 @@ def compile_template(template: str) -> re.Pattern[str]:
         names.add(name)
         if regex is None:
             parts.append(f"(?P<{name}>{SEGMENT})")
+        elif regex == REST:
+            if m.end() != len(template):
+                raise TemplateError(
+                    f"{template!r}: {{{name}:path}} is the rest of the path: "
+                    "it must end the template"
+                )
+            parts.append(f"(?P<{name}>{_REST_PATTERN})")
         else:
+            if _slash_outside_class(regex):
+                raise TemplateError(
+                    f"{template!r}: {{{name}:{regex}}} can never match: a parameter is one path "
+                    f"segment, which never contains '/' (expected a regular expression without "
+                    f"'/', or {{{name}:path}} for the rest of the path)"
+                )
             try:
                 compiled = re.compile(regex)
             except re.error as exc:
@@ -59,6 +76,35 @@ def compile_template(template: str) -> re.Pattern[str]:
         raise TemplateError(f"{template!r} has an unbalanced or malformed '{{...}}'")
     parts.append(re.escape(tail))
     return re.compile("".join(parts))
+
+
+def _slash_outside_class(regex: str) -> bool:
+    """Does ``regex`` require a literal '/' somewhere (outside a ``[...]`` class)?"""
+    i = 0
+    while i < len(regex):
+        c = regex[i]
+        if c == "\\":
+            if regex[i + 1 : i + 2] == "/":
+                return True
+            i += 2
+        elif c == "[":
+            i += 1
+            if regex[i : i + 1] == "^":
+                i += 1
+            if regex[i : i + 1] == "]":
+                i += 1  # a ']' first in a class is a literal
+            while i < len(regex) and regex[i] != "]":
+                i += 2 if regex[i] == "\\" else 1
+            i += 1
+        elif c == "/":
+            return True
+        else:
+            i += 1
+    return False
+
+
+def _rest_params(template: str) -> frozenset[str]:
+    return frozenset(m.group(1) for m in _PARAM.finditer(template) if m.group(2) == REST)
 
 
 class RouteLike(Protocol):
@@ -86,14 +132,103 @@ class RouteTable(Generic[R]):
     __slots__ = ("_compiled",)
 
     def __init__(self, routes: Sequence[R]) -> None:
-        self._compiled = tuple((compile_template(r.match), r) for r in routes)
+        self._compiled = tuple(
+            (compile_template(r.match), _rest_params(r.match), r) for r in routes
+        )
 
     def match(self, path: str) -> RouteMatch[R] | None:
-        for pattern, route in self._compiled:
+        for pattern, rest, route in self._compiled:
             m = pattern.fullmatch(path)
-            if m is not None and all("/" not in v for v in m.groupdict().values()):
+            if m is not None and all(
+                "/" not in v for k, v in m.groupdict().items() if k not in rest
+            ):
                 return RouteMatch(route, m.groupdict())
         return None
 
     def __len__(self) -> int:
         return len(self._compiled)
+
+
+# -- shadowed routes ------------------------------------------------------------------
+
+# A template as segments of pieces: a literal, or (kind, regex) for a parameter,
+# kind "seg" ({name}), "re" ({name:REGEX}) or "rest" ({name:path}).
+_Piece = str | tuple[str, str | None]
+_Segment = tuple[_Piece, ...]
+_ONE_SEGMENT: _Piece = ("seg", None)
+_THE_REST: _Piece = ("rest", None)
+
+
+def _segments(template: str) -> list[_Segment]:
+    segments: list[list[_Piece]] = [[]]
+
+    def literal(text: str) -> None:
+        first, *more = text.split("/")
+        if first:
+            segments[-1].append(first)
+        for piece in more:
+            segments.append([piece] if piece else [])
+
+    pos = 0
+    for m in _PARAM.finditer(template):
+        literal(template[pos : m.start()])
+        regex = m.group(2)
+        piece = _ONE_SEGMENT if regex is None else _THE_REST if regex == REST else ("re", regex)
+        segments[-1].append(piece)
+        pos = m.end()
+    literal(template[pos:])
+    return [tuple(s) for s in segments[1:]]
+
+
+def _can_be_empty(segment: _Segment) -> bool:
+    return all(
+        not isinstance(p, str) and p[0] == "re" and re.fullmatch(p[1] or "", "") is not None
+        for p in segment
+    )
+
+
+def _segment_covers(a: _Segment, b: _Segment) -> bool:
+    """Does segment ``a`` match every string segment ``b`` matches? False when unsure.
+
+    Paths are normalised (keys.normalise_path): a segment is made of SEGMENT
+    characters, and only the last one may be empty.
+    """
+    if a == b:
+        return True
+    if a == (_ONE_SEGMENT,):
+        return _THE_REST not in b and not _can_be_empty(b)
+    if (
+        len(a) == 1
+        and not isinstance(a[0], str)
+        and a[0][0] == "re"
+        and all(isinstance(p, str) for p in b)
+    ):
+        return re.fullmatch(a[0][1] or "", "".join(map(str, b))) is not None
+    return False
+
+
+def shadows(earlier: str, later: str) -> bool:
+    """Is every path template ``later`` matches matched by ``earlier`` too?
+
+    Decided segment by segment and conservatively: True only when certain (an
+    identical template, ``{x}`` or ``{x:path}`` over anything, a regex over a
+    literal it matches); two regular expressions are never compared.
+    """
+    a, b = _segments(earlier), _segments(later)
+    for i, segment in enumerate(a):
+        if segment == (_THE_REST,):
+            return len(b) > i and not _can_be_empty(b[i])
+        if i >= len(b) or not _segment_covers(segment, b[i]):
+            return False
+    return len(a) == len(b)
+
+
+def shadowed(routes: Sequence[RouteLike]) -> list[tuple[int, int]]:
+    """(earlier, later) index pairs: ``later`` never applies, ``earlier`` always matches first."""
+    found: list[tuple[int, int]] = []
+    for j, later in enumerate(routes):
+        for i in range(j):
+            if shadows(routes[i].match, later.match):
+                found.append((i, j))
+                break
+    return found

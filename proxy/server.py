@@ -24,7 +24,14 @@ from prometheus_client import CollectorRegistry
 from proxy.admission import Admission
 from proxy.breaker import Breaker
 from proxy.coalesce import Coalescer
-from proxy.config import Config, ConfigError, format_routes, load_config
+from proxy.config import (
+    Config,
+    ConfigError,
+    format_routes,
+    load_config,
+    route_lifetimes,
+    route_warnings,
+)
 from proxy.control import build_control_app
 from proxy.dashboard import History, sample
 from proxy.guard import GuardedServer
@@ -106,9 +113,12 @@ class Sidecache:
         _access_logger_to_stderr()
         for line in format_routes(config).splitlines():
             log.info("config: %s", line)  # the token is shown as set / not set
+        for warning in route_warnings(config):
+            log.warning("config: %s", warning)
         for problem in check_http_stack(config.server.allow_unsafe_http_parser):
             log.warning("running anyway (server.allow_unsafe_http_parser): %s", problem)
         store = MemoryLRUCache(config.cache.max_bytes, clock=self.clock)
+        store.apply_lifetimes(route_lifetimes(config))
         upstream = Upstream(config.upstream)
         await upstream.start()
         stats = Stats(started_at=self.clock())
@@ -201,9 +211,14 @@ class Sidecache:
             log.warning("upstream settings changed in the config: they take effect on restart")
         runtime.store.resize(new.cache.max_bytes)
         runtime.proxy.apply(new)
+        expired = runtime.store.apply_lifetimes(route_lifetimes(new))
+        if expired:
+            log.info("reload: %d entries expired under the new route rules", expired)
         runtime.config = new
         self.config = new
         log.info("config reloaded: %d routes", len(new.routes))
+        for warning in route_warnings(new):
+            log.warning("config: %s", warning)
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop accepting, let in-flight requests and fills finish within ``grace``

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from aiocache.base import BaseCache
@@ -27,6 +28,8 @@ SWEEP_BATCH = 1000
 PATH_EPOCH_SLOTS = 4096
 
 Epoch = tuple[int, int, int]
+# Route name -> (ttl, longest stale window) in the configuration in force.
+Lifetimes = Mapping[str, tuple[float, float]]
 
 
 class MemoryLRUCache(BaseCache):  # type: ignore[misc]  # aiocache is untyped
@@ -53,6 +56,8 @@ class MemoryLRUCache(BaseCache):  # type: ignore[misc]  # aiocache is untyped
         self._all_epoch = 0
         self._route_epochs: dict[str, int] = {}
         self._path_epochs = [0] * PATH_EPOCH_SLOTS
+        self._lifetimes: dict[str, tuple[float, float]] | None = None
+        self._known_routes: set[str] = set()
 
     # -- typed API (hot path and control port) --------------------------------------
 
@@ -65,7 +70,27 @@ class MemoryLRUCache(BaseCache):  # type: ignore[misc]  # aiocache is untyped
         when its fill began): a purge must win over a fill that was already running."""
         if since is not None and since != self.purge_epoch(entry.route, entry.path):
             return False
+        if self._lifetimes is not None:
+            if entry.route not in self._lifetimes:
+                return False  # a reload removed its route while it was fetched
+            retimed = self._retimed(entry)
+            if retimed is not None:
+                entry = retimed[0]  # fetched under the rules a reload has since replaced
         return self._put(entry.key, entry, entry.stale_until, now)
+
+    def apply_lifetimes(self, lifetimes: Lifetimes) -> int:
+        """Re-time every stored entry by its route's current ttl and stale windows,
+        counted from when it was stored: a reload changes them at once. Entries of
+        routes no longer configured are left as they are (no lookup can reach them)
+        until they expire, are evicted or purged. O(entries); returns the number
+        that expired."""
+        self._lifetimes = dict(lifetimes)
+        self._known_routes.update(lifetimes)
+        return self._lru.retime(lambda _key, entry: self._retimed(entry), self._clock())
+
+    def knows_route(self, route: str) -> bool:
+        """Was ``route`` ever configured, or does any entry belong to it?"""
+        return route in self._known_routes or route in self._by_route
 
     def vary_spec(self, base_key: str) -> tuple[str, ...] | None:
         """The ``Vary`` names stored variants of ``base_key`` were keyed on, if any."""
@@ -118,6 +143,18 @@ class MemoryLRUCache(BaseCache):  # type: ignore[misc]  # aiocache is untyped
                 await asyncio.sleep(0)
 
     # -- internals ---------------------------------------------------------------------
+
+    def _retimed(self, entry: StoredResponse) -> tuple[StoredResponse, float] | None:
+        """``entry`` with the lifetime its route now gives it, or None if unchanged."""
+        lifetime = self._lifetimes.get(entry.route) if self._lifetimes is not None else None
+        if lifetime is None:
+            return None
+        ttl, stale = lifetime
+        fresh_until = entry.stored_at + ttl
+        stale_until = fresh_until + stale
+        if fresh_until == entry.fresh_until and stale_until == entry.stale_until:
+            return None
+        return replace(entry, fresh_until=fresh_until, stale_until=stale_until), stale_until
 
     def _put(self, key: str, entry: StoredResponse, expires_at: float, now: float) -> bool:
         result = self._lru.put(key, entry, entry.size, expires_at, now)

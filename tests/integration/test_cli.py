@@ -65,6 +65,28 @@ async def test_check_prints_the_routes_and_exits_0(tmp_path: Path) -> None:
     assert "photo" in out and "/api/photo/{id:[0-9]+}" in out and "shared" in out
 
 
+async def test_check_warns_about_a_route_an_earlier_one_shadows(tmp_path: Path) -> None:
+    text = (GOOD % 8000) + '  - {name: twelve, match: "/api/photo/12", ttl: 1m}\n'
+    code, out, err = await run("check", "-c", str(write(tmp_path, text)))
+    assert code == 0, err
+    assert "twelve" in out
+    assert (
+        "sidecache: warning: routes[1] 'twelve' (/api/photo/12) never applies: every path it "
+        "matches is matched first by routes[0] 'photo' (/api/photo/{id:[0-9]+})"
+    ) in err
+
+
+@pytest.mark.parametrize("command", ["check", "serve"])
+async def test_a_listen_host_that_does_not_resolve_exits_2_naming_the_key(
+    tmp_path: Path, command: str
+) -> None:
+    path = write(tmp_path, (GOOD % 8000).replace("127.0.0.1:0", "nohost.invalid:0", 1))
+    code, _out, err = await run(command, "-c", str(path))
+    assert code == 2
+    assert "listen: 'nohost.invalid:0': the host name does not resolve" in err
+    assert "Traceback" not in err
+
+
 async def test_check_of_the_shipped_configs_succeeds() -> None:
     for path in [
         ROOT / "config" / "sidecache.yaml",

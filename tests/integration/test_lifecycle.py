@@ -166,3 +166,21 @@ async def test_sigterm_keeps_the_control_port_up_and_drains_within_one_grace_per
     # One grace period, not two (aiohttp's shutdown waits its timeout twice).
     assert grace <= cut < 2 * grace
     assert exited < 2 * grace
+
+
+async def test_sighup_shortens_the_ttl_of_stored_entries(
+    serve_process: tuple[Served, Path], upstream: TestServer
+) -> None:
+    served, path = serve_process
+    url = f"http://127.0.0.1:{served.public}/api/photo/1"
+    async with aiohttp.ClientSession() as client:
+        assert await x_cache(client, url) == "MISS"  # stored under ttl 5m
+        path.write_text(CONFIG.format(port=upstream.port, routes=PHOTO.replace("5m", "1m")))
+        served.proc.send_signal(signal.SIGHUP)
+        await served.wait_log(b"config reloaded: 1 routes")
+        async with client.get(url) as r:
+            await r.read()
+            assert r.headers["X-Cache"] == "HIT"
+            ttl = int(r.headers["Cache-Status"].rpartition("ttl=")[2])
+        assert ttl <= 60  # the new ttl counts from when it was stored, not the old one
+    assert await stop_gracefully(served.proc) == 0

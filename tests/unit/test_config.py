@@ -22,6 +22,7 @@ from proxy.config import (
     parse_duration,
     parse_size,
     resolve_config_path,
+    route_warnings,
 )
 
 HERE = Path(__file__).parent
@@ -315,3 +316,64 @@ def test_allowed_hosts_are_normalised_and_empty_by_default() -> None:
         {**MINIMAL, "server": {"allowed_hosts": ["Photos.Example.", "*.CDN.example", "*", "[::1]"]}}
     )
     assert config.server.allowed_hosts == ("photos.example", "*.cdn.example", "*", "[::1]")
+
+
+def test_a_config_nested_too_deeply_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "deep.yaml"
+    path.write_text('upstream: {url: "http://127.0.0.1:8000"}\nx: ' + "[" * 5000 + "]" * 5000)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    assert str(info.value) == f"{path}: the config is nested too deeply"
+
+
+@pytest.mark.parametrize(
+    ("listen", "control", "clash"),
+    [
+        ("127.0.0.1:8080", "127.0.0.1:8080", True),
+        ("0.0.0.0:8080", "127.0.0.1:8080", True),
+        ("127.0.0.1:8080", "0.0.0.0:8080", True),
+        ("[::]:8080", "127.0.0.1:8080", True),
+        ("localhost:8080", "127.0.0.1:8080", True),
+        ("[::1]:8080", "localhost:8080", True),
+        ("0.0.0.0:8080", "[::1]:8080", False),  # another address family
+        ("127.0.0.1:8080", "127.0.0.2:8080", False),
+        ("0.0.0.0:8080", "127.0.0.1:9090", False),
+        ("127.0.0.1:0", "127.0.0.1:0", False),  # the OS picks two ports
+    ],
+)
+def test_the_control_port_must_not_share_the_public_socket(
+    listen: str, control: str, clash: bool
+) -> None:
+    data = {**MINIMAL, "listen": listen, "control": {"listen": control, "token": "t"}}
+    if not clash:
+        assert str(parse_config(data, environ={}).control.listen) == control
+        return
+    with pytest.raises(ConfigError, match=r"^<config>: control\.listen: .* overlaps listen "):
+        parse_config(data, environ={})
+
+
+def test_listen_hosts_that_are_addresses_or_localhost_need_no_lookup(tmp_path: Path) -> None:
+    path = tmp_path / "ok.yaml"
+    path.write_text(
+        'listen: "[::1]:8080"\nupstream: {url: "http://127.0.0.1:8000"}\n'
+        "control: {listen: localhost:9090}\n"
+    )
+    config = load_config(path, environ={})
+    assert (config.listen.host, config.control.listen.host) == ("::1", "localhost")
+
+
+def test_route_warnings_name_the_route_that_never_applies_and_the_one_that_hides_it() -> None:
+    routes = [
+        {"name": "api", "match": "/api/{rest:path}", "ttl": "1m"},
+        {"name": "photo", "match": "/api/photo/{id}", "ttl": "5m"},
+        {"name": "files", "match": "/files/{id}", "ttl": "5m"},
+        {"name": "files-again", "match": "/files/{name}", "ttl": "5m"},
+    ]
+    config = parse_config({**MINIMAL, "routes": routes}, environ={})
+    assert route_warnings(config) == [
+        "routes[1] 'photo' (/api/photo/{id}) never applies: every path it matches is matched "
+        "first by routes[0] 'api' (/api/{rest:path})",
+        "routes[3] 'files-again' (/files/{name}) never applies: every path it matches is "
+        "matched first by routes[2] 'files' (/files/{id})",
+    ]
+    assert route_warnings(parse_config(MINIMAL, environ={})) == []

@@ -157,3 +157,16 @@ def test_randomised_against_a_reference_model() -> None:
         assert lru.bytes_used <= budget
         assert lru.bytes_used == sum(s for s, _ in model.values())
         assert list(lru.keys()) == list(model)
+
+
+def test_retime_changes_values_and_expiry_in_place_and_drops_the_expired() -> None:
+    lru: ByteLRU[str] = ByteLRU(1000)
+    for key in ("a", "b", "c"):
+        lru.put(key, key, 10, expires_at=100.0, now=0.0)
+    lru.get("a", 0.0)  # recency: b, c, a
+    new = {"a": ("A", 500.0), "b": ("B", 5.0)}
+    assert lru.retime(lambda key, _value: new.get(key), now=10.0) == 1  # b expired
+    assert list(lru.keys()) == ["c", "a"]
+    assert (lru.get("a", 200.0), lru.bytes_used, lru.expired) == ("A", 20, 1)
+    assert lru.sweep(499.0) == 1  # c, at 100
+    assert lru.sweep(500.0) == 1 and len(lru) == 0  # a, at its new expiry

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from proxy.routes import RouteTable, TemplateError, compile_template
+from proxy.routes import RouteTable, TemplateError, compile_template, shadowed, shadows
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,13 @@ class R:
         ("/static.css", "/staticXcss", None),  # literals are escaped
         ("/exact", "/exact", {}),
         ("/exact", "/exact/", None),
+        ("/f/{rest:path}", "/f/a", {"rest": "a"}),
+        ("/f/{rest:path}", "/f/a/b.jpg", {"rest": "a/b.jpg"}),
+        ("/f/{rest:path}", "/f/a/b/", {"rest": "a/b/"}),
+        ("/f/{rest:path}", "/f/", None),
+        ("/f/{rest:path}", "/f", None),
+        ("/f/{d}/{rest:path}", "/f/1/x/y", {"d": "1", "rest": "x/y"}),
+        ("/f/{n:[^/]+}", "/f/a", {"n": "a"}),  # '/' inside a class is fine
     ],
 )
 def test_template_matching(template: str, path: str, params: dict[str, str] | None) -> None:
@@ -53,6 +60,7 @@ def test_template_matching(template: str, path: str, params: dict[str, str] | No
         ("/a/{id:[0-9}", "not a valid regular expression"),
         ("/a/{id:(}", "not a valid regular expression"),
         ("/a/{id:(?P<x>1)}", "must not define named groups"),
+        ("/a/{rest:path}/b", "{rest:path} is the rest of the path: it must end the template"),
     ],
 )
 def test_bad_templates_are_rejected(template: str, message: str) -> None:
@@ -68,3 +76,59 @@ def test_first_matching_route_wins() -> None:
     assert other is not None and other.route.name == "photo"
     assert table.match("/nope") is None
     assert len(table) == 2
+
+
+@pytest.mark.parametrize("regex", ["a/b", "a|b/c", r"x\/y", "[a-z]+/[0-9]+", "(?:/)?", "[]]/"])
+def test_a_parameter_regex_that_needs_a_slash_is_refused(regex: str) -> None:
+    template = f"/s/{{p:{regex}}}"
+    with pytest.raises(TemplateError) as info:
+        compile_template(template)
+    assert str(info.value) == (
+        f"{template!r}: {{p:{regex}}} can never match: a parameter is one path segment, "
+        "which never contains '/' (expected a regular expression without '/', "
+        "or {p:path} for the rest of the path)"
+    )
+
+
+@pytest.mark.parametrize("regex", ["[^/]+", "[/a]+", r"[\]/]+", r"a\.b", ".+"])
+def test_a_slash_inside_a_character_class_is_allowed(regex: str) -> None:
+    compile_template(f"/s/{{p:{regex}}}")
+
+
+@pytest.mark.parametrize(
+    ("earlier", "later", "expected"),
+    [
+        ("/api/{x:path}", "/api/photo/{id}", True),
+        ("/api/photo/{id}", "/api/photo/{n}", True),  # identical but for the name
+        ("/api/photo/{id}", "/api/photo/{id}", True),
+        ("/api/photo/{id}", "/api/photo/{n:[0-9]+}", True),
+        ("/api/photo/{id}", "/api/photo/12", True),
+        ("/api/photo/{id:[0-9]+}", "/api/photo/12", True),
+        ("/a/{x}/b", "/a/1/b", True),
+        ("/a/{x}.jpg", "/a/{y}.jpg", True),
+        ("/a/{x:.*}", "/a/", True),
+        ("/api/photo/{id:[0-9]+}", "/api/photo/{n}", False),
+        ("/api/photo/{id:[0-9]+}", "/api/photo/x", False),
+        ("/api/photo/{id:[0-9]+}", "/api/photo/{n:[0-9]}", False),  # regexes are not compared
+        ("/a/{x}", "/a/", False),
+        ("/a/{x:path}", "/a/", False),
+        ("/a/{x}", "/a/{y:path}", False),
+        ("/a/{x}", "/a/{y}/b", False),
+        ("/a/{x}", "/a/{y:[0-9]*}", False),  # the later one also matches "/a/"
+        ("/a", "/a/", False),
+        ("/api/photo/{id}", "/api/{x:path}", False),
+    ],
+)
+def test_shadowing(earlier: str, later: str, expected: bool) -> None:
+    assert shadows(earlier, later) is expected
+
+
+def test_shadowed_names_the_first_route_that_hides_each_later_one() -> None:
+    routes = [
+        R("thumb", "/api/photo/{id}/thumb"),
+        R("api", "/api/{rest:path}"),
+        R("photo", "/api/photo/{id}"),
+        R("again", "/api/photo/{id}/thumb"),
+        R("files", "/files/{name}"),
+    ]
+    assert shadowed(routes) == [(1, 2), (0, 3)]

@@ -214,3 +214,64 @@ def test_vary_specs_follow_their_variants(cache: MemoryLRUCache, clock: Clock) -
     assert cache.vary_spec("base") == ("accept-language",)
     cache.purge_path("/p")  # both variants live at /p
     assert cache.vary_spec("base") is None
+
+
+@pytest.mark.parametrize(
+    ("lifetime", "fresh_until", "stale_until"),
+    [
+        ((3.0, 10.0), 1003.0, 1013.0),  # shorter: stale now, within its new stale window
+        ((300.0, 0.0), 1300.0, 1300.0),  # longer: kept past its old expiry
+        ((60.0, 40.0), 1060.0, 1100.0),  # unchanged
+    ],
+)
+def test_new_route_lifetimes_apply_to_stored_entries(
+    cache: MemoryLRUCache,
+    clock: Clock,
+    lifetime: tuple[float, float],
+    fresh_until: float,
+    stale_until: float,
+) -> None:
+    cache.store(entry("k"), clock.now)  # stored at 1000 with ttl 60 and a 40 s stale window
+    clock.now = 1004.0
+    assert cache.apply_lifetimes({"photo": lifetime}) == 0
+    found = cache.lookup("k", clock.now)
+    assert found is not None and (found.fresh_until, found.stale_until) == (
+        fresh_until,
+        stale_until,
+    )
+    assert found.stored_at == 1000.0
+    clock.now = stale_until
+    assert cache.sweep() == 1 and cache.lookup("k", clock.now) is None
+
+
+def test_an_entry_already_past_its_new_lifetime_leaves_at_once(
+    cache: MemoryLRUCache, clock: Clock
+) -> None:
+    cache.store(entry("k"), clock.now)
+    clock.now = 1004.0
+    assert cache.apply_lifetimes({"photo": (3.0, 0.0)}) == 1
+    assert cache.lookup("k", clock.now) is None and cache.figures().entries == 0
+
+
+def test_fills_stored_after_a_reload_follow_the_new_rules(
+    cache: MemoryLRUCache, clock: Clock
+) -> None:
+    cache.apply_lifetimes({"photo": (5.0, 0.0)})
+    assert cache.store(entry("k"), clock.now) is True  # built under an older ttl of 60 s
+    found = cache.lookup("k", clock.now)
+    assert found is not None and found.fresh_until == 1005.0
+    assert cache.store(entry("gone", route="removed"), clock.now) is False
+
+
+def test_entries_of_a_removed_route_stay_purgeable_by_its_name(
+    cache: MemoryLRUCache, clock: Clock
+) -> None:
+    cache.apply_lifetimes({"photo": (60.0, 40.0)})
+    cache.store(entry("k1", path="/a"), clock.now)
+    cache.store(entry("k2", path="/b"), clock.now)
+    cache.apply_lifetimes({"images": (60.0, 0.0)})
+    assert cache.knows_route("photo") and cache.knows_route("images")
+    assert not cache.knows_route("typo")
+    found = cache.lookup("k1", clock.now)
+    assert found is not None and found.fresh_until == 1060.0  # left as it was
+    assert cache.purge_route("photo") == 2 and cache.figures().entries == 0
