@@ -80,6 +80,9 @@ class RunningApp:
 
 async def start_upstream(options: UpstreamOptions) -> RunningApp:
     """Create the schema, seed if asked and the database is empty, and listen."""
+    problem = _sqlite_problem(options.db)
+    if problem is not None:
+        raise DatabaseUnavailable(f"cannot use the database {shown_url(options.db)}: {problem}")
     engine = make_engine(options.db, options.pool)
     try:
         try:
@@ -100,6 +103,24 @@ async def start_upstream(options: UpstreamOptions) -> RunningApp:
     sockets = getattr(site._server, "sockets", None)
     assert sockets
     return RunningApp(runner, engine, sockets[0].getsockname()[1])
+
+
+def _sqlite_problem(url: str) -> str | None:
+    """Why a SQLite file cannot be opened or created, checked before the driver
+    tries: aiosqlite's failed connect leaves a worker thread that reports to the
+    event loop after it has closed, which prints a traceback on the way out."""
+    if not url.startswith(("sqlite:///", "sqlite+aiosqlite:///")):
+        return None
+    name = url.partition(":///")[2].partition("?")[0]
+    if not name or name == ":memory:":
+        return None
+    path = Path(name)
+    folder = path.parent
+    if not folder.is_dir():
+        return f"{folder} is not a directory"
+    if path.exists():
+        return None if os.access(path, os.R_OK | os.W_OK) else f"{path} is not writable"
+    return None if os.access(folder, os.W_OK | os.X_OK) else f"{folder} is not writable"
 
 
 def _reason(exc: BaseException) -> str:
