@@ -161,11 +161,13 @@ class Relay:
 
 
 class Fill:
-    """One upstream fetch in progress for one key."""
+    """One upstream fetch in progress for one key (of ``route``, at ``path``)."""
 
-    def __init__(self, key: str, window: int) -> None:
+    def __init__(self, key: str, window: int, route: str = "", path: str = "") -> None:
         loop = asyncio.get_running_loop()
         self.key = key
+        self.route = route
+        self.path = path
         self.head: asyncio.Future[Head] = loop.create_future()
         self.result: asyncio.Future[FillResult] = loop.create_future()
         self.relay = Relay(window)
@@ -229,19 +231,41 @@ class Coalescer:
         key: str,
         window: int,
         run: Callable[[Fill], Coroutine[Any, Any, None]],
+        *,
+        route: str = "",
+        path: str = "",
     ) -> Fill:
-        """Start a fill for ``key``; ``run`` does the fetch and resolves the fill."""
+        """Start a fill for ``key``; ``run`` does the fetch and resolves the fill.
+        ``route`` and ``path`` name what a purge must detach it by."""
         assert key not in self._fills
-        fill = Fill(key, window)
+        fill = Fill(key, window, route, path)
         self._fills[key] = fill
         task = asyncio.get_running_loop().create_task(self._drive(fill, run))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return fill
 
-    def forget(self, key: str) -> None:
-        """Later requests for ``key`` start a new fill (this one will not be stored)."""
-        self._fills.pop(key, None)
+    def forget(self, fill: Fill) -> None:
+        """Later requests for its key start a new fill (this one will not be stored)."""
+        if self._fills.get(fill.key) is fill:
+            del self._fills[fill.key]
+
+    def detach(self, kind: str, value: str | None) -> int:
+        """A purge happened (``kind`` path, route or all): fills that began before it
+        may carry what it removed, so later requests start new ones. Clients already
+        waiting keep theirs (and the store refuses its result, see ``purge_epoch``)."""
+        doomed = [
+            fill
+            for fill in self._fills.values()
+            if kind == "all"
+            or (kind == "path" and fill.path == value)
+            or (kind == "route" and fill.route == value)
+        ]
+        for fill in doomed:
+            del self._fills[fill.key]
+        if doomed:
+            log.debug("purge (%s %s) detached %d fills in progress", kind, value, len(doomed))
+        return len(doomed)
 
     async def _drive(self, fill: Fill, run: Callable[[Fill], Coroutine[Any, Any, None]]) -> None:
         try:

@@ -241,6 +241,8 @@ class Proxy:
                 key,
                 STREAM_WINDOW,
                 lambda f: self._run_fill(f, lookup, _fill_headers(request, lookup), cluster),
+                route=lookup.route.name,
+                path=lookup.path,
             )
             return await self._lead(request, fill, lookup, stale)
         return await self._follow(request, fill, lookup, stale)
@@ -292,6 +294,8 @@ class Proxy:
             key,
             STREAM_WINDOW,
             lambda f: self._run_fill(f, lookup, _fill_headers(request, lookup)),
+            route=lookup.route.name,
+            path=lookup.path,
         )
         fill.relay.abandon()  # nobody streams it: it is read only to be stored
         log.debug("revalidating %s in the background", lookup.path)
@@ -383,7 +387,7 @@ class Proxy:
     def _give_up_storing(self, fill: Fill, reason: NoStore) -> None:
         log.debug("fill %r not stored: %s", fill.key, reason.value)
         fill.relay.stop_keeping()
-        self.coalescer.forget(fill.key)
+        self.coalescer.forget(fill)
         fill.resolve(Pass(reason))
 
     async def _lead(

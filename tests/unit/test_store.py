@@ -214,3 +214,12 @@ def test_vary_specs_follow_their_variants(cache: MemoryLRUCache, clock: Clock) -
     assert cache.vary_spec("base") == ("accept-language",)
     cache.purge_path("/p")  # both variants live at /p
     assert cache.vary_spec("base") is None
+
+
+def test_every_purge_is_announced_to_listeners(cache: MemoryLRUCache) -> None:
+    heard: list[tuple[str, str | None]] = []
+    cache.on_purge(lambda kind, value: heard.append((kind, value)))
+    cache.purge_path("/p")
+    cache.purge_route("photo")
+    cache.purge_all()
+    assert heard == [("path", "/p"), ("route", "photo"), ("all", None)]
