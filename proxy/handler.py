@@ -422,11 +422,13 @@ class Proxy:
             if head.storable and route.client_cache_control is not None:
                 out.headers["Cache-Control"] = route.client_cache_control
             out.headers["X-Cache"] = "MISS"
+            # No "stored" (RFC 9211: the response was stored): the head goes out
+            # before the body is read, and the body may yet turn out too large, be
+            # cut short or be purged. Whether it was stored, the next request shows.
             out.headers["Cache-Status"] = h.cache_status(
                 hit=False,
                 fwd="stale" if stale is not None else "uri-miss",
                 fwd_status=head.status,
-                stored=head.storable,
             )
             if head.content_length is not None and head.status not in _NO_BODY_STATUSES:
                 out.content_length = head.content_length

@@ -69,3 +69,29 @@ async def test_a_request_after_a_purge_does_not_join_the_fill_that_began_before_
     assert (cache, body) == ("HIT", b"/versioned/1 version 2")
     assert upstream.app[HITS]["GET /versioned/1"] == 2
     assert len(proxy.runtime.coalescer) == 0
+
+
+@pytest.mark.parametrize(
+    ("query", "stored"),
+    [
+        ({}, True),
+        # Chunked, so its size is learnt only as it streams: over max_object_bytes.
+        ({"chunked": "1", "size": "300000"}, False),
+    ],
+)
+async def test_a_miss_does_not_claim_stored_before_the_body_is_known(
+    sidecache: Factory,
+    client: aiohttp.ClientSession,
+    query: dict[str, str],
+    stored: bool,
+) -> None:
+    proxy = await sidecache(cache={"max_object_bytes": "100KiB"})
+    url = (proxy.url / "api/photo/5").with_query(query)
+    async with client.get(url) as r:
+        assert r.headers["X-Cache"] == "MISS"
+        # RFC 9211 "stored" means stored: unknown while the body streams.
+        assert r.headers["Cache-Status"] == "sidecache; fwd=uri-miss; fwd-status=200"
+        await r.read()
+    async with client.get(url) as r:
+        assert r.headers["X-Cache"] == ("HIT" if stored else "MISS")
+        await r.read()
