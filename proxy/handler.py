@@ -22,7 +22,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from proxy import headers as h
-from proxy.accesslog import ROUTE_KEY, UPSTREAM_KEY, AccessLog
+from proxy.accesslog import ROUTE_KEY, SENT_KEY, UPSTREAM_KEY, AccessLog
 from proxy.admission import Admission
 from proxy.body import SLICED_ABOVE, SlicedPayload
 from proxy.coalesce import Coalescer, Fill, Head, Pass, Relay, Stored
@@ -45,7 +45,7 @@ from proxy.policy import (
 from proxy.ranges import Partial, Unsatisfiable, answer_range, not_modified
 from proxy.routes import RouteTable
 from proxy.shared import SharedTier
-from proxy.stats import CacheOutcome, Stats
+from proxy.stats import CacheOutcome, Histogram, Stats
 from proxy.store import MemoryLRUCache
 from proxy.upstream import Upstream, UpstreamBusy, UpstreamError
 
@@ -159,6 +159,10 @@ class Proxy:
                 if entry is not None and now < entry.fresh_until:
                     self.stats.record(decision.route.name, CacheOutcome.HIT)
                     hit = self._serve(request, entry, decision.route, "HIT", now)
+                    if hit.body.__class__ is SlicedPayload and request.method != "HEAD":
+                        # Written after we return: timed and counted once sent.
+                        self._account_when_sent(request, hit, started, self._hit_latency)
+                        return hit
                     elapsed = time.perf_counter() - started
                     self._hit_latency.observe(elapsed)
                     if self._access_on:
@@ -192,13 +196,47 @@ class Proxy:
         self, request: web.BaseRequest, response: web.StreamResponse, started: float
     ) -> web.StreamResponse:
         """Account for a response: latency by X-Cache value, and the access log."""
-        elapsed = time.perf_counter() - started
         histogram = self.stats.latency.get(response.headers.get("X-Cache", ""))
+        if (
+            isinstance(response, web.Response)
+            and response.body.__class__ is SlicedPayload
+            and request.method != "HEAD"
+        ):
+            self._account_when_sent(request, response, started, histogram)
+            return response
+        self._account(request, response, started, histogram)
+        return response
+
+    def _account(
+        self,
+        request: web.BaseRequest,
+        response: web.StreamResponse,
+        started: float,
+        histogram: Histogram | None,
+    ) -> None:
+        elapsed = time.perf_counter() - started
         if histogram is not None:
             histogram.observe(elapsed)
         if self._access_on:
             self.access.record(request, response, elapsed)
-        return response
+
+    def _account_when_sent(
+        self,
+        request: web.BaseRequest,
+        response: web.Response,
+        started: float,
+        histogram: Histogram | None,
+    ) -> None:
+        """A large stored body is written by aiohttp after the handler returns: its
+        latency and access log line wait for the last slice (or the client leaving)."""
+
+        def sent(nbytes: int) -> None:
+            request[SENT_KEY] = nbytes
+            self._account(request, response, started, histogram)
+
+        body = response.body
+        assert isinstance(body, SlicedPayload)
+        body.on_sent = sent
 
     # -- cache lookups -------------------------------------------------------------
 
@@ -677,9 +715,11 @@ class Proxy:
             if request.method == "HEAD" or resp.status in _NO_BODY_STATUSES:
                 await out.write_eof()
                 return out
+            sent = 0
             try:
                 async for chunk in resp.chunks():
                     await out.write(chunk)
+                    sent += len(chunk)
             except UpstreamError as exc:
                 self.stats.upstream_failed()
                 log.info("upstream body cut short for %s: %s", target, exc)
@@ -688,6 +728,8 @@ class Proxy:
             except ConnectionError:
                 resp.abort()  # the client left: stop reading
                 return out
+            finally:
+                request[SENT_KEY] = sent
             await out.write_eof()
             return out
 
@@ -695,14 +737,18 @@ class Proxy:
 async def _pump(
     request: web.BaseRequest, out: web.StreamResponse, relay: Relay
 ) -> web.StreamResponse:
+    sent = 0
     try:
         while (chunk := await relay.next_chunk()) is not None:
             await out.write(chunk)
+            sent += len(chunk)
     except UpstreamError:
         _abort(request)
         return out
     except ConnectionError:
         return out
+    finally:
+        request[SENT_KEY] = sent
     await out.write_eof()
     return out
 
