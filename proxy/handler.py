@@ -103,6 +103,8 @@ class Proxy:
         self._hit_latency = self.stats.latency["HIT"]
         self.routes: RouteTable[RouteConfig] = RouteTable(config.routes)
         self.max_object_bytes = config.cache.max_object_bytes
+        # Bodies of unknown length being filled keep at most the cache's budget.
+        self.coalescer.allowance.limit = config.cache.max_bytes
         # raw path -> (normalised path, route). Both are pure functions of the raw
         # path and the route table, and together they cost about a fifth of a hit.
         self._targets: dict[str, tuple[str | None, RouteConfig | None]] = {}
@@ -398,9 +400,13 @@ class Proxy:
                     resp.abort()  # nobody reads and nothing will be stored
                     relay.finish()
                     return
+                if relay.keeping:
+                    # Decided before the chunk is kept: never past either bound.
+                    if relay.size + len(chunk) > self.max_object_bytes:
+                        self._give_up_storing(fill, NoStore.TOO_LARGE)
+                    elif not relay.fits(len(chunk)):
+                        self._give_up_storing(fill, NoStore.MEMORY)
                 await relay.put(chunk)
-                if relay.keeping and relay.size > self.max_object_bytes:
-                    self._give_up_storing(fill, NoStore.TOO_LARGE)
             stored: StoredResponse | None = None
             if relay.keeping:
                 now = self.clock()
