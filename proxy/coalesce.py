@@ -87,6 +87,7 @@ class Relay:
         self._allowance = allowance if allowance is not None else Allowance()
         self._counted = 0  # bytes of ours in the allowance
         self.shared = False  # other clients wait for the result: keep reading ahead
+        self.stalled = asyncio.Event()  # set while the producer waits for the consumer
         self._buf: bytearray | None = None
         self._chunks: list[bytes | memoryview] = []
         self._first = 0  # absolute index of _chunks[0]
@@ -115,6 +116,10 @@ class Relay:
         return self._keep
 
     @property
+    def unread(self) -> int:
+        return self._unread
+
+    @property
     def held(self) -> int:
         """Body bytes this relay references: all it keeps, else those unread."""
         return self._size if self._keep else self._unread
@@ -134,7 +139,9 @@ class Relay:
         self._data.set()
         while self._unread > self._window and self._must_wait():
             self._room.clear()
+            self.stalled.set()
             await self._room.wait()
+        self.stalled.clear()
 
     def _must_wait(self) -> bool:
         if self.consumer_gone:
