@@ -54,5 +54,9 @@ class SlicedPayload(Payload):
                 await writer.write(part)
                 sent += len(part)
         finally:
-            if self.on_sent is not None:
-                self.on_sent(sent)
+            # Dropped once called: the callback refers to the response, which refers
+            # to this payload, a cycle that would keep the body alive until the
+            # cyclic GC ran (evicted bodies held far past their last response).
+            on_sent, self.on_sent = self.on_sent, None
+            if on_sent is not None:
+                on_sent(sent)
