@@ -19,6 +19,9 @@ log = logging.getLogger("sidecache.access")
 # Set by the handler on each request, read back here.
 ROUTE_KEY: web.RequestKey[str] = web.RequestKey("sidecache.route", str)
 UPSTREAM_KEY: web.RequestKey[float] = web.RequestKey("sidecache.upstream_s", float)
+# Body bytes actually written, where the handler counts them (streamed bodies, and
+# large stored ones): a response cut short is logged with what it sent.
+SENT_KEY: web.RequestKey[int] = web.RequestKey("sidecache.sent", int)
 
 
 def redact_query(query: str, sensitive: frozenset[str]) -> str:
@@ -33,9 +36,13 @@ def redact_query(query: str, sensitive: frozenset[str]) -> str:
 
 
 def body_bytes(request: web.BaseRequest, response: web.StreamResponse) -> int:
-    """Body bytes sent: the framed length, or what a chunked response wrote."""
+    """Body bytes sent: as counted while writing, else the framed length, or what a
+    chunked response wrote."""
     if request.method == "HEAD" or response.status in (204, 304):
         return 0
+    sent: int | None = request.get(SENT_KEY)
+    if sent is not None:
+        return sent
     if response.content_length is not None:
         return response.content_length
     return response.body_length  # chunked: counted as written (with chunk framing)

@@ -6,10 +6,15 @@ on a 2.5 MB entry briefly held another 2.5 MB: 300 clients, 750 MB above the
 cache budget (bench/memory.py). ``SlicedPayload`` writes the stored body as
 memoryview slices instead, waiting for each to drain, so a response costs at
 most a slice and the socket buffer, whatever the body size.
+
+Such a body is written after the handler has returned its response, so the
+handler cannot time it or count it then: ``on_sent`` is called with the bytes
+actually written once the last slice is out, or the client went away.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp.abc import AbstractStreamWriter
@@ -30,6 +35,7 @@ class SlicedPayload(Payload):
         super().__init__(value, **kwargs)
         self._size = len(value)
         self._view = memoryview(value)
+        self.on_sent: Callable[[int], None] | None = None
 
     def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
         return bytes(self._view).decode(encoding, errors)
@@ -41,5 +47,16 @@ class SlicedPayload(Payload):
         self, writer: AbstractStreamWriter, content_length: int | None
     ) -> None:
         view = self._view if content_length is None else self._view[:content_length]
-        for start in range(0, len(view), SLICE):
-            await writer.write(view[start : start + SLICE])
+        sent = 0
+        try:
+            for start in range(0, len(view), SLICE):
+                part = view[start : start + SLICE]
+                await writer.write(part)
+                sent += len(part)
+        finally:
+            # Dropped once called: the callback refers to the response, which refers
+            # to this payload, a cycle that would keep the body alive until the
+            # cyclic GC ran (evicted bodies held far past their last response).
+            on_sent, self.on_sent = self.on_sent, None
+            if on_sent is not None:
+                on_sent(sent)

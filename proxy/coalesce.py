@@ -16,9 +16,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from proxy.entry import Body, Headers, StoredResponse
+from proxy.memory import release_memory
 from proxy.policy import NoStore
 
 log = logging.getLogger(__name__)
+
+# A fill of at least this size, once no fill runs for IDLE_TRIM_DELAY seconds,
+# has the allocator give free memory back (proxy/memory.py).
+TRIM_AFTER_BYTES = 1024 * 1024
+IDLE_TRIM_DELAY = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,22 +53,41 @@ class Head:
     storable: bool
 
 
+class Allowance:
+    """What bodies of unknown length (chunked) may keep, together, while nobody
+    knows yet whether they can be stored: a crowd of them cannot make the process
+    hold ``max_object_bytes`` each. Bytes are counted by the relays that keep them."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit = limit  # None: no limit
+        self.used = 0
+
+
 class Relay:
     """A single-consumer channel for a fill's body.
 
     While the body may still be stored, every chunk is kept (bounded by
-    ``max_object_bytes``) and the producer never waits for the consumer: a slow
-    client does not slow a fill that others wait for. Once the body cannot be
-    stored, chunks are dropped as they are consumed and the producer waits when
-    more than ``window`` bytes are unread, so memory stays bounded.
-
+    ``max_object_bytes``, and for bodies of unknown length by the ``Allowance``).
     With a known length (``expect``), chunks are copied into one buffer of that
     size as they arrive and the consumer gets views of it: the stored body is that
-    buffer, so a fill holds its body once, not as chunks plus their joined copy.
+    buffer, so a fill holds its body once, not as chunks plus their joined copy,
+    and the producer never waits for the consumer: a slow client does not slow
+    a fill that others wait for.
+
+    Otherwise the producer waits while more than ``window`` bytes are unread, so
+    that a slow client holds at most the window, and the upstream read waits for
+    it: once the body cannot be stored (chunks are then dropped as they are
+    consumed), and while a body of unknown length is kept for a client nobody else
+    waits with (``shared`` off), whose backlog would be left behind, unbounded by
+    the window, if the body turned out too large.
     """
 
-    def __init__(self, window: int) -> None:
+    def __init__(self, window: int, allowance: Allowance | None = None) -> None:
         self._window = window
+        self._allowance = allowance if allowance is not None else Allowance()
+        self._counted = 0  # bytes of ours in the allowance
+        self.shared = False  # other clients wait for the result: keep reading ahead
+        self.stalled = asyncio.Event()  # set while the producer waits for the consumer
         self._buf: bytearray | None = None
         self._chunks: list[bytes | memoryview] = []
         self._first = 0  # absolute index of _chunks[0]
@@ -90,6 +115,15 @@ class Relay:
     def keeping(self) -> bool:
         return self._keep
 
+    @property
+    def unread(self) -> int:
+        return self._unread
+
+    @property
+    def held(self) -> int:
+        """Body bytes this relay references: all it keeps, else those unread."""
+        return self._size if self._keep else self._unread
+
     async def put(self, chunk: bytes) -> None:
         buf, start = self._buf, self._size
         if buf is not None and self._keep and start + len(chunk) <= len(buf):
@@ -97,17 +131,43 @@ class Relay:
             self._chunks.append(memoryview(buf)[start : start + len(chunk)])
         else:
             self._chunks.append(chunk)
+            if self._keep:
+                self._counted += len(chunk)
+                self._allowance.used += len(chunk)
         self._unread += len(chunk)
         self._size += len(chunk)
         self._data.set()
-        while not self._keep and not self.consumer_gone and self._unread > self._window:
+        while self._unread > self._window and self._must_wait():
             self._room.clear()
+            self.stalled.set()
             await self._room.wait()
+        self.stalled.clear()
+
+    def _must_wait(self) -> bool:
+        if self.consumer_gone:
+            return False
+        return not self._keep or (self._buf is None and not self.shared)
+
+    def fits(self, more: int) -> bool:
+        """Whether ``more`` bytes may still be kept: always with a sized buffer; for
+        a body of unknown length, within the allowance shared by all of them."""
+        limit = self._allowance.limit
+        return self._buf is not None or limit is None or self._allowance.used + more <= limit
+
+    def share(self) -> None:
+        """Another client waits for this fill: read ahead of a slow first client."""
+        self.shared = True
+        self._room.set()
+
+    def _release(self) -> None:
+        self._allowance.used -= self._counted
+        self._counted = 0
 
     def stop_keeping(self) -> None:
         """From now on the body will not be stored: release what was consumed."""
         self._keep = False
         self._buf = None
+        self._release()
         if self.consumer_gone:
             self._chunks.clear()
             self._first = self._read = 0
@@ -122,6 +182,7 @@ class Relay:
         return b"".join(self._chunks)
 
     def finish(self, error: BaseException | None = None) -> None:
+        self._release()  # stored or not, it is no longer a fill's to keep
         self._done = True
         self._error = error
         self._data.set()
@@ -161,14 +222,23 @@ class Relay:
 
 
 class Fill:
-    """One upstream fetch in progress for one key."""
+    """One upstream fetch in progress for one key (of ``route``, at ``path``)."""
 
-    def __init__(self, key: str, window: int) -> None:
+    def __init__(
+        self,
+        key: str,
+        window: int,
+        route: str = "",
+        path: str = "",
+        allowance: Allowance | None = None,
+    ) -> None:
         loop = asyncio.get_running_loop()
         self.key = key
+        self.route = route
+        self.path = path
         self.head: asyncio.Future[Head] = loop.create_future()
         self.result: asyncio.Future[FillResult] = loop.create_future()
-        self.relay = Relay(window)
+        self.relay = Relay(window, allowance)
         self.waiters = 0
         self.upstream_s: float | None = None  # time to the app's response headers
         self.shared_entry: StoredResponse | None = None  # filled by another replica
@@ -180,6 +250,7 @@ class Fill:
     def join(self) -> None:
         """Count one more client waiting for this fill."""
         self.waiters += 1
+        self.relay.share()
         self._joined.set()
 
     async def wait_for_waiters(self, count: int) -> None:
@@ -203,6 +274,10 @@ class Fill:
         self.relay.finish(error)
 
 
+async def _release_memory() -> None:
+    await asyncio.to_thread(release_memory)
+
+
 def _consume(fut: asyncio.Future[Any]) -> None:
     if not fut.cancelled():
         fut.exception()
@@ -214,6 +289,9 @@ class Coalescer:
     def __init__(self) -> None:
         self._fills: dict[str, Fill] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # Set from the config (cache.max_bytes) by the handler.
+        self.allowance = Allowance()
+        self._trim: asyncio.TimerHandle | None = None
 
     def __len__(self) -> int:
         return len(self._fills)
@@ -229,19 +307,41 @@ class Coalescer:
         key: str,
         window: int,
         run: Callable[[Fill], Coroutine[Any, Any, None]],
+        *,
+        route: str = "",
+        path: str = "",
     ) -> Fill:
-        """Start a fill for ``key``; ``run`` does the fetch and resolves the fill."""
+        """Start a fill for ``key``; ``run`` does the fetch and resolves the fill.
+        ``route`` and ``path`` name what a purge must detach it by."""
         assert key not in self._fills
-        fill = Fill(key, window)
+        fill = Fill(key, window, route, path, self.allowance)
         self._fills[key] = fill
         task = asyncio.get_running_loop().create_task(self._drive(fill, run))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return fill
 
-    def forget(self, key: str) -> None:
-        """Later requests for ``key`` start a new fill (this one will not be stored)."""
-        self._fills.pop(key, None)
+    def forget(self, fill: Fill) -> None:
+        """Later requests for its key start a new fill (this one will not be stored)."""
+        if self._fills.get(fill.key) is fill:
+            del self._fills[fill.key]
+
+    def detach(self, kind: str, value: str | None) -> int:
+        """A purge happened (``kind`` path, route or all): fills that began before it
+        may carry what it removed, so later requests start new ones. Clients already
+        waiting keep theirs (and the store refuses its result, see ``purge_epoch``)."""
+        doomed = [
+            fill
+            for fill in self._fills.values()
+            if kind == "all"
+            or (kind == "path" and fill.path == value)
+            or (kind == "route" and fill.route == value)
+        ]
+        for fill in doomed:
+            del self._fills[fill.key]
+        if doomed:
+            log.debug("purge (%s %s) detached %d fills in progress", kind, value, len(doomed))
+        return len(doomed)
 
     async def _drive(self, fill: Fill, run: Callable[[Fill], Coroutine[Any, Any, None]]) -> None:
         try:
@@ -257,9 +357,31 @@ class Coalescer:
                 del self._fills[fill.key]
             if not fill.result.done():
                 fill.fail(RuntimeError("fill ended without a result"))
+            if fill.relay.size >= TRIM_AFTER_BYTES:
+                self._trim_when_idle()
+
+    def _trim_when_idle(self) -> None:
+        """Give freed memory back to the system once no fill has run for a while."""
+        if self._trim is not None:
+            self._trim.cancel()
+        loop = asyncio.get_running_loop()
+
+        def fire() -> None:
+            self._trim = None
+            if self._tasks:
+                return  # still busy: the last fill to end asks again
+            # Off the event loop: trimming a large heap takes milliseconds.
+            task = loop.create_task(_release_memory())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        self._trim = loop.call_later(IDLE_TRIM_DELAY, fire)
 
     async def close(self, grace: float) -> None:
         """Let running fills finish for up to ``grace`` seconds, then cancel them."""
+        if self._trim is not None:
+            self._trim.cancel()
+            self._trim = None
         if not self._tasks:
             return
         _done, pending = await asyncio.wait(set(self._tasks), timeout=grace)

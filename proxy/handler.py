@@ -22,7 +22,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from proxy import headers as h
-from proxy.accesslog import ROUTE_KEY, UPSTREAM_KEY, AccessLog
+from proxy.accesslog import ROUTE_KEY, SENT_KEY, UPSTREAM_KEY, AccessLog
 from proxy.admission import Admission
 from proxy.body import SLICED_ABOVE, SlicedPayload
 from proxy.coalesce import Coalescer, Fill, Head, Pass, Relay, Stored
@@ -58,7 +58,7 @@ from proxy.ranges import (
 )
 from proxy.routes import RouteTable
 from proxy.shared import SharedTier
-from proxy.stats import CacheOutcome, Stats
+from proxy.stats import CacheOutcome, Histogram, Stats
 from proxy.store import MemoryLRUCache
 from proxy.upstream import Upstream, UpstreamBusy, UpstreamError, UpstreamResponse
 
@@ -116,6 +116,8 @@ class Proxy:
         self._hit_latency = self.stats.latency["HIT"]
         self.routes: RouteTable[RouteConfig] = RouteTable(config.routes)
         self.max_object_bytes = config.cache.max_object_bytes
+        # Bodies of unknown length being filled keep at most the cache's budget.
+        self.coalescer.allowance.limit = config.cache.max_bytes
         # raw path -> (normalised path, route). Both are pure functions of the raw
         # path and the route table, and together they cost about a fifth of a hit.
         self._targets: dict[str, tuple[str | None, RouteConfig | None]] = {}
@@ -207,6 +209,10 @@ class Proxy:
                 if entry is not None and now < entry.fresh_until:
                     self.stats.record(decision.route.name, CacheOutcome.HIT)
                     hit = self._serve(request, entry, decision.route, "HIT", now)
+                    if hit.body.__class__ is SlicedPayload and request.method != "HEAD":
+                        # Written after we return: timed and counted once sent.
+                        self._account_when_sent(request, hit, started, self._hit_latency)
+                        return hit
                     elapsed = time.perf_counter() - started
                     self._hit_latency.observe(elapsed)
                     if self._access_on:
@@ -240,13 +246,47 @@ class Proxy:
         self, request: web.BaseRequest, response: web.StreamResponse, started: float
     ) -> web.StreamResponse:
         """Account for a response: latency by X-Cache value, and the access log."""
-        elapsed = time.perf_counter() - started
         histogram = self.stats.latency.get(response.headers.get("X-Cache", ""))
+        if (
+            isinstance(response, web.Response)
+            and response.body.__class__ is SlicedPayload
+            and request.method != "HEAD"
+        ):
+            self._account_when_sent(request, response, started, histogram)
+            return response
+        self._account(request, response, started, histogram)
+        return response
+
+    def _account(
+        self,
+        request: web.BaseRequest,
+        response: web.StreamResponse,
+        started: float,
+        histogram: Histogram | None,
+    ) -> None:
+        elapsed = time.perf_counter() - started
         if histogram is not None:
             histogram.observe(elapsed)
         if self._access_on:
             self.access.record(request, response, elapsed)
-        return response
+
+    def _account_when_sent(
+        self,
+        request: web.BaseRequest,
+        response: web.Response,
+        started: float,
+        histogram: Histogram | None,
+    ) -> None:
+        """A large stored body is written by aiohttp after the handler returns: its
+        latency and access log line wait for the last slice (or the client leaving)."""
+
+        def sent(nbytes: int) -> None:
+            request[SENT_KEY] = nbytes
+            self._account(request, response, started, histogram)
+
+        body = response.body
+        assert isinstance(body, SlicedPayload)
+        body.on_sent = sent
 
     # -- cache lookups -------------------------------------------------------------
 
@@ -289,6 +329,8 @@ class Proxy:
                 key,
                 STREAM_WINDOW,
                 lambda f: self._run_fill(f, lookup, _fill_headers(request, lookup), cluster),
+                route=lookup.route.name,
+                path=lookup.path,
             )
             return await self._lead(request, fill, lookup, stale)
         return await self._follow(request, fill, lookup, stale)
@@ -340,6 +382,8 @@ class Proxy:
             key,
             STREAM_WINDOW,
             lambda f: self._run_fill(f, lookup, _fill_headers(request, lookup)),
+            route=lookup.route.name,
+            path=lookup.path,
         )
         fill.relay.abandon()  # nobody streams it: it is read only to be stored
         log.debug("revalidating %s in the background", lookup.path)
@@ -404,9 +448,13 @@ class Proxy:
                     resp.abort()  # nobody reads and nothing will be stored
                     relay.finish()
                     return
+                if relay.keeping:
+                    # Decided before the chunk is kept: never past either bound.
+                    if relay.size + len(chunk) > self.max_object_bytes:
+                        self._give_up_storing(fill, NoStore.TOO_LARGE)
+                    elif not relay.fits(len(chunk)):
+                        self._give_up_storing(fill, NoStore.MEMORY)
                 await relay.put(chunk)
-                if relay.keeping and relay.size > self.max_object_bytes:
-                    self._give_up_storing(fill, NoStore.TOO_LARGE)
             stored: StoredResponse | None = None
             if relay.keeping:
                 now = self.clock()
@@ -431,7 +479,7 @@ class Proxy:
     def _give_up_storing(self, fill: Fill, reason: NoStore) -> None:
         log.debug("fill %r not stored: %s", fill.key, reason.value)
         fill.relay.stop_keeping()
-        self.coalescer.forget(fill.key)
+        self.coalescer.forget(fill)
         fill.resolve(Pass(reason))
 
     async def _lead(
@@ -466,11 +514,13 @@ class Proxy:
             if head.storable and route.client_cache_control is not None:
                 out.headers["Cache-Control"] = route.client_cache_control
             out.headers["X-Cache"] = "MISS"
+            # No "stored" (RFC 9211: the response was stored): the head goes out
+            # before the body is read, and the body may yet turn out too large, be
+            # cut short or be purged. Whether it was stored, the next request shows.
             out.headers["Cache-Status"] = h.cache_status(
                 hit=False,
                 fwd="stale" if stale is not None else "uri-miss",
                 fwd_status=head.status,
-                stored=head.storable,
             )
             if head.content_length is not None and head.status not in _NO_BODY_STATUSES:
                 out.content_length = head.content_length
@@ -749,6 +799,7 @@ class Proxy:
         cap = loop.time() + self.config.upstream.stream_timeout
         idle = self.config.server.send_timeout
         writing = False
+        sent = 0
         try:
             # One deadline, moved on after every write: cheaper than a timer per write.
             async with asyncio.timeout_at(min(cap, loop.time() + idle)) as deadline:
@@ -756,6 +807,7 @@ class Proxy:
                     writing = True
                     await out.write(chunk)
                     writing = False
+                    sent += len(chunk)
                     deadline.reschedule(min(cap, loop.time() + idle))
         except UpstreamError as exc:
             self.stats.upstream_failed()
@@ -772,6 +824,8 @@ class Proxy:
                 log.info("upstream too slow for %s: cut at %s", target, limit)
         else:
             return True
+        finally:
+            request[SENT_KEY] = sent
         resp.abort()  # stop reading: the body will not be relayed to its end
         _abort(request)  # a short body must not pass for a complete one
         return False
@@ -780,14 +834,18 @@ class Proxy:
 async def _pump(
     request: web.BaseRequest, out: web.StreamResponse, relay: Relay
 ) -> web.StreamResponse:
+    sent = 0
     try:
         while (chunk := await relay.next_chunk()) is not None:
             await out.write(chunk)
+            sent += len(chunk)
     except UpstreamError:
         _abort(request)
         return out
     except ConnectionError:
         return out
+    finally:
+        request[SENT_KEY] = sent
     await out.write_eof()
     return out
 

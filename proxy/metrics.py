@@ -101,7 +101,7 @@ class StatsCollector(Collector):
 
         response = HistogramMetricFamily(
             "sidecache_response_seconds",
-            "Time to answer a client, by cache status",
+            "Time to answer a client, until the body is written, by cache status",
             labels=["cache_status"],
         )
         for outcome in OUTCOMES:

@@ -143,6 +143,7 @@ class NoStore(enum.Enum):
     VARY = "vary"
     CONTENT_TYPE = "content-type"
     TOO_LARGE = "too-large"
+    MEMORY = "memory"  # bodies of unknown length being filled hold their allowance
 
 
 def store_refusal(

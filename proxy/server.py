@@ -123,6 +123,7 @@ class Sidecache:
         await upstream.start()
         stats = Stats(started_at=self.clock())
         coalescer = Coalescer()
+        store.on_purge(coalescer.detach)  # every purge, whoever asks for it
         shared = _make_shared(config, self.clock)
         admission = Admission(config.upstream.max_connections, config.upstream.queue_timeout, stats)
         proxy = Proxy(

@@ -30,6 +30,8 @@ PATH_EPOCH_SLOTS = 4096
 Epoch = tuple[int, int, int]
 # Route name -> (ttl, longest stale window) in the configuration in force.
 Lifetimes = Mapping[str, tuple[float, float]]
+# Told of every purge: (kind, value), kind "path", "route" or "all".
+PurgeListener = Callable[[str, str | None], object]
 
 
 class MemoryLRUCache(BaseCache):  # type: ignore[misc]  # aiocache is untyped
@@ -58,6 +60,7 @@ class MemoryLRUCache(BaseCache):  # type: ignore[misc]  # aiocache is untyped
         self._path_epochs = [0] * PATH_EPOCH_SLOTS
         self._lifetimes: dict[str, tuple[float, float]] | None = None
         self._known_routes: set[str] = set()
+        self._purge_listeners: list[PurgeListener] = []
 
     # -- typed API (hot path and control port) --------------------------------------
 
@@ -105,16 +108,25 @@ class MemoryLRUCache(BaseCache):  # type: ignore[misc]  # aiocache is untyped
             self._path_epochs[hash(path) % PATH_EPOCH_SLOTS],
         )
 
+    def on_purge(self, listener: PurgeListener) -> None:
+        """Call ``listener(kind, value)`` on every purge, whoever asked for it (the
+        control port, an unsafe request, another replica): fills in progress are
+        detached there, so no request that arrives after a purge joins one."""
+        self._purge_listeners.append(listener)
+
     def purge_path(self, path: str) -> int:
         self._path_epochs[hash(path) % PATH_EPOCH_SLOTS] += 1
+        self._announce("path", path)
         return self._delete_keys(self._by_path.get(path, ()))
 
     def purge_route(self, route: str) -> int:
         self._route_epochs[route] = self._route_epochs.get(route, 0) + 1
+        self._announce("route", route)
         return self._delete_keys(self._by_route.get(route, ()))
 
     def purge_all(self) -> int:
         self._all_epoch += 1
+        self._announce("all", None)
         return self._lru.clear()
 
     def figures(self) -> CacheFigures:
@@ -155,6 +167,10 @@ class MemoryLRUCache(BaseCache):  # type: ignore[misc]  # aiocache is untyped
         if fresh_until == entry.fresh_until and stale_until == entry.stale_until:
             return None
         return replace(entry, fresh_until=fresh_until, stale_until=stale_until), stale_until
+
+    def _announce(self, kind: str, value: str | None) -> None:
+        for listener in self._purge_listeners:
+            listener(kind, value)
 
     def _put(self, key: str, entry: StoredResponse, expires_at: float, now: float) -> bool:
         result = self._lru.put(key, entry, entry.size, expires_at, now)

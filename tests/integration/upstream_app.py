@@ -19,6 +19,7 @@ ARRIVED: web.AppKey[asyncio.Event] = web.AppKey("arrived", asyncio.Event)
 LAST: web.AppKey[dict[str, object]] = web.AppKey("last", dict)
 # When set, /api/photo/* answers with this status (an app that started failing).
 FAIL_WITH: web.AppKey[list[int]] = web.AppKey("fail_with", list)
+VERSIONS: web.AppKey[Counter[str]] = web.AppKey("versions", Counter)
 
 
 def photo_body(photo_id: str, size: int) -> bytes:
@@ -130,6 +131,20 @@ async def stream(request: web.Request) -> web.StreamResponse:
     return resp
 
 
+async def versioned(request: web.Request) -> web.Response:
+    """Each GET of a path answers its next version; the first one waits for the gate
+    (a fill held open while the test purges). Unsafe methods answer 204."""
+    _count(request)
+    if request.method != "GET":
+        return web.Response(status=204)
+    versions = request.app[VERSIONS]
+    versions[request.path] += 1
+    version = versions[request.path]
+    if version == 1:
+        await request.app[GATE].wait()
+    return web.Response(body=f"{request.path} version {version}".encode())
+
+
 async def hang(request: web.Request) -> web.Response:
     _count(request)
     await asyncio.Event().wait()
@@ -150,6 +165,7 @@ def build_app() -> web.Application:
     app[ARRIVED] = asyncio.Event()
     app[LAST] = {}
     app[FAIL_WITH] = []
+    app[VERSIONS] = Counter()
     app.router.add_route("*", "/api/photo/{id}", photo)
     app.router.add_route("*", "/gated/photo/{id}", photo)
     app.router.add_route("*", "/files/{id}", photo)
@@ -157,6 +173,7 @@ def build_app() -> web.Application:
     app.router.add_route("*", "/echo{tail:.*}", echo)
     app.router.add_get("/api/my-photos", my_photos)
     app.router.add_get("/hang", hang)
+    app.router.add_route("*", "/versioned/{id}", versioned)
     app.router.add_get("/stream/{id}", stream)
     app.router.add_delete("/api/{tail:.*}", resolving_delete)
     return app

@@ -275,3 +275,12 @@ def test_entries_of_a_removed_route_stay_purgeable_by_its_name(
     found = cache.lookup("k1", clock.now)
     assert found is not None and found.fresh_until == 1060.0  # left as it was
     assert cache.purge_route("photo") == 2 and cache.figures().entries == 0
+
+
+def test_every_purge_is_announced_to_listeners(cache: MemoryLRUCache) -> None:
+    heard: list[tuple[str, str | None]] = []
+    cache.on_purge(lambda kind, value: heard.append((kind, value)))
+    cache.purge_path("/p")
+    cache.purge_route("photo")
+    cache.purge_all()
+    assert heard == [("path", "/p"), ("route", "photo"), ("all", None)]

@@ -1,0 +1,115 @@
+"""The access log and the latency histograms count what was sent, when it was sent."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.integration.conftest import Factory, Running
+
+Line = dict[str, Any]
+
+
+class AccessLines(logging.Handler):
+    """The access log's JSON lines, awaitable as they are written."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[Line] = []
+        self._new = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(json.loads(record.getMessage()))
+        self._new.set()
+
+    async def first(self, wanted: Callable[[Line], bool]) -> Line:
+        async with asyncio.timeout(10):
+            while True:
+                for line in self.lines:
+                    if wanted(line):
+                        return line
+                self._new.clear()
+                await self._new.wait()
+
+
+@pytest.fixture
+def access() -> Iterator[AccessLines]:
+    handler = AccessLines()
+    logger = logging.getLogger("sidecache.access")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def _hit_count(proxy: Running) -> int:
+    return proxy.runtime.stats.latency["HIT"].count
+
+
+async def test_a_large_hit_is_logged_with_its_bytes_once_sent(
+    sidecache: Factory, client: aiohttp.ClientSession, access: AccessLines
+) -> None:
+    proxy = await sidecache()
+    url = (proxy.url / "api/photo/1").with_query(size="300000")  # over 128 KiB: sliced
+    for _ in range(2):
+        async with client.get(url) as r:
+            assert len(await r.read()) == 300_000
+    hit = await access.first(lambda line: line["cache"] == "HIT")
+    assert hit["bytes"] == 300_000
+    assert _hit_count(proxy) == 1
+    async with client.get(proxy.control / "metrics") as r:
+        assert 'sidecache_response_seconds_count{cache_status="HIT"} 1.0' in await r.text()
+
+
+async def test_a_hit_the_client_does_not_read_is_neither_timed_nor_logged_before_it_ends(
+    sidecache: Factory, client: aiohttp.ClientSession, access: AccessLines
+) -> None:
+    size = 24 * 1024 * 1024  # far more than the socket buffers can hold
+    proxy = await sidecache(cache={"max_object_bytes": "32MiB"})
+    path = f"/api/photo/2?size={size}"
+    async with client.get(proxy.url.with_path("/api/photo/2").with_query(size=size)) as r:
+        assert len(await r.read()) == size  # the MISS that stores it
+    await access.first(lambda line: line["cache"] == "MISS")
+
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (proxy.url.host, proxy.url.port))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=4096)
+    host = f"{proxy.url.host}:{proxy.url.port}"  # the host the MISS was keyed on
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    async with asyncio.timeout(10):
+        head = await reader.readuntil(b"\r\n\r\n")
+    assert b"X-Cache: HIT" in head
+    # The head is out, the body is not: nothing measured or logged yet.
+    assert _hit_count(proxy) == 0
+    assert not [line for line in access.lines if line["cache"] == "HIT"]
+
+    writer.transport.abort()  # the client goes away mid-body
+    hit = await access.first(lambda line: line["cache"] == "HIT")
+    assert 0 < hit["bytes"] < size  # what was written, not the Content-Length
+    assert _hit_count(proxy) == 1
+
+
+async def test_a_response_cut_short_upstream_is_logged_with_the_bytes_sent(
+    sidecache: Factory, client: aiohttp.ClientSession, access: AccessLines
+) -> None:
+    # The upstream promises 100,000 bytes, sends 50,000 and closes.
+    proxy = await sidecache([{"name": "t", "match": "/truncated", "ttl": "5m"}])
+    async with client.get(proxy.url / "truncated") as r:
+        assert r.headers["Content-Length"] == "100000"
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await r.read()
+    line = await access.first(lambda line: line["path"] == "/truncated")
+    assert (line["cache"], line["bytes"]) == ("MISS", 50_000)
