@@ -24,7 +24,7 @@ from yarl import URL
 from proxy import headers as h
 from proxy.accesslog import ROUTE_KEY, UPSTREAM_KEY, AccessLog
 from proxy.admission import Admission
-from proxy.body import SLICED_ABOVE, SlicedPayload
+from proxy.body import SLICED_ABOVE, VerbatimResponse, VerbatimStreamResponse, sliced_response
 from proxy.coalesce import Coalescer, Fill, Head, Pass, Relay, Stored
 from proxy.entry import Headers, StoredResponse
 from proxy.keys import (
@@ -461,7 +461,7 @@ class Proxy:
             self.stats.record(route.name, CacheOutcome.MISS)
             if fill.upstream_s is not None:
                 request[UPSTREAM_KEY] = fill.upstream_s
-            out = web.StreamResponse(status=head.status, reason=head.reason)
+            out = VerbatimStreamResponse(status=head.status, reason=head.reason)
             _copy_headers(out, head.headers)
             if head.storable and route.client_cache_control is not None:
                 out.headers["Cache-Control"] = route.client_cache_control
@@ -626,14 +626,14 @@ class Proxy:
             etag=entry.etag,
             last_modified=h.get(entry.headers, "last-modified"),
         ):
-            return web.Response(status=412, headers=_validators_only(headers))
+            return VerbatimResponse(status=412, headers=_validators_only(headers))
         if (inm is not None or ims is not None) and not_modified(
             if_none_match=inm,
             if_modified_since=ims,
             etag=entry.etag,
             last_modified=h.get(entry.headers, "last-modified"),
         ):
-            return web.Response(status=304, headers=_validators_only(headers))
+            return VerbatimResponse(status=304, headers=_validators_only(headers))
         body = entry.body
         range_header = rh.get("Range")
         if range_header is not None and entry.status == 200:
@@ -643,15 +643,15 @@ class Proxy:
                 case Partial(start, end):
                     headers.append(("Content-Range", f"bytes {start}-{end}/{len(body)}"))
                     part = memoryview(body)[start : end + 1]
-                    return web.Response(status=206, body=SlicedPayload(part), headers=headers)
+                    return sliced_response(206, part, headers)
                 case Unsatisfiable():
                     headers.append(("Content-Range", f"bytes */{len(body)}"))
-                    return web.Response(status=416, headers=headers)
+                    return VerbatimResponse(status=416, headers=headers)
                 case None:
                     pass
         if len(body) > SLICED_ABOVE:
-            return web.Response(status=entry.status, body=SlicedPayload(body), headers=headers)
-        return web.Response(status=entry.status, body=body, headers=headers)
+            return sliced_response(entry.status, body, headers)
+        return VerbatimResponse(status=entry.status, body=body, headers=headers)
 
     # -- pass-through ----------------------------------------------------------------
 
@@ -715,7 +715,7 @@ class Proxy:
             self.stats.upstream_latency.observe(upstream_s)
             if invalidate is not None and 200 <= resp.status < 300:
                 await self._invalidate(request, invalidate, resp.headers)
-            out = web.StreamResponse(status=resp.status, reason=resp.reason)
+            out = VerbatimStreamResponse(status=resp.status, reason=resp.reason)
             _copy_headers(out, h.response_headers_for_client(resp.headers))
             out.headers["X-Cache"] = x_cache
             out.headers["Cache-Status"] = status
@@ -773,11 +773,14 @@ def _fill_headers(request: web.BaseRequest, lookup: Lookup) -> Headers:
 
 
 def _validators_only(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """The headers of a 304 (RFC 9110 section 15.4.5) or 412 answered from an entry."""
+    """The headers of a 304 (RFC 9110 section 15.4.5) or 412 answered from an entry,
+    with the app's own ``Server`` if it sent one."""
     return [
         (n, v)
         for n, v in headers
-        if n.lower() in _NOT_MODIFIED_HEADERS or n in ("Age", "Via", "X-Cache", "Cache-Status")
+        if n.lower() in _NOT_MODIFIED_HEADERS
+        or n in ("Age", "Via", "X-Cache", "Cache-Status")
+        or n.lower() == "server"
     ]
 
 
