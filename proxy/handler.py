@@ -149,6 +149,8 @@ class Proxy:
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
+        if not h.forwardable(request.raw_headers):
+            return self._done(request, _plain(400, "header value is not UTF-8"), started)
         raw = request.raw_path
         host_header = request.headers.get("Host")
         host: str | None

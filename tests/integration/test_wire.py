@@ -159,3 +159,42 @@ async def test_waiters_on_a_fill_get_the_app_headers_only(
         assert (status, received["x-cache"], len(body)) == (200, [x_cache], LARGE)
         app_said(received, None)
     assert len(raw_upstream.heads) == 1
+
+
+async def raw_exchange(proxy: Running, head: bytes) -> bytes:
+    """Send one request head on a fresh connection; the status line of the answer."""
+    reader, writer = await asyncio.open_connection(proxy.url.host, proxy.url.port)
+    try:
+        writer.write(head)
+        await writer.drain()
+        return await reader.readline()
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("path", ["/api/photo/5", "/elsewhere"])
+async def test_a_header_value_that_is_not_utf8_is_refused(
+    sidecache: Factory, raw_upstream: RawUpstream, client: aiohttp.ClientSession, path: str
+) -> None:
+    proxy = await proxy_for(sidecache, raw_upstream)
+    head = f"GET {path} HTTP/1.1\r\nHost: a\r\nX-Tag: a".encode() + b"\xff" + b"b\r\n\r\n"
+    assert await raw_exchange(proxy, head) == b"HTTP/1.1 400 Bad Request\r\n"
+    assert raw_upstream.heads == []
+    # Nothing was stored or sent: the next client gets the app's answer.
+    status, received, body = await fetch(client, proxy.url.with_path(path), **{"X-Tag": "ab"})
+    assert (status, len(body)) == (200, 1000)
+    assert received["x-cache"] == ["MISS" if path.startswith("/api") else "BYPASS"]
+    assert len(raw_upstream.heads) == 1
+    assert b"\r\nX-Tag: ab\r\n" in raw_upstream.heads[0]
+
+
+@pytest.mark.parametrize("path", ["/api/photo/6", "/elsewhere"])
+async def test_a_utf8_header_value_reaches_the_app_byte_for_byte(
+    sidecache: Factory, raw_upstream: RawUpstream, path: str
+) -> None:
+    proxy = await proxy_for(sidecache, raw_upstream)
+    value = "caf\u00e9 \u65e5\u672c".encode()
+    head = f"GET {path} HTTP/1.1\r\nHost: a\r\n".encode() + b"X-Tag: " + value + b"\r\n\r\n"
+    assert await raw_exchange(proxy, head) == b"HTTP/1.1 200 OK\r\n"
+    (arrived,) = raw_upstream.heads
+    assert b"\r\nX-Tag: " + value + b"\r\n" in arrived
