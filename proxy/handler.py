@@ -292,6 +292,8 @@ class Proxy:
                 STREAM_WINDOW,
                 lambda f: self._run_fill(f, lookup, _fill_headers(request, lookup), cluster),
             )
+            if "If-Match" in request.headers or "If-Unmodified-Since" in request.headers:
+                return await self._lead_conditional(request, fill, lookup, stale)
             return await self._lead(request, fill, lookup, stale)
         return await self._follow(request, fill, lookup, stale)
 
@@ -484,6 +486,47 @@ class Proxy:
         finally:
             relay.abandon()
 
+    async def _lead_conditional(
+        self,
+        request: web.BaseRequest,
+        fill: Fill,
+        lookup: Lookup,
+        stale: StoredResponse | None,
+    ) -> web.StreamResponse:
+        """A miss with ``If-Match`` or ``If-Unmodified-Since`` that started the fill.
+
+        The fill drops them, so that its entry serves everybody; this client is
+        answered from that entry once stored, the preconditions evaluated against
+        it (RFC 9110 section 13.2.2: ``412``, or the entry). A response that is not
+        stored is asked for again with the conditions, for the app to decide.
+        """
+        fill.relay.abandon()  # nobody streams this fill: it is read to be stored
+        try:
+            result = await asyncio.shield(fill.result)
+        except UpstreamError as exc:
+            return self._on_error(request, exc, lookup, stale, "MISS")
+        except ConnectionAbortedError:
+            return _plain(503, "shutting down")
+        route = lookup.route
+        if fill.upstream_s is not None:
+            request[UPSTREAM_KEY] = fill.upstream_s
+        if isinstance(result, Stored):
+            self.stats.record(route.name, CacheOutcome.MISS)
+            return self._serve(request, result.entry, route, "MISS", self.clock())
+        status = fill.head.result().status
+        if status >= 500 and self._stale_usable(stale, route):
+            assert stale is not None
+            return self._serve_stale(request, stale, route, f"upstream-{status}")
+        self.stats.record(route.name, CacheOutcome.MISS)
+        return await self._forward(
+            request,
+            lookup.target,
+            x_cache="MISS",
+            status=h.cache_status(hit=False, fwd="uri-miss", detail=result.reason.value),
+            invalidate=None,
+            fill=False,
+        )
+
     async def _follow(
         self,
         request: web.BaseRequest,
@@ -596,7 +639,8 @@ class Proxy:
         now: float,
         detail: str | None = None,
     ) -> web.Response:
-        """A response built from a stored entry (HIT or STALE)."""
+        """A response built from a stored entry (HIT or STALE, or the MISS that
+        stored it)."""
         # entry.headers already carry ETag and Via (policy.build_entry); only what
         # changes with time is added. A plain list: aiohttp builds the multidict once.
         if route.client_cache_control is None:
@@ -607,6 +651,10 @@ class Proxy:
         if x_cache == "HIT" and detail is None:
             # The plain hit, formatted directly (same text as headers.cache_status).
             status = f"sidecache; hit; ttl={int(entry.fresh_until - now)}"
+        elif x_cache == "MISS":
+            status = h.cache_status(
+                hit=False, fwd="uri-miss", fwd_status=entry.status, stored=True, detail=detail
+            )
         else:
             status = h.cache_status(
                 hit=True,
