@@ -1,4 +1,12 @@
-"""Sending large stored bodies without copying them per response.
+"""What goes on the wire to the client for an app's response: its headers as the
+app sent them, and large stored bodies without copying them per response.
+
+``VerbatimResponse`` and ``VerbatimStreamResponse`` keep aiohttp from speaking
+for the app: aiohttp sets ``Content-Type: application/octet-stream`` on any body
+sent without one and always adds its own ``Server``; a proxy that did so would
+tell the client something the app never said (a type the browser then trusts
+over sniffing, a server the app does not run). ``Date`` is still added when
+missing (RFC 9110 section 6.6.1 asks a proxy to).
 
 On Python before 3.12.9 aiohttp joins the headers and the whole body into one
 new ``bytes`` before writing (its ``SKIP_WRITELINES``), so every concurrent hit
@@ -17,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from aiohttp import hdrs, web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.payload import Payload
 
@@ -25,13 +34,46 @@ SLICE = 64 * 1024
 SLICED_ABOVE = 2 * SLICE
 
 
+class VerbatimStreamResponse(web.StreamResponse):
+    """A response that carries no ``Content-Type`` or ``Server`` it was not given."""
+
+    async def _prepare_headers(self) -> None:
+        # aiohttp adds both in StreamResponse._prepare_headers, which also does the
+        # framing: undo the two defaults afterwards rather than copy the rest.
+        headers = self._headers
+        typed = hdrs.CONTENT_TYPE in headers
+        named = hdrs.SERVER in headers
+        await super()._prepare_headers()
+        if not typed:
+            headers.popall(hdrs.CONTENT_TYPE, None)
+        if not named:
+            headers.popall(hdrs.SERVER, None)
+
+
+class VerbatimResponse(VerbatimStreamResponse, web.Response):
+    """``web.Response`` (a body known in full) with the headers it was given."""
+
+
+def sliced_response(
+    status: int, body: bytes | bytearray | memoryview, headers: list[tuple[str, str]]
+) -> VerbatimResponse:
+    """A response whose body is written slice by slice (``SlicedPayload``).
+
+    aiohttp copies a payload's content type into the headers when the response is
+    built; it is taken out again when the stored headers had none.
+    """
+    response = VerbatimResponse(status=status, body=SlicedPayload(body), headers=headers)
+    if not any(name.lower() == "content-type" for name, _ in headers):
+        del response.headers[hdrs.CONTENT_TYPE]
+    return response
+
+
 class SlicedPayload(Payload):
     """A stored body written slice by slice, never copied whole."""
 
     _autoclose = True  # bytes in memory: nothing to close
 
     def __init__(self, value: bytes | bytearray | memoryview, **kwargs: Any) -> None:
-        kwargs.setdefault("content_type", "application/octet-stream")
         super().__init__(value, **kwargs)
         self._size = len(value)
         self._view = memoryview(value)

@@ -24,7 +24,7 @@ from yarl import URL
 from proxy import headers as h
 from proxy.accesslog import ROUTE_KEY, SENT_KEY, UPSTREAM_KEY, AccessLog
 from proxy.admission import Admission
-from proxy.body import SLICED_ABOVE, SlicedPayload
+from proxy.body import SLICED_ABOVE, VerbatimResponse, VerbatimStreamResponse, sliced_response
 from proxy.coalesce import Coalescer, Fill, Head, Pass, Relay, Stored
 from proxy.entry import Headers, StoredResponse
 from proxy.keys import (
@@ -151,6 +151,8 @@ class Proxy:
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
+        if not h.forwardable(request.raw_headers):
+            return self._done(request, _plain(400, "header value is not UTF-8"), started)
         raw = request.raw_path
         host_header = request.headers.get("Host")
         host: str | None
@@ -332,6 +334,8 @@ class Proxy:
                 route=lookup.route.name,
                 path=lookup.path,
             )
+            if "If-Match" in request.headers or "If-Unmodified-Since" in request.headers:
+                return await self._lead_conditional(request, fill, lookup, stale)
             return await self._lead(request, fill, lookup, stale)
         return await self._follow(request, fill, lookup, stale)
 
@@ -509,7 +513,7 @@ class Proxy:
             self.stats.record(route.name, CacheOutcome.MISS)
             if fill.upstream_s is not None:
                 request[UPSTREAM_KEY] = fill.upstream_s
-            out = web.StreamResponse(status=head.status, reason=head.reason)
+            out = VerbatimStreamResponse(status=head.status, reason=head.reason)
             _copy_headers(out, head.headers)
             if head.storable and route.client_cache_control is not None:
                 out.headers["Cache-Control"] = route.client_cache_control
@@ -531,6 +535,47 @@ class Proxy:
             return await _pump(request, out, relay)
         finally:
             relay.abandon()
+
+    async def _lead_conditional(
+        self,
+        request: web.BaseRequest,
+        fill: Fill,
+        lookup: Lookup,
+        stale: StoredResponse | None,
+    ) -> web.StreamResponse:
+        """A miss with ``If-Match`` or ``If-Unmodified-Since`` that started the fill.
+
+        The fill drops them, so that its entry serves everybody; this client is
+        answered from that entry once stored, the preconditions evaluated against
+        it (RFC 9110 section 13.2.2: ``412``, or the entry). A response that is not
+        stored is asked for again with the conditions, for the app to decide.
+        """
+        fill.relay.abandon()  # nobody streams this fill: it is read to be stored
+        try:
+            result = await asyncio.shield(fill.result)
+        except UpstreamError as exc:
+            return self._on_error(request, exc, lookup, stale, "MISS")
+        except ConnectionAbortedError:
+            return _plain(503, "shutting down")
+        route = lookup.route
+        if fill.upstream_s is not None:
+            request[UPSTREAM_KEY] = fill.upstream_s
+        if isinstance(result, Stored):
+            self.stats.record(route.name, CacheOutcome.MISS)
+            return self._serve(request, result.entry, route, "MISS", self.clock())
+        status = fill.head.result().status
+        if status >= 500 and self._stale_usable(stale, route):
+            assert stale is not None
+            return self._serve_stale(request, stale, route, f"upstream-{status}")
+        self.stats.record(route.name, CacheOutcome.MISS)
+        return await self._forward(
+            request,
+            lookup.target,
+            x_cache="MISS",
+            status=h.cache_status(hit=False, fwd="uri-miss", detail=result.reason.value),
+            invalidate=None,
+            fill=False,
+        )
 
     async def _follow(
         self,
@@ -647,7 +692,8 @@ class Proxy:
         now: float,
         detail: str | None = None,
     ) -> web.Response:
-        """A response built from a stored entry (HIT or STALE)."""
+        """A response built from a stored entry (HIT or STALE, or the MISS that
+        stored it)."""
         # entry.headers already carry ETag and Via (policy.build_entry); only what
         # changes with time is added. A plain list: aiohttp builds the multidict once.
         if route.client_cache_control is None:
@@ -658,6 +704,10 @@ class Proxy:
         if x_cache == "HIT" and detail is None:
             # The plain hit, formatted directly (same text as headers.cache_status).
             status = f"sidecache; hit; ttl={int(entry.fresh_until - now)}"
+        elif x_cache == "MISS":
+            status = h.cache_status(
+                hit=False, fwd="uri-miss", fwd_status=entry.status, stored=True, detail=detail
+            )
         else:
             status = h.cache_status(
                 hit=True,
@@ -679,14 +729,14 @@ class Proxy:
             etag=entry.etag,
             last_modified=h.get(entry.headers, "last-modified"),
         ):
-            return web.Response(status=412, headers=_validators_only(headers))
+            return VerbatimResponse(status=412, headers=_validators_only(headers))
         if (inm is not None or ims is not None) and not_modified(
             if_none_match=inm,
             if_modified_since=ims,
             etag=entry.etag,
             last_modified=h.get(entry.headers, "last-modified"),
         ):
-            return web.Response(status=304, headers=_validators_only(headers))
+            return VerbatimResponse(status=304, headers=_validators_only(headers))
         body = entry.body
         range_header = rh.get("Range")
         if range_header is not None and entry.status == 200:
@@ -696,15 +746,15 @@ class Proxy:
                 case Partial(start, end):
                     headers.append(("Content-Range", f"bytes {start}-{end}/{len(body)}"))
                     part = memoryview(body)[start : end + 1]
-                    return web.Response(status=206, body=SlicedPayload(part), headers=headers)
+                    return sliced_response(206, part, headers)
                 case Unsatisfiable():
                     headers.append(("Content-Range", f"bytes */{len(body)}"))
-                    return web.Response(status=416, headers=headers)
+                    return VerbatimResponse(status=416, headers=headers)
                 case None:
                     pass
         if len(body) > SLICED_ABOVE:
-            return web.Response(status=entry.status, body=SlicedPayload(body), headers=headers)
-        return web.Response(status=entry.status, body=body, headers=headers)
+            return sliced_response(entry.status, body, headers)
+        return VerbatimResponse(status=entry.status, body=body, headers=headers)
 
     # -- pass-through ----------------------------------------------------------------
 
@@ -770,7 +820,7 @@ class Proxy:
             self.stats.upstream_latency.observe(upstream_s)
             if invalidate is not None and 200 <= resp.status < 300:
                 await self._invalidate(request, invalidate, resp.headers)
-            out = web.StreamResponse(status=resp.status, reason=resp.reason)
+            out = VerbatimStreamResponse(status=resp.status, reason=resp.reason)
             _copy_headers(out, h.response_headers_for_client(resp.headers))
             out.headers["X-Cache"] = x_cache
             out.headers["Cache-Status"] = status
@@ -868,11 +918,14 @@ def _fill_headers(request: web.BaseRequest, lookup: Lookup) -> Headers:
 
 
 def _validators_only(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """The headers of a 304 (RFC 9110 section 15.4.5) or 412 answered from an entry."""
+    """The headers of a 304 (RFC 9110 section 15.4.5) or 412 answered from an entry,
+    with the app's own ``Server`` if it sent one."""
     return [
         (n, v)
         for n, v in headers
-        if n.lower() in _NOT_MODIFIED_HEADERS or n in ("Age", "Via", "X-Cache", "Cache-Status")
+        if n.lower() in _NOT_MODIFIED_HEADERS
+        or n in ("Age", "Via", "X-Cache", "Cache-Status")
+        or n.lower() == "server"
     ]
 
 

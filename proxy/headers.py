@@ -146,6 +146,23 @@ def request_headers_for_upstream(
     return tuple(out)
 
 
+def forwardable(raw: Iterable[tuple[bytes, bytes]]) -> bool:
+    """Can every header value travel upstream byte for byte?
+
+    The server decodes header bytes as UTF-8 (undecodable bytes as surrogates)
+    and the client encodes them back, silently dropping what was undecodable: a
+    value with such obs-text bytes (RFC 9110 section 5.5) would reach the app
+    other than it was sent. ASCII and valid UTF-8 travel intact.
+    """
+    for _, value in raw:
+        if not value.isascii():
+            try:
+                value.decode("utf-8")
+            except UnicodeDecodeError:
+                return False
+    return True
+
+
 def response_headers_for_client(headers: Iterable[tuple[str, str]]) -> Headers:
     """Upstream response headers kept for the client (and for storage).
 

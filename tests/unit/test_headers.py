@@ -151,3 +151,19 @@ def test_fills_send_negotiation_headers_only_when_keyed_and_accept_encoding_norm
         given, client_ip="1.2.3.4", scheme="http", host="h", fill=False
     )
     assert ("Accept-Encoding", "gzip, deflate, br") in passed  # pass-through: as sent
+
+
+@pytest.mark.parametrize(
+    ("values", "ok"),
+    [
+        ([], True),
+        ([b"image/webp", b""], True),
+        ([b"caf\xc3\xa9"], True),  # UTF-8 obs-text: decoded and encoded back intact
+        ([b"plain", b"a\xffb"], False),  # not UTF-8: would lose the byte
+        ([b"\xe9t\xe9"], False),  # Latin-1
+        ([b"\xed\xa0\x80"], False),  # an encoded surrogate is not UTF-8
+        ([b"\xc3"], False),  # a truncated sequence
+    ],
+)
+def test_forwardable_header_values(values: list[bytes], ok: bool) -> None:
+    assert h.forwardable([(b"X-Name", v) for v in values]) is ok
