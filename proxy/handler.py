@@ -24,7 +24,13 @@ from yarl import URL
 from proxy import headers as h
 from proxy.accesslog import ROUTE_KEY, SENT_KEY, UPSTREAM_KEY, AccessLog
 from proxy.admission import Admission
-from proxy.body import SLICED_ABOVE, VerbatimResponse, VerbatimStreamResponse, sliced_response
+from proxy.body import (
+    SLICED_ABOVE,
+    SlicedPayload,
+    VerbatimResponse,
+    VerbatimStreamResponse,
+    sliced_response,
+)
 from proxy.coalesce import Coalescer, Fill, Head, Pass, Relay, Stored
 from proxy.entry import Headers, StoredResponse
 from proxy.keys import (
