@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from urllib.parse import unquote_plus
+from urllib.parse import unquote, unquote_plus
 
 _HEX = frozenset("0123456789abcdefABCDEF")
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
@@ -261,16 +261,29 @@ def _remove_dot_segments(path: str) -> str:
     return "/" + "/".join(out)
 
 
+def loose_path(path: str) -> str:
+    """The form under which purges find stored paths: ``path`` (as ``normalise_path``
+    gives it) percent-decoded, case-folded, its trailing slashes removed.
+
+    Many apps read ``/C/X``, ``/c/x/`` and ``/c/x`` as one resource (Express and
+    Rails by default, Spring before 6, ASP.NET routes case-insensitively): a purge
+    of any of them drops every stored path of the same loose form. Never a cache
+    key: paths that differ are still stored and served apart.
+    """
+    loose = unquote(path, errors="surrogateescape").casefold().rstrip("/")
+    return loose or "/"
+
+
 def resolutions(raw_path: str) -> frozenset[str]:
     """Every canonical path (as ``normalise_path`` gives it) that an app may resolve
     the raw origin-form path ``raw_path`` to, for invalidation by unsafe requests.
 
     Servers differ: some decode ``%2F``, ``%5C``, ``%2E``, ``%3B`` before routing,
     read ``\\`` as ``/``, strip ``;parameters`` from segments, cut at ``#``, merge
-    ``//``; all of them resolve ``.`` and ``..`` (RFC 3986 section 5.2.4). Each
-    combination is tried, so that no stored entry the request may have changed
-    survives it: dropping one entry too many costs a fill, keeping a stale one
-    serves it.
+    ``//``; all of them resolve ``.`` and ``..`` (RFC 3986 section 5.2.4); many
+    ignore a trailing ``/``. Each combination is tried, so that no stored entry the
+    request may have changed survives it: dropping one entry too many costs a fill,
+    keeping a stale one serves it. Letter case is left to ``loose_path``.
     """
     if not raw_path.startswith("/"):
         return frozenset()
@@ -291,6 +304,9 @@ def resolutions(raw_path: str) -> frozenset[str]:
         canonical = normalise_path(_remove_dot_segments(path))
         if canonical is not None:
             found.add(canonical)
+            if canonical != "/":
+                # normalise_path allows at most one trailing '/'.
+                found.add(canonical[:-1] if canonical.endswith("/") else canonical + "/")
     return frozenset(found)
 
 

@@ -8,6 +8,7 @@ from proxy.keys import (
     build_key,
     credential_digest,
     host_allowed,
+    loose_path,
     normalise_accept_encoding,
     normalise_host,
     normalise_path,
@@ -239,28 +240,75 @@ def test_split_absolute(target: str, expected: tuple[str, str, str] | None) -> N
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
-        ("/c/del", {"/c/del"}),
-        ("/c/%31", {"/c/1"}),
-        ("/c/./x", {"/c/x"}),
-        ("/c/a/../x", {"/c/x"}),
-        ("/c/x/.", {"/c/x/"}),
+        ("/c/del", {"/c/del", "/c/del/"}),
+        ("/c/%31", {"/c/1", "/c/1/"}),
+        ("/c/./x", {"/c/x", "/c/x/"}),
+        ("/c/a/../x", {"/c/x", "/c/x/"}),
+        ("/c/x/.", {"/c/x/", "/c/x"}),
         ("/c/..", {"/"}),
-        ("/c/x;v=2", {"/c/x"}),
-        ("/c/x;a/..;/y", {"/c/y"}),
-        ("/c/%2e/x", {"/c/x"}),
-        ("/c/%2E%2E/x", {"/x"}),
-        ("/c%2Fx", {"/c/x"}),
-        ("/c%5cx", {"/c/x"}),
-        ("/c\\x", {"/c/x"}),
-        ("/c//x", {"/c/x"}),
-        ("/c/x#frag", {"/c/x"}),
-        ("/c/x%3Bv=1", {"/c/x", "/c/x%3Bv=1"}),
-        ("/c/x%3Bv=1/%2e%2e/y", {"/c/y"}),
+        ("/", {"/"}),
+        ("/c/x;v=2", {"/c/x", "/c/x/"}),
+        ("/c/x;a/..;/y", {"/c/y", "/c/y/"}),
+        ("/c/%2e/x", {"/c/x", "/c/x/"}),
+        ("/c/%2E%2E/x", {"/x", "/x/"}),
+        ("/c%2Fx", {"/c/x", "/c/x/"}),
+        ("/c%5cx", {"/c/x", "/c/x/"}),
+        ("/c\\x", {"/c/x", "/c/x/"}),
+        ("/c//x", {"/c/x", "/c/x/"}),
+        ("/c/x#frag", {"/c/x", "/c/x/"}),
+        ("/c/x%3Bv=1", {"/c/x", "/c/x/", "/c/x%3Bv=1", "/c/x%3Bv=1/"}),
+        ("/c/x%3Bv=1/%2e%2e/y", {"/c/y", "/c/y/"}),
+        # Trailing-slash spellings an app may read as /c/x.
+        ("/c/x/", {"/c/x/", "/c/x"}),
+        ("/c/x%2F", {"/c/x/", "/c/x"}),
+        ("/c/x//", {"/c/x/", "/c/x"}),
+        ("/c/x%2f%2f", {"/c/x/", "/c/x"}),
+        ("/c/x\\", {"/c/x/", "/c/x"}),
+        # Letter case is kept here (the store matches it loosely, see loose_path).
+        ("/C/X", {"/C/X", "/C/X/"}),
         ("c/x", set()),
     ],
 )
 def test_resolutions_cover_every_path_an_app_may_read(raw: str, expected: set[str]) -> None:
     assert resolutions(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/", "/"),
+        ("/c/x", "/c/x"),
+        ("/c/x/", "/c/x"),
+        ("/C/X", "/c/x"),
+        ("/c/X/", "/c/x"),
+        ("/c/%C3%89t%C3%A9", "/c/\u00e9t\u00e9"),  # percent-encoded letters fold too
+        ("/c/%c3%a9", "/c/\u00e9"),
+        ("/c/x%20y", "/c/x y"),
+        ("/c/Stra%C3%9Fe", "/c/strasse"),
+        ("/c/%FF", "/c/\udcff"),  # not UTF-8: kept as the byte it was
+    ],
+)
+def test_loose_path_folds_case_escapes_and_trailing_slashes(path: str, expected: str) -> None:
+    assert loose_path(path) == expected
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "/c/x",
+        "/c/x/",
+        "/C/X",
+        "/c/X",
+        "/c/x%2F",
+        "/c/x/.",
+        "/c/x//",
+        "/c/x%2f%2f",
+        "/c/x\\",
+        "/C/X/",
+    ],
+)
+def test_every_spelling_of_a_path_resolves_to_its_loose_form(raw: str) -> None:
+    assert "/c/x" in {loose_path(p) for p in resolutions(raw)}
 
 
 @pytest.mark.parametrize(
