@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from proxy.entry import Body, Headers, StoredResponse
+from proxy.keys import loose_path
 from proxy.memory import release_memory
 from proxy.policy import NoStore
 
@@ -329,12 +330,14 @@ class Coalescer:
     def detach(self, kind: str, value: str | None) -> int:
         """A purge happened (``kind`` path, route or all): fills that began before it
         may carry what it removed, so later requests start new ones. Clients already
-        waiting keep theirs (and the store refuses its result, see ``purge_epoch``)."""
+        waiting keep theirs (and the store refuses its result, see ``purge_epoch``).
+        A path purge matches as the store does: by loose form (``keys.loose_path``)."""
+        loose = loose_path(value) if kind == "path" and value is not None else None
         doomed = [
             fill
             for fill in self._fills.values()
             if kind == "all"
-            or (kind == "path" and fill.path == value)
+            or (loose is not None and loose_path(fill.path) == loose)
             or (kind == "route" and fill.route == value)
         ]
         for fill in doomed:

@@ -27,6 +27,7 @@ from redis.exceptions import RedisError
 from proxy.breaker import Breaker
 from proxy.entry import StoredResponse
 from proxy.envelope import EnvelopeError, decode, encode
+from proxy.keys import loose_path
 from proxy.stats import Histogram, quantile
 
 log = logging.getLogger(__name__)
@@ -128,8 +129,10 @@ class SharedTier:
         return ok, entry
 
     async def put(self, entry: StoredResponse) -> bool:
-        """Store ``entry`` until its last usable instant, indexed by path and route
-        so that a purge on any replica can find it."""
+        """Store ``entry`` until its last usable instant, indexed by path, by the
+        loose form of its path (``keys.loose_path``) and by route, so that a purge on
+        any replica can find it. The exact path index serves replicas that purge
+        by it alone (releases before the loose form)."""
         now = self.clock()
         ttl_ms = int((entry.stale_until - now) * 1000)
         if ttl_ms <= 0:
@@ -137,11 +140,12 @@ class SharedTier:
         data = encode(entry, mono_now=now, wall_now=self.wall())
         name = self.redis_key(entry.key)
         by_path, by_route = self._set_name("path", entry.path), self._set_name("route", entry.route)
+        by_loose = self._set_name("loose", loose_path(entry.path))
 
         async def op() -> Any:
             async with self.cache.client.pipeline(transaction=False) as pipe:
                 pipe.set(name, data, px=ttl_ms)
-                for index in (by_path, by_route):
+                for index in (by_path, by_loose, by_route):
                     pipe.sadd(index, name)
                     pipe.pexpire(index, ttl_ms, gt=True)
                     pipe.pexpire(index, ttl_ms, nx=True)
@@ -155,15 +159,20 @@ class SharedTier:
 
     async def purge(self, kind: str, value: str | None) -> int:
         """Drop entries by ``path``, ``route`` or ``all`` (value None), then tell the
-        other replicas (pub/sub) so that they drop their in-process copies."""
+        other replicas (pub/sub) so that they drop their in-process copies. A path
+        purge drops every path of the same loose form, as ``store.purge_path`` does."""
         client = self.cache.client
 
         async def op() -> int:
             if kind == "all":
                 names = [n async for n in client.scan_iter(match=self.cache.build_key("*"))]
             else:
-                index = self._set_name(kind, value or "")
-                names = [*await client.smembers(index), index]
+                indexes = [self._set_name(kind, value or "")]
+                if kind == "path":
+                    indexes.append(self._set_name("loose", loose_path(value or "")))
+                names = list(indexes)
+                for index in indexes:
+                    names.extend(await client.smembers(index))
             deleted = 0
             for start in range(0, len(names), 500):
                 deleted += int(await client.delete(*names[start : start + 500]))

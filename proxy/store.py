@@ -21,6 +21,7 @@ from aiocache.base import BaseCache
 from aiocache.serializers import NullSerializer
 
 from proxy.entry import StoredResponse
+from proxy.keys import loose_path
 from proxy.lru import ByteLRU
 from proxy.stats import CacheFigures
 
@@ -35,7 +36,8 @@ PurgeListener = Callable[[str, str | None], object]
 
 
 class MemoryLRUCache(BaseCache):  # type: ignore[misc]  # aiocache is untyped
-    """Byte-budgeted LRU of ``StoredResponse`` values, indexed by path and route."""
+    """Byte-budgeted LRU of ``StoredResponse`` values, indexed by route and by the
+    loose form of their path (``keys.loose_path``), which is what purges match."""
 
     NAME = "memory-lru"
 
@@ -48,11 +50,11 @@ class MemoryLRUCache(BaseCache):  # type: ignore[misc]  # aiocache is untyped
     ) -> None:
         super().__init__(serializer=NullSerializer(), namespace=namespace, timeout=None)
         self._clock = clock
-        self._by_path: dict[str, set[str]] = {}
+        self._by_path: dict[str, set[str]] = {}  # loose path -> keys
         self._by_route: dict[str, set[str]] = {}
         self._lru: ByteLRU[StoredResponse] = ByteLRU(max_bytes, on_remove=self._unindex)
-        # Purge counters, per path in a fixed number of slots (memory stays bounded
-        # whatever the number of paths; two paths sharing a slot only cost a miss).
+        # Purge counters, per loose path in a fixed number of slots (memory stays
+        # bounded whatever the number of paths; two sharing a slot only cost a miss).
         # base key -> [Vary names of its latest variant, number of stored variants]
         self._vary: dict[str, list[Any]] = {}
         self._all_epoch = 0
@@ -101,11 +103,12 @@ class MemoryLRUCache(BaseCache):  # type: ignore[misc]  # aiocache is untyped
         return spec[0] if spec is not None else None
 
     def purge_epoch(self, route: str, path: str) -> Epoch:
-        """Counts of the purges that could touch an entry of ``route`` at ``path``."""
+        """Counts of the purges that could touch an entry of ``route`` at ``path``
+        (or at any path of the same loose form)."""
         return (
             self._all_epoch,
             self._route_epochs.get(route, 0),
-            self._path_epochs[hash(path) % PATH_EPOCH_SLOTS],
+            self._path_epochs[hash(loose_path(path)) % PATH_EPOCH_SLOTS],
         )
 
     def on_purge(self, listener: PurgeListener) -> None:
@@ -115,9 +118,12 @@ class MemoryLRUCache(BaseCache):  # type: ignore[misc]  # aiocache is untyped
         self._purge_listeners.append(listener)
 
     def purge_path(self, path: str) -> int:
-        self._path_epochs[hash(path) % PATH_EPOCH_SLOTS] += 1
+        """Drop the entries stored at ``path`` and at every path of the same loose
+        form (``/c/x``, ``/c/x/``, ``/C/X``...): an app may read them as one."""
+        loose = loose_path(path)
+        self._path_epochs[hash(loose) % PATH_EPOCH_SLOTS] += 1
         self._announce("path", path)
-        return self._delete_keys(self._by_path.get(path, ()))
+        return self._delete_keys(self._by_path.get(loose, ()))
 
     def purge_route(self, route: str) -> int:
         self._route_epochs[route] = self._route_epochs.get(route, 0) + 1
@@ -175,7 +181,7 @@ class MemoryLRUCache(BaseCache):  # type: ignore[misc]  # aiocache is untyped
     def _put(self, key: str, entry: StoredResponse, expires_at: float, now: float) -> bool:
         result = self._lru.put(key, entry, entry.size, expires_at, now)
         if result.stored:
-            self._by_path.setdefault(entry.path, set()).add(key)
+            self._by_path.setdefault(loose_path(entry.path), set()).add(key)
             self._by_route.setdefault(entry.route, set()).add(key)
             if entry.vary:
                 spec = self._vary.setdefault(entry.base_key, [entry.vary, 0])
@@ -193,7 +199,7 @@ class MemoryLRUCache(BaseCache):  # type: ignore[misc]  # aiocache is untyped
                 spec[1] -= 1
                 if spec[1] <= 0:
                     del self._vary[entry.base_key]
-        for index, name in ((self._by_path, entry.path), (self._by_route, entry.route)):
+        for index, name in ((self._by_path, loose_path(entry.path)), (self._by_route, entry.route)):
             keys = index.get(name)
             if keys is not None:
                 keys.discard(key)

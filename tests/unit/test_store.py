@@ -201,6 +201,28 @@ def test_a_purge_after_a_fill_began_keeps_that_fill_out(
     assert cache.store(entry("k", path="/p"), clock.now, since=since)
 
 
+@pytest.mark.parametrize("purged", ["/c/x", "/c/x/", "/C/X", "/c/X/"])
+def test_a_path_purge_drops_every_spelling_an_app_may_read_as_that_path(
+    cache: MemoryLRUCache, clock: Clock, purged: str
+) -> None:
+    spellings = ["/c/x", "/c/x/", "/C/X", "/c/X/"]
+    for i, path in enumerate(spellings):
+        assert cache.store(entry(f"k{i}", path=path), clock.now)
+    assert cache.store(entry("other", path="/c/xy"), clock.now)
+    assert cache.purge_path(purged) == len(spellings)
+    assert cache.figures().entries == 1
+    assert cache.lookup("other", clock.now) is not None
+
+
+@pytest.mark.parametrize(("filled", "purged"), [("/C/X", "/c/x"), ("/c/x/", "/C/X")])
+def test_a_purge_of_one_spelling_keeps_fills_of_the_others_out(
+    cache: MemoryLRUCache, clock: Clock, filled: str, purged: str
+) -> None:
+    since = cache.purge_epoch("photo", filled)
+    cache.purge_path(purged)
+    assert not cache.store(entry("k", path=filled), clock.now, since=since)
+
+
 def test_vary_specs_follow_their_variants(cache: MemoryLRUCache, clock: Clock) -> None:
     en = replace(
         entry("base\nvary\naccept-language:en"), vary=("accept-language",), base_key="base"
