@@ -656,9 +656,10 @@ class Proxy:
     async def _invalidate(
         self, request: web.BaseRequest, invalidate: frozenset[str], headers: Headers
     ) -> None:
-        """RFC 9111 section 4.4: a successful unsafe request drops the entries of the
-        paths it may have changed (``policy.decide``), and of the ``Location`` /
-        ``Content-Location`` it names on the same host."""
+        """RFC 9111 section 4.4: an unsafe request answered without error drops the
+        entries of the paths it may have changed (``policy.decide``), and of the
+        ``Location`` / ``Content-Location`` it names on the same host, each with every
+        path of the same loose form (``store.purge_path``)."""
         paths = set(invalidate)
         hosts = {
             request_host(request.raw_path, request.headers.get("Host")),
@@ -824,7 +825,9 @@ class Proxy:
         ) as resp:
             request[UPSTREAM_KEY] = upstream_s = time.perf_counter() - started
             self.stats.upstream_latency.observe(upstream_s)
-            if invalidate is not None and 200 <= resp.status < 300:
+            # RFC 9111 section 4.4: any non-error status, 3xx included (a 303 after
+            # a POST says the state changed).
+            if invalidate is not None and resp.status < 400:
                 await self._invalidate(request, invalidate, resp.headers)
             out = VerbatimStreamResponse(status=resp.status, reason=resp.reason)
             _copy_headers(out, h.response_headers_for_client(resp.headers))
