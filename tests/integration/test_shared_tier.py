@@ -13,6 +13,7 @@ import shutil
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
@@ -103,6 +104,21 @@ async def test_entries_round_trip_byte_for_byte_between_replicas(namespace: str)
         assert await a.delete(key)
         assert await b.get(key) is None
         assert (b.hits, b.misses, b.errors) == (1, 2, 0)
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_path_purge_drops_every_spelling_of_the_path(namespace: str) -> None:
+    clock = Clock(1000.0)
+    a, b = tier(namespace, clock), tier(namespace, clock)
+    try:
+        spellings = ["/c/x", "/c/x/", "/C/X", "/c/X/"]
+        for path in [*spellings, "/c/xy"]:
+            assert await a.put(replace(entry("k" + path, clock.now), path=path))
+        assert await b.purge("path", "/c/x") == len(spellings) + 2  # and the two indexes
+        assert [await b.get("k" + path) is None for path in spellings] == [True] * 4
+        assert await b.get("k/c/xy") is not None
     finally:
         await a.close()
         await b.close()
