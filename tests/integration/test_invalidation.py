@@ -191,3 +191,15 @@ async def test_a_fill_of_another_spelling_in_flight_during_a_write_is_neither_st
     # The old fill finished after the write: it did not replace the new entry.
     assert await get(client, proxy, "/C/X") == ("HIT", "/c/x version 1")
     assert app[GETS]["/c/x"] == 2
+
+
+async def test_a_control_port_path_purge_drops_every_spelling_of_the_path(
+    sidecache: Factory, app_server: TestServer, client: aiohttp.ClientSession
+) -> None:
+    proxy = await proxy_for(sidecache, app_server)
+    for path in ("/c/x", "/c/x/", "/C/X", "/c/xy"):
+        await cached(client, proxy, path)
+    async with client.post(proxy.control / "purge", json={"path": "/c/X/"}) as r:
+        assert await r.json() == {"purged": 3}
+    assert (await get(client, proxy, "/C/X"))[0] == "MISS"
+    assert (await get(client, proxy, "/c/xy"))[0] == "HIT"
