@@ -81,12 +81,12 @@ def run(
         (
             {"method": "DELETE", "path": None, "raw_path": "/api/photo/./1;v=2"},
             BypassReason.AMBIGUOUS,
-            {"/api/photo/1"},
+            {"/api/photo/1", "/api/photo/1/"},
         ),
         (
             {"method": "PUT", "raw_path": "/api/photo/%31"},
             BypassReason.METHOD,
-            {"/api/photo/1"},
+            {"/api/photo/1", "/api/photo/1/"},
         ),
         ({"method": "OPTIONS"}, BypassReason.METHOD, None),
         ({"has_body": True}, BypassReason.REQUEST_BODY, None),
