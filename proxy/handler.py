@@ -54,6 +54,7 @@ from proxy.policy import (
     store_refusal,
     usable_on_error,
     variant_of,
+    vary_on_coding,
 )
 from proxy.ranges import (
     Partial,
@@ -520,7 +521,8 @@ class Proxy:
             if fill.upstream_s is not None:
                 request[UPSTREAM_KEY] = fill.upstream_s
             out = VerbatimStreamResponse(status=head.status, reason=head.reason)
-            _copy_headers(out, head.headers)
+            # Keyed on Accept-Encoding if encoded: said so to caches in front, too.
+            _copy_headers(out, vary_on_coding(head.headers))
             if head.storable and route.client_cache_control is not None:
                 out.headers["Cache-Control"] = route.client_cache_control
             out.headers["X-Cache"] = "MISS"

@@ -63,14 +63,52 @@ UNKEYED = frozenset(
         "true-client-ip",
         "x-wap-profile",
         "front-end-https",
+        # Scheme and mount-prefix overrides (Tornado, gunicorn, IIS ARR, WSGI).
+        "x-scheme",
+        "x-forwarded-protocol",
+        "x-url-scheme",
+        "x-arr-ssl",
+        "x-script-name",
+        # Client-address headers of CDNs and load balancers.
+        "cf-connecting-ip",
+        "fastly-client-ip",
+        "x-cluster-client-ip",
+        "x-proxyuser-ip",
+        "x-remote-addr",
+        "x-original-forwarded-for",
+        "x-envoy-external-address",
     }
 )
-# Proactive negotiation (RFC 9110 section 12.5.3-5) that apps often honour without
-# saying ``Vary``: a fill sends them only when they are in the key (the route's
-# ``vary``, or the app's own ``Vary`` learned from a stored variant), so that one
-# client's language never becomes everybody's. ``Accept-Encoding`` is normalised
-# instead (``keys.normalise_accept_encoding``) and an encoded answer keyed on it.
-NEGOTIATION = frozenset({"accept", "accept-language", "accept-charset"})
+# Proactive negotiation (RFC 9110 section 12.5.3-5), and the headers apps treat
+# the same way (API versions, ``Prefer``, XHR markers, client hints), that apps
+# often honour without saying ``Vary``: a fill sends them only when they are in the
+# key (the route's ``vary``, or the app's own ``Vary`` learned from a stored
+# variant), so that one client's language never becomes everybody's.
+# ``Accept-Encoding`` is normalised instead (``keys.normalise_accept_encoding``)
+# and an encoded answer keyed on it.
+NEGOTIATION = frozenset(
+    {
+        "accept",
+        "accept-language",
+        "accept-charset",
+        "accept-version",
+        "api-version",
+        "x-api-version",
+        "accept-datetime",
+        "prefer",
+        "x-requested-with",
+        # Client hints (RFC 8942) outside ``Sec-CH-``, which is matched by prefix.
+        "dpr",
+        "width",
+        "viewport-width",
+        "save-data",
+        "device-memory",
+        "rtt",
+        "downlink",
+        "ect",
+    }
+)
+NEGOTIATION_PREFIX = "sec-ch-"
 # Request headers whose value upstream is the proxy's doing (set, replaced or
 # removed), so that the client's own value cannot stand for it in a cache key.
 PROXY_CONTROLLED = (
@@ -122,18 +160,26 @@ def request_headers_for_upstream(
     ``fill`` marks a cache fill, which drops conditionals and ``Range`` so that the
     whole representation comes back, and the ``UNKEYED`` inputs, except those the
     route puts in its key (``keyed``, lower-case names); likewise ``NEGOTIATION``
-    headers not in ``keyed``, and it sends ``Accept-Encoding`` normalised.
+    headers (and ``Sec-CH-*``) not in ``keyed``, and it sends ``Accept-Encoding``
+    normalised.
     """
     items = tuple(headers)
     drop = _PROXY_SET_REQUEST | _FRAMING
     if fill:
-        drop = drop | _CONDITIONAL | ((UNKEYED | NEGOTIATION) - frozenset(keyed))
+        keyed_names = frozenset(keyed)
+        drop = drop | _CONDITIONAL | ((UNKEYED | NEGOTIATION) - keyed_names)
         drop = drop | {"accept-encoding"}
     kept = end_to_end(items, drop)
     if fill:
-        coding = normalise_accept_encoding(
-            ", ".join(v for n, v in items if n.lower() == "accept-encoding")
+        kept = tuple(
+            (n, v)
+            for n, v in kept
+            if not n.lower().startswith(NEGOTIATION_PREFIX) or n.lower() in keyed_names
         )
+        codings = [v for n, v in items if n.lower() == "accept-encoding"]
+        # Absent stays absent ("any coding"); one that accepts none of ours is
+        # sent as ``identity``, never as nothing.
+        coding = normalise_accept_encoding(", ".join(codings)) if codings else None
         if coding is not None:
             kept = (*kept, ("Accept-Encoding", coding))
     via = [v for n, v in kept if n.lower() == "via"]

@@ -14,6 +14,7 @@ Pure: imports neither aiohttp nor asyncio.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from urllib.parse import unquote, unquote_plus
 
@@ -83,19 +84,21 @@ def select_query(raw_query: str, mode: str | Sequence[str]) -> str | None:
     return "&".join(part for _, part in kept)
 
 
-def credential_digest(authorization: str | None, cookie: str | None) -> str:
-    """A digest of the request's credentials; the raw values never enter a key.
+def credential_digest(authorization: Sequence[str], cookie: Sequence[str]) -> str:
+    """A digest of the request's credentials: every ``Authorization`` and every
+    ``Cookie`` field line, in the order received, since every one is forwarded (a
+    second ``Cookie`` line is as much the app's input as the first). The raw values
+    never enter a key.
 
-    Length-prefixed so that no pair of (authorization, cookie) values can produce
-    the same input as another pair.
+    Counted and length-prefixed so that no two different inputs (more lines, split
+    or joined values, one header's lines for the other's) feed the same bytes.
     """
     h = hashlib.blake2b(digest_size=20, person=b"sidecache.cred")
-    for value in (authorization, cookie):
-        if value is None:
-            h.update(b"-")
-        else:
+    for values in (authorization, cookie):
+        h.update(b"%d;" % len(values))
+        for value in values:
             data = value.encode("utf-8", "surrogateescape")
-            h.update(b"+%d:" % len(data))
+            h.update(b"%d:" % len(data))
             h.update(data)
     return h.hexdigest()
 
@@ -313,14 +316,20 @@ def resolutions(raw_path: str) -> frozenset[str]:
 # Content codings a stored answer may carry, in the order a normalised
 # ``Accept-Encoding`` lists them (Varnish's buckets, widened to what browsers send).
 CODINGS = ("br", "gzip", "zstd")
+_QVALUE = re.compile(r"0(\.[0-9]{0,3})?|1(\.0{0,3})?")
 
 
 def normalise_accept_encoding(value: str | None) -> str | None:
     """The codings of ``CODINGS`` that ``value`` accepts, as one canonical value
-    (``"br, gzip"``), or None for none: what a fill forwards and what an encoded
-    answer is keyed on, so that a client is only ever served an encoding it takes
-    and browsers with different ``Accept-Encoding`` spellings share one variant."""
-    if not value:
+    (``"br, gzip"``): what a fill forwards and what an encoded answer is keyed on,
+    so that a client is only ever served an encoding it takes and browsers with
+    different ``Accept-Encoding`` spellings share one variant.
+
+    None when the header is absent, which RFC 9110 section 12.5.3 reads as "any
+    coding"; ``"identity"`` when it is present (empty included) and accepts none of
+    ``CODINGS``, so that such a client is neither keyed nor forwarded like one that
+    sent nothing."""
+    if value is None:
         return None
     accepted: set[str] = set()
     refused: set[str] = set()
@@ -329,8 +338,7 @@ def normalise_accept_encoding(value: str | None) -> str | None:
         coding, _, params = item.partition(";")
         coding = coding.strip()
         coding = "gzip" if coding == "x-gzip" else coding
-        q = params.strip()
-        zero = q.startswith("q=") and q[2:].strip().rstrip("0").rstrip(".") in ("0", "")
+        zero = not _weight_positive(params)
         if coding == "*":
             wildcard = not zero
         elif zero:
@@ -340,4 +348,20 @@ def normalise_accept_encoding(value: str | None) -> str | None:
     if wildcard:
         accepted |= set(CODINGS) - refused
     kept = [c for c in CODINGS if c in accepted and c not in refused]
-    return ", ".join(kept) if kept else None
+    return ", ".join(kept) if kept else "identity"
+
+
+def _weight_positive(params: str) -> bool:
+    """Do an item's parameters (after its first ``;``) give it a weight above 0?
+
+    Every ``q`` parameter counts, wherever it stands (``gzip;x=1;q=0`` refuses
+    gzip); one that is not a qvalue (RFC 9110 section 12.4.2: ``0`` to ``1`` with
+    up to three decimals) refuses the coding rather than guess."""
+    for param in params.split(";"):
+        name, _, weight = param.partition("=")
+        if name.strip() != "q":
+            continue
+        weight = weight.strip()
+        if _QVALUE.fullmatch(weight) is None or not weight.strip("0."):
+            return False
+    return True

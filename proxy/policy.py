@@ -34,6 +34,8 @@ class RequestHeaders(Protocol):
 
     def getall(self, key: str, default: list[str], /) -> list[str]: ...
 
+    def __contains__(self, key: object, /) -> bool: ...
+
 
 class BypassReason(enum.Enum):
     NO_ROUTE = "no-route"
@@ -41,6 +43,9 @@ class BypassReason(enum.Enum):
     CREDENTIALS = "credentials"
     AMBIGUOUS = "ambiguous-target"
     REQUEST_BODY = "request-body"
+    # ``Connection`` names a header the key holds: the hop would lose an input
+    # that the key says the app saw.
+    CONNECTION = "connection-option"
 
 
 # Decisions are immutable values. NamedTuple rather than a frozen dataclass: one
@@ -74,6 +79,7 @@ class Bypass(NamedTuple):
 Decision = Lookup | Bypass
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+_CREDENTIALS = frozenset({"authorization", "cookie"})
 
 
 def decide(
@@ -105,14 +111,21 @@ def decide(
     if has_body:
         # A body the key does not see could shape the response (RFC 9110 9.3.1).
         return Bypass(BypassReason.REQUEST_BODY, route)
-    authorization = headers.get("Authorization")
-    cookie = headers.get("Cookie")
     creds: str | None = None
-    if authorization is not None or cookie is not None:
+    if "Authorization" in headers or "Cookie" in headers:
         if route.credentials == "bypass":
             return Bypass(BypassReason.CREDENTIALS, route)
         if route.credentials == "per-user":
-            creds = credential_digest(authorization, cookie)
+            # Every line, as every line is forwarded.
+            creds = credential_digest(
+                headers.getall("Authorization", []), headers.getall("Cookie", [])
+            )
+    if (route.vary or creds is not None) and "Connection" in headers:
+        # Only routes whose key holds request headers pay for this.
+        keyed = frozenset(route.vary) | (_CREDENTIALS if creds is not None else frozenset())
+        named = h.connection_tokens(("connection", v) for v in headers.getall("Connection", []))
+        if named & keyed:
+            return Bypass(BypassReason.CONNECTION, route)
     query = select_query(raw_query, route.query)
     if query is None:
         return Bypass(BypassReason.AMBIGUOUS, route)
@@ -220,11 +233,11 @@ def build_entry(
     """
     route = lookup.route
     names = response_vary(headers)
-    coding = h.get(headers, "content-encoding")
-    if coding is not None and coding.strip().lower() not in ("", "identity"):
+    if _encoded(headers):
         # An encoded answer suits only clients that accept its coding, whether or
         # not the app said ``Vary: Accept-Encoding`` (aiohttp's compression does not).
         names = names | {"accept-encoding"}
+        headers = vary_on_coding(headers)
     vary = tuple(sorted(names - set(route.vary)))
     key = lookup.key
     if vary:
@@ -251,6 +264,34 @@ def build_entry(
         vary=vary,
         base_key=lookup.key,
     )
+
+
+def _encoded(headers: Headers) -> bool:
+    coding = h.get(headers, "content-encoding")
+    return coding is not None and coding.strip().lower() not in ("", "identity")
+
+
+def vary_on_coding(headers: Headers) -> Headers:
+    """``headers`` of a response with ``Accept-Encoding`` added to its ``Vary`` when
+    its body has a content coding and the app did not say so: sidecache keys such an
+    answer on ``Accept-Encoding`` (``build_entry``), and a cache in front of it must
+    too, or it would serve the coding to clients that do not accept it. Merged into
+    the first ``Vary`` line, since some caches read only one."""
+    if not _encoded(headers):
+        return headers
+    names = response_vary(headers)
+    if "accept-encoding" in names or "*" in names:
+        return headers
+    out: list[tuple[str, str]] = []
+    merged = False
+    for name, value in headers:
+        if not merged and name.lower() == "vary":
+            value = f"{value}, Accept-Encoding" if value.strip() else "Accept-Encoding"
+            merged = True
+        out.append((name, value))
+    if not merged:
+        out.append(("Vary", "Accept-Encoding"))
+    return tuple(out)
 
 
 def _parse_age(value: str | None) -> float:

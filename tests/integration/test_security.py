@@ -4,13 +4,17 @@ exactly the clean response. Raw sockets where an HTTP client would tidy the requ
 from __future__ import annotations
 
 import asyncio
+import gzip
+import json
 import os
 import sys
 import zlib
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from tests.integration.conftest import ROOT, Clock, Factory, ensure_dead, stop_gracefully
@@ -483,3 +487,201 @@ async def test_if_match_and_if_unmodified_since_are_answered_412_on_a_hit(
         async with client.get(url, headers=headers) as r:
             assert (r.status, r.headers["X-Cache"]) == (status, "HIT"), headers
             assert (await r.read() == CLEAN) is (status == 200)
+
+
+def seen_by_app(body: bytes) -> dict[str, list[str]]:
+    """The request headers the echo app reports it received, by lower-case name."""
+    seen: dict[str, list[str]] = {}
+    for name, value in json.loads(body)["headers"]:
+        seen.setdefault(name.lower(), []).append(value)
+    return seen
+
+
+async def get_raw(port: int, path: str, *lines: str) -> tuple[str, bytes]:
+    """(X-Cache, body) of one GET sent byte for byte (repeated fields, odd Connection)."""
+    head = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n" + "".join(f"{x}\r\n" for x in lines)
+    if not any(x.lower().startswith("connection:") for x in lines):
+        head += "Connection: close\r\n"
+    ((status, headers, body),) = parse_responses(await raw(port, (head + "\r\n").encode()))
+    assert status.startswith(b"HTTP/1.1 200"), status
+    return headers["x-cache"][0], body
+
+
+@pytest.mark.parametrize(
+    ("attack", "innocent"),
+    [
+        (["Cookie: consent=yes", "Cookie: session=ATTACKER"], {"Cookie": "consent=yes"}),
+        (
+            ["Authorization: Bearer alice", "Authorization: Bearer ATTACKER"],
+            {"Authorization": "Bearer alice"},
+        ),
+    ],
+    ids=["cookie", "authorization"],
+)
+async def test_a_second_credential_line_never_plants_an_account_page(
+    sidecache: Factory,
+    upstream: TestServer,
+    client: aiohttp.ClientSession,
+    attack: list[str],
+    innocent: dict[str, str],
+) -> None:
+    proxy = await sidecache(
+        [{"name": "me", "match": "/echo/{x}", "ttl": 60, "credentials": "per-user"}]
+    )
+    x_cache, body = await get_raw(proxy.url.port or 0, "/echo/me", *attack)
+    assert x_cache == "MISS" and b"ATTACKER" in body  # the app saw every line
+    for expected in ("MISS", "HIT"):  # the innocent user's own entry
+        async with client.get(proxy.url / "echo/me", headers=innocent) as r:
+            assert r.headers["X-Cache"] == expected
+            assert b"ATTACKER" not in await r.read()
+    assert (await get_raw(proxy.url.port or 0, "/echo/me", *attack))[0] == "HIT"
+
+
+@pytest.mark.parametrize(
+    ("route", "attack", "innocent", "name"),
+    [
+        (
+            {"vary": ["accept-language"]},
+            ["Accept-Language: fr", "Connection: close, accept-language"],
+            {"Accept-Language": "fr"},
+            "accept-language",
+        ),
+        (
+            {"credentials": "per-user"},
+            ["Cookie: session=alice", "Connection: close, Cookie"],
+            {"Cookie": "session=alice"},
+            "cookie",
+        ),
+    ],
+    ids=["vary", "per-user"],
+)
+async def test_a_connection_option_never_strips_a_keyed_header_from_a_fill(
+    sidecache: Factory,
+    upstream: TestServer,
+    client: aiohttp.ClientSession,
+    route: dict[str, object],
+    attack: list[str],
+    innocent: dict[str, str],
+    name: str,
+) -> None:
+    proxy = await sidecache([{"name": "v", "match": "/echo/{x}", "ttl": 60, **route}])
+    x_cache, body = await get_raw(proxy.url.port or 0, "/echo/v", *attack)
+    assert name not in seen_by_app(body)  # the hop dropped it, as Connection asks
+    for expected in ("MISS", "HIT"):
+        async with client.get(proxy.url / "echo/v", headers=innocent) as r:
+            assert seen_by_app(await r.read())[name] == [next(iter(innocent.values()))]
+            assert r.headers["X-Cache"] == expected
+    assert x_cache == "BYPASS"  # so that answer was not stored
+
+
+async def test_an_answer_keyed_on_its_coding_says_vary_to_caches_in_front(
+    sidecache: Factory, upstream: TestServer, client: aiohttp.ClientSession
+) -> None:
+    proxy = await sidecache()
+    url = proxy.url.with_path("/api/photo/1").with_query(compress="1")
+    for expected in ("MISS", "HIT"):
+        async with client.get(url, headers={"Accept-Encoding": "gzip"}) as r:
+            assert (r.headers["X-Cache"], r.headers["Content-Encoding"]) == (expected, "gzip")
+            assert "accept-encoding" in r.headers.get("Vary", "").lower()
+    async with client.get(url, skip_auto_headers=["Accept-Encoding"]) as r:
+        assert (r.headers["X-Cache"], r.headers.get("Content-Encoding")) == ("MISS", None)
+        assert "Vary" not in r.headers  # an identity answer suits everybody
+
+
+def gzip_unless_refused() -> web.Application:
+    """An app that gzips whenever ``Accept-Encoding`` allows it, absent included
+    (RFC 9110 12.5.3: no header means any coding), and says no ``Vary``."""
+
+    async def page(request: web.Request) -> web.Response:
+        seen = request.headers.get("Accept-Encoding")
+        body = f"seen={seen}|".encode() + CLEAN
+        if seen is None or ("gzip" in seen and "q=0" not in seen):
+            return web.Response(body=gzip.compress(body), headers={"Content-Encoding": "gzip"})
+        return web.Response(body=body)
+
+    app = web.Application()
+    app.router.add_get("/api/photo/{id}", page)
+    return app
+
+
+async def test_a_client_that_refuses_every_coding_never_gets_one(
+    sidecache: Factory,
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+    client: aiohttp.ClientSession,
+) -> None:
+    app = await aiohttp_server(gzip_unless_refused())
+    proxy = await sidecache(upstream_url=str(app.make_url("/")).rstrip("/"))
+    url = proxy.url / "api/photo/1"
+    x_cache, coding, body = await fetch(client, url)  # no Accept-Encoding: any coding
+    assert (x_cache, coding) == ("MISS", "gzip")
+    assert gzip.decompress(body).startswith(b"seen=None|")
+    for value, expected in (("identity", "MISS"), ("gzip;q=0", "HIT"), ("", "HIT")):
+        x_cache, coding, body = await fetch(client, url, **{"Accept-Encoding": value})
+        assert (x_cache, coding, body) == (expected, None, b"seen=identity|" + CLEAN), value
+    assert (await fetch(client, url))[:2] == ("HIT", "gzip")
+
+
+async def test_a_coding_refused_with_parameters_is_refused(
+    sidecache: Factory, upstream: TestServer, client: aiohttp.ClientSession
+) -> None:
+    proxy = await sidecache()
+    url = proxy.url.with_path("/api/photo/1").with_query(compress="1")
+    assert (await fetch(client, url, **{"Accept-Encoding": "gzip"}))[:2] == ("MISS", "gzip")
+    for value in ("gzip;q=0;x=1", "gzip;x=1;q=0", "gzip;q=0.0001"):
+        _, coding, body = await fetch(client, url, **{"Accept-Encoding": value})
+        assert (coding, body) == (None, CLEAN), value
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "X-Scheme",
+        "X-Forwarded-Protocol",
+        "X-Url-Scheme",
+        "X-ARR-SSL",
+        "X-Script-Name",
+        "CF-Connecting-IP",
+        "Fastly-Client-IP",
+        "X-Cluster-Client-Ip",
+        "X-ProxyUser-Ip",
+        "X-Remote-Addr",
+        "Accept-Version",
+        "Api-Version",
+        "X-Api-Version",
+        "Accept-Datetime",
+        "Prefer",
+        "X-Requested-With",
+        "Sec-CH-UA-Mobile",
+        "DPR",
+        "Width",
+        "Viewport-Width",
+        "Save-Data",
+    ],
+)
+async def test_a_shaping_header_one_client_sends_never_becomes_everybodys(
+    sidecache: Factory, upstream: TestServer, client: aiohttp.ClientSession, name: str
+) -> None:
+    proxy = await sidecache()
+    url = proxy.url.with_path("/api/photo/1").with_query(echo=name)
+    x_cache, _, body = await fetch(client, url, **{name: "evil"})
+    assert (x_cache, body.partition(b"|")[0]) == ("MISS", b"-")  # not forwarded on a fill
+    x_cache, _, body = await fetch(client, url)
+    assert (x_cache, body) == ("HIT", b"-|" + CLEAN)
+
+
+@pytest.mark.parametrize("name", ["Sec-CH-UA-Mobile", "Prefer", "X-Api-Version"])
+async def test_a_negotiation_header_is_forwarded_once_keyed(
+    sidecache: Factory, upstream: TestServer, client: aiohttp.ClientSession, name: str
+) -> None:
+    proxy = await sidecache()
+    url = proxy.url.with_path("/api/photo/1").with_query(echo=name, vary=name)
+
+    async def ask(value: str | None) -> tuple[str, bytes]:
+        x_cache, _, body = await fetch(client, url, **({name: value} if value else {}))
+        return x_cache, body.partition(b"|")[0]
+
+    assert await ask("a") == ("MISS", b"-")  # before the app's Vary is known
+    assert await ask("a") == ("MISS", b"a")  # now keyed through it, so forwarded
+    assert await ask(None) == ("HIT", b"-")
+    assert await ask("b") == ("MISS", b"b")
+    assert await ask("a") == ("HIT", b"a")

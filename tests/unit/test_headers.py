@@ -167,3 +167,80 @@ def test_fills_send_negotiation_headers_only_when_keyed_and_accept_encoding_norm
 )
 def test_forwardable_header_values(values: list[bytes], ok: bool) -> None:
     assert h.forwardable([(b"X-Name", v) for v in values]) is ok
+
+
+def _fill(
+    given: tuple[tuple[str, str], ...], keyed: tuple[str, ...] = (), *, fill: bool = True
+) -> dict[str, list[str]]:
+    out = h.request_headers_for_upstream(
+        given, client_ip="1.2.3.4", scheme="http", host="h", fill=fill, keyed=keyed
+    )
+    seen: dict[str, list[str]] = {}
+    for name, value in out:
+        seen.setdefault(name.lower(), []).append(value)
+    return seen
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        # Scheme and prefix overrides.
+        "X-Scheme",
+        "X-Forwarded-Protocol",
+        "X-Url-Scheme",
+        "X-ARR-SSL",
+        "X-Script-Name",
+        # Client addresses.
+        "CF-Connecting-IP",
+        "Fastly-Client-IP",
+        "X-Cluster-Client-Ip",
+        "X-ProxyUser-Ip",
+        "X-Remote-Addr",
+        # Negotiation-like headers and client hints.
+        "Accept-Version",
+        "Api-Version",
+        "X-Api-Version",
+        "Accept-Datetime",
+        "Prefer",
+        "X-Requested-With",
+        "Sec-CH-UA-Mobile",
+        "Sec-CH-Prefers-Color-Scheme",
+        "DPR",
+        "Width",
+        "Viewport-Width",
+        "Save-Data",
+    ],
+)
+def test_fills_send_shaping_headers_only_when_keyed(name: str) -> None:
+    given = ((name, "v"), ("User-Agent", "ua"))
+    assert name.lower() not in _fill(given)
+    assert _fill(given, (name.lower(),))[name.lower()] == ["v"]
+    assert _fill(given, fill=False)[name.lower()] == ["v"]  # pass-through: as sent
+    assert _fill(given)["user-agent"] == ["ua"]
+
+
+def test_unkeyed_inputs_are_proxy_controlled_and_negotiation_is_not() -> None:
+    # An app's Vary on a proxy-controlled header refuses the store (policy).
+    assert {"x-scheme", "cf-connecting-ip", "x-script-name"} <= h.PROXY_CONTROLLED
+    assert not (h.NEGOTIATION & h.PROXY_CONTROLLED)
+
+
+@pytest.mark.parametrize(
+    ("given", "sent"),
+    [
+        ((), None),  # absent: nothing, which means any coding
+        ((("Accept-Encoding", "identity"),), ["identity"]),
+        ((("Accept-Encoding", "gzip;q=0"),), ["identity"]),
+        ((("Accept-Encoding", ""),), ["identity"]),
+        ((("Accept-Encoding", "deflate"),), ["identity"]),
+        ((("Accept-Encoding", "gzip;q=0;x=1"),), ["identity"]),
+        ((("Accept-Encoding", "gzip;q=0"), ("Accept-Encoding", "br")), ["br"]),
+        ((("Accept-Encoding", "gzip, deflate, br"),), ["br, gzip"]),
+        # A Connection option cannot drop it from a fill: the key holds it.
+        ((("Accept-Encoding", "identity"), ("Connection", "accept-encoding")), ["identity"]),
+    ],
+)
+def test_fills_send_accept_encoding_as_keyed(
+    given: tuple[tuple[str, str], ...], sent: list[str] | None
+) -> None:
+    assert _fill(given).get("accept-encoding") == sent

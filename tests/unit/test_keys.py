@@ -85,25 +85,36 @@ def test_select_query(query: str, mode: str | tuple[str, ...], expected: str | N
 
 
 def test_credential_digest_distinguishes_users_and_never_contains_them() -> None:
-    pairs = [
-        (None, None),
-        ("Bearer alice", None),
-        ("Bearer bob", None),
-        (None, "session=alice"),
-        ("Bearer alice", "session=alice"),
+    pairs: list[tuple[list[str], list[str]]] = [
+        ([], []),
+        (["Bearer alice"], []),
+        (["Bearer bob"], []),
+        ([], ["session=alice"]),
+        (["Bearer alice"], ["session=alice"]),
         # Concatenation tricks must not collide.
-        ("ab", "c"),
-        ("a", "bc"),
-        ("", None),
-        (None, ""),
+        (["ab"], ["c"]),
+        (["a"], ["bc"]),
+        ([""], []),
+        ([], [""]),
+        # Every line counts, in order: a second line is another user.
+        ([], ["consent=yes", "session=attacker"]),
+        ([], ["consent=yes"]),
+        ([], ["session=attacker", "consent=yes"]),
+        ([], ["consent=yes; session=attacker"]),
+        ([], ["consent=yes", ""]),
+        (["Bearer alice", "Bearer bob"], []),
+        (["Bearer alice"], ["Bearer bob"]),
+        (["Bearer bob", "Bearer alice"], []),
+        (["a", "b"], ["c"]),
+        (["a"], ["b", "c"]),
     ]
     digests = [credential_digest(a, c) for a, c in pairs]
     assert len(set(digests)) == len(pairs)
     for (a, c), d in zip(pairs, digests, strict=True):
-        for secret in (a, c):
-            if secret and len(secret) > 4:
+        for secret in (*a, *c):
+            if len(secret) > 4:
                 assert secret not in d
-    assert credential_digest("Bearer alice", None) == credential_digest("Bearer alice", None)
+    assert credential_digest(["Bearer alice"], []) == credential_digest(["Bearer alice"], [])
 
 
 @pytest.mark.parametrize(
@@ -129,8 +140,8 @@ def test_vary_values_and_absence_are_distinct() -> None:
 
 def test_credentials_join_the_key() -> None:
     base = ("mine", "h", "/my")
-    alice = build_key(*base, credentials=credential_digest("Bearer alice", None))
-    bob = build_key(*base, credentials=credential_digest("Bearer bob", None))
+    alice = build_key(*base, credentials=credential_digest(["Bearer alice"], []))
+    bob = build_key(*base, credentials=credential_digest(["Bearer bob"], []))
     assert alice != bob != build_key(*base)
 
 
@@ -314,16 +325,39 @@ def test_every_spelling_of_a_path_resolves_to_its_loose_form(raw: str) -> None:
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
-        (None, None),
-        ("", None),
-        ("identity", None),
+        (None, None),  # absent: any coding (RFC 9110 12.5.3), nothing forwarded
+        # Present but accepting none of ours: identity, apart from absent.
+        ("", "identity"),
+        ("identity", "identity"),
+        ("deflate", "identity"),
+        ("gzip;q=0", "identity"),
+        ("*;q=0", "identity"),
+        ("gzip;q=0, identity", "identity"),
         ("gzip", "gzip"),
         ("GZIP", "gzip"),
         ("x-gzip", "gzip"),
         ("gzip, deflate, br, zstd", "br, gzip, zstd"),
         ("br;q=1.0, gzip;q=0.8", "br, gzip"),
-        ("gzip;q=0", None),
         ("gzip;q=0.000, br", "br"),
+        # Every q parameter counts, wherever it stands.
+        ("gzip;q=0;x=1", "identity"),
+        ("gzip;x=1;q=0", "identity"),
+        ("gzip; x=1 ; q=0.0", "identity"),
+        ("gzip;x=1;q=0.5", "gzip"),
+        ("gzip;q=1;q=0", "identity"),
+        ("gzip ; q = 0", "identity"),
+        ("gzip;level=0", "gzip"),
+        ("gzip;Q=0", "identity"),
+        # A weight that is not a qvalue refuses rather than guesses.
+        ("gzip;q=0.0001", "identity"),
+        ("gzip;q=2", "identity"),
+        ("gzip;q=1.5", "identity"),
+        ("gzip;q=-1", "identity"),
+        ("gzip;q=", "identity"),
+        ("gzip;q=0x1", "identity"),
+        ("gzip;q=1.000, br;q=0.001", "br, gzip"),
+        ("gzip, gzip;q=0", "identity"),  # refused once is refused
+        ("*;q=0;x=1, gzip", "gzip"),
         ("*", "br, gzip, zstd"),
         ("*, br;q=0", "gzip, zstd"),
         ("*;q=0, gzip", "gzip"),

@@ -24,6 +24,7 @@ from proxy.policy import (
     store_refusal,
     usable_on_error,
     variant_of,
+    vary_on_coding,
 )
 
 
@@ -53,7 +54,7 @@ def run(
     method: str = "GET",
     path: str | None = "/api/photo/1",
     query: str = "",
-    headers: dict[str, str] | None = None,
+    headers: dict[str, str] | list[tuple[str, str]] | None = None,
     has_body: bool = False,
     raw_path: str | None = None,
 ) -> Lookup | Bypass:
@@ -62,7 +63,7 @@ def run(
         method,
         path,
         query,
-        CIMultiDict(headers or {}),
+        CIMultiDict(headers or []),
         host="app:8000",
         has_body=has_body,
         raw_path=raw_path,
@@ -135,7 +136,10 @@ def test_shared_and_per_user_credentials(headers: dict[str, str]) -> None:
     assert isinstance(shared, Lookup) and isinstance(anonymous, Lookup)
     assert isinstance(per_user, Lookup)
     assert shared.key == anonymous.key
-    digest = credential_digest(headers.get("Authorization"), headers.get("Cookie"))
+    digest = credential_digest(
+        [headers["Authorization"]] if "Authorization" in headers else [],
+        [headers["Cookie"]] if "Cookie" in headers else [],
+    )
     assert per_user.key.endswith(digest)
     assert per_user.key != shared.key
 
@@ -285,3 +289,155 @@ def test_an_encoded_answer_is_a_variant_on_accept_encoding(
         same = CIMultiDict({"Accept-Encoding": "x-gzip;q=1, deflate"})
         assert variant_of(lookup.key, vary, same) == entry.key
         assert variant_of(lookup.key, vary, CIMultiDict()) != entry.key
+
+
+PER_USER = replace(PHOTO, credentials="per-user")
+
+
+def key_of(route: Route, headers: list[tuple[str, str]]) -> str:
+    decision = run(route=route, headers=headers)
+    assert isinstance(decision, Lookup), decision
+    return decision.key
+
+
+@pytest.mark.parametrize(
+    ("attack", "innocent"),
+    [
+        ([("Cookie", "consent=yes"), ("Cookie", "session=x")], [("Cookie", "consent=yes")]),
+        ([("Cookie", "session=x"), ("Cookie", "consent=yes")], [("Cookie", "consent=yes")]),
+        ([("Cookie", "consent=yes"), ("Cookie", "")], [("Cookie", "consent=yes")]),
+        (
+            [("Cookie", "consent=yes"), ("Cookie", "session=x")],
+            [("Cookie", "session=x"), ("Cookie", "consent=yes")],
+        ),
+        (
+            [("Authorization", "Bearer a"), ("Authorization", "Bearer x")],
+            [("Authorization", "Bearer a")],
+        ),
+        (
+            [("Authorization", "Bearer a"), ("Cookie", "s=1"), ("Cookie", "s=2")],
+            [("Authorization", "Bearer a"), ("Cookie", "s=1")],
+        ),
+    ],
+)
+def test_every_credential_line_joins_a_per_user_key(
+    attack: list[tuple[str, str]], innocent: list[tuple[str, str]]
+) -> None:
+    assert key_of(PER_USER, attack) != key_of(PER_USER, innocent)
+    assert key_of(PER_USER, attack) == key_of(PER_USER, list(attack))
+
+
+@pytest.mark.parametrize(
+    ("route", "headers", "bypass"),
+    [
+        (replace(PHOTO, vary=("accept-language",)), [("Connection", "accept-language")], True),
+        (
+            replace(PHOTO, vary=("accept-language",)),
+            [("Connection", "close, Accept-Language")],
+            True,
+        ),
+        (
+            replace(PHOTO, vary=("accept-language",)),
+            [("Connection", "keep-alive"), ("Connection", "accept-language")],
+            True,
+        ),
+        (
+            replace(PHOTO, vary=("x-forwarded-prefix",)),
+            [("Connection", "x-forwarded-prefix")],
+            True,
+        ),
+        (replace(PHOTO, vary=("accept-language",)), [("Connection", "keep-alive")], False),
+        (replace(PHOTO, vary=("accept-language",)), [("Connection", "x-other")], False),
+        (PER_USER, [("Cookie", "s=1"), ("Connection", "cookie")], True),
+        (PER_USER, [("Authorization", "Bearer a"), ("Connection", "authorization")], True),
+        (PER_USER, [("Cookie", "s=1"), ("Connection", "keep-alive")], False),
+        # Nothing keyed is lost: an anonymous request, a shared route, an unkeyed name.
+        (PER_USER, [("Connection", "cookie")], False),
+        (
+            replace(PHOTO, credentials="shared"),
+            [("Cookie", "s=1"), ("Connection", "cookie")],
+            False,
+        ),
+        (PHOTO, [("Connection", "accept-language")], False),
+    ],
+)
+def test_a_connection_option_that_drops_a_keyed_header_bypasses(
+    route: Route, headers: list[tuple[str, str]], bypass: bool
+) -> None:
+    decision = run(route=route, headers=headers)
+    if bypass:
+        assert isinstance(decision, Bypass) and decision.reason is BypassReason.CONNECTION
+        assert decision.invalidate is None
+    else:
+        assert isinstance(decision, Lookup)
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        (
+            (("Content-Encoding", "gzip"),),
+            (("Content-Encoding", "gzip"), ("Vary", "Accept-Encoding")),
+        ),
+        (
+            (("Vary", "Accept-Language"), ("Content-Encoding", "br")),
+            (("Vary", "Accept-Language, Accept-Encoding"), ("Content-Encoding", "br")),
+        ),
+        (
+            (("Vary", "Origin"), ("Vary", "Accept"), ("Content-Encoding", "gzip")),
+            (("Vary", "Origin, Accept-Encoding"), ("Vary", "Accept"), ("Content-Encoding", "gzip")),
+        ),
+        (
+            (("Vary", ""), ("Content-Encoding", "gzip")),
+            (("Vary", "Accept-Encoding"), ("Content-Encoding", "gzip")),
+        ),
+        # Already said, or nothing to say.
+        ((("Content-Encoding", "gzip"), ("Vary", "accept-encoding")), None),
+        ((("Content-Encoding", "gzip"), ("Vary", "Origin, Accept-Encoding")), None),
+        ((("Content-Encoding", "gzip"), ("Vary", "*")), None),
+        ((("Content-Encoding", "identity"),), None),
+        ((("Content-Type", "image/jpeg"),), None),
+    ],
+)
+def test_an_implicit_coding_variant_is_declared_in_vary(
+    headers: Headers, expected: Headers | None
+) -> None:
+    assert vary_on_coding(headers) == (headers if expected is None else expected)
+
+
+def test_a_stored_encoded_answer_says_vary_accept_encoding() -> None:
+    lookup = run()
+    assert isinstance(lookup, Lookup)
+    request = CIMultiDict({"Accept-Encoding": "gzip"})
+    entry = build_entry(
+        lookup, 200, (("Content-Encoding", "gzip"),), b"body", now=1.0, request_headers=request
+    )
+    assert ("Vary", "Accept-Encoding") in entry.headers
+    plain = build_entry(lookup, 200, (), b"body", now=1.0)
+    assert not any(n.lower() == "vary" for n, _ in plain.headers)
+
+
+@pytest.mark.parametrize(
+    ("stored_for", "asks", "same"),
+    [
+        ({}, {"Accept-Encoding": "identity"}, False),  # absent means any coding
+        ({}, {"Accept-Encoding": "gzip;q=0"}, False),
+        ({}, {"Accept-Encoding": ""}, False),
+        ({"Accept-Encoding": "identity"}, {"Accept-Encoding": "gzip;q=0, deflate"}, True),
+        ({"Accept-Encoding": "gzip"}, {"Accept-Encoding": "gzip;q=0;x=1"}, False),
+    ],
+)
+def test_a_client_refusing_every_coding_is_its_own_variant(
+    stored_for: dict[str, str], asks: dict[str, str], same: bool
+) -> None:
+    lookup = run()
+    assert isinstance(lookup, Lookup)
+    entry = build_entry(
+        lookup,
+        200,
+        (("Content-Encoding", "gzip"),),
+        b"body",
+        now=1.0,
+        request_headers=CIMultiDict(stored_for),
+    )
+    assert (variant_of(lookup.key, entry.vary, CIMultiDict(asks)) == entry.key) is same
