@@ -970,10 +970,11 @@ def _abort(request: web.BaseRequest) -> None:
 def _plain(
     status: int, reason: str, *, x_cache: str | None = None, retry_after: int | None = None
 ) -> web.Response:
+    """One of our own answers: a one-line reason, naming no server software."""
     headers = {"X-Cache": x_cache} if x_cache is not None else {}
     if retry_after is not None:
         headers["Retry-After"] = str(retry_after)
-    return web.Response(status=status, text=f"{status} {reason}\n", headers=headers)
+    return VerbatimResponse(status=status, text=f"{status} {reason}\n", headers=headers)
 
 
 class BodyTooLarge(Exception):
