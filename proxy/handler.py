@@ -907,7 +907,8 @@ class Proxy:
             await copy.run(_chunks_of(relay), out.write)
         except SlowClient as exc:
             self.stats.slow_clients += 1
-            log.info("client too slow for %s: cut at %s", request.raw_path, exc.limit)
+            path = request.raw_path.partition("?")[0]  # query values may be secrets
+            log.info("client too slow for %s: cut at %s", path, exc.limit)
         except (UpstreamError, ConnectionError):
             pass  # the fill failed (it counted that), or the client left
         else:
