@@ -13,7 +13,7 @@ import hmac
 import json
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from proxy.dashboard import latency_ms, series, top_routes
 from proxy.dashboard_page import PAGE
@@ -27,6 +27,7 @@ RUNTIME_KEY: web.AppKey[Runtime] = web.AppKey("runtime")
 # Purge bodies are tiny; refuse anything larger before reading it.
 MAX_CONTROL_BODY = 64 * 1024
 READY_PROBE_TIMEOUT = 2.0
+SERVER_NAME = "sidecache"
 
 
 def build_control_app(runtime: Runtime) -> web.Application:
@@ -39,7 +40,13 @@ def build_control_app(runtime: Runtime) -> web.Application:
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_post("/purge", _purge)
+    app.on_response_prepare.append(_name_server)
     return app
+
+
+async def _name_server(request: web.Request, response: web.StreamResponse) -> None:
+    # Instead of aiohttp's default, which gives its version and Python's.
+    response.headers[hdrs.SERVER] = SERVER_NAME
 
 
 def _json(data: Any, status: int = 200) -> web.Response:

@@ -16,6 +16,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from proxy.body import VerbatimResponse
+
 log = logging.getLogger(__name__)
 
 
@@ -40,6 +42,21 @@ class GuardedRequestHandler(RequestHandler):
     def connection_lost(self, exc: BaseException | None) -> None:
         self._disarm()
         super().connection_lost(exc)
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """aiohttp's own error answer (a malformed request, a handler that failed),
+        without the ``Server`` header that names aiohttp and its version."""
+        page = super().handle_error(request, status, exc, message)
+        assert isinstance(page, web.Response)
+        answer = VerbatimResponse(status=page.status, body=page.body, headers=page.headers)
+        answer.force_close()
+        return answer
 
     def _arm(self) -> None:
         self._head_timer = self._loop.call_later(self.header_timeout, self._head_too_slow)

@@ -41,6 +41,7 @@ from proxy.keys import (
     resolutions,
     split_absolute,
 )
+from proxy.pacing import BodyCopy, SlowClient
 from proxy.policy import (
     Bypass,
     BypassReason,
@@ -426,6 +427,14 @@ class Proxy:
             self.stats.upstream_failed()
             log.info("upstream %s for %s: %s", exc.reason, lookup.target, exc)
             fill.fail(exc)
+        except SlowClient as exc:
+            # The fill waited on its first client when its time ran out; that
+            # client's relay counts it and cuts it (``_pump``).
+            if fill.relay.keeping:
+                # Held back for that client alone, to bound memory (``Relay``):
+                # whoever joined since fetches for itself.
+                self._give_up_storing(fill, NoStore.MEMORY)
+            fill.fail(exc)
         finally:
             if token is not None and self.shared is not None:
                 await self.shared.unlock(fill.key, token)
@@ -436,7 +445,13 @@ class Proxy:
         relay = fill.relay
         epoch = self.store.purge_epoch(lookup.route.name, lookup.path)
         started = time.perf_counter()
-        async with self.upstream.request("GET", lookup.target, headers) as resp:
+        async with self.upstream.request("GET", lookup.target, headers, relayed=True) as resp:
+            # After the head, the body is bounded as a pass-through one is (``_relay``),
+            # but by its first client only while the fill waits on it (``Relay``).
+            copy = BodyCopy(
+                cap=asyncio.get_running_loop().time() + self.config.upstream.stream_timeout,
+                idle=None,
+            )
             fill.upstream_s = time.perf_counter() - started
             self.stats.upstream_latency.observe(fill.upstream_s)
             kept = h.response_headers_for_client(resp.headers)
@@ -454,11 +469,10 @@ class Proxy:
                 self._give_up_storing(fill, refusal)
             else:
                 relay.expect(resp.content_length)
-            async for chunk in resp.chunks():
+
+            async def keep(chunk: bytes) -> bool:
                 if relay.consumer_gone and not relay.keeping:
-                    resp.abort()  # nobody reads and nothing will be stored
-                    relay.finish()
-                    return
+                    return False
                 if relay.keeping:
                     # Decided before the chunk is kept: never past either bound.
                     if relay.size + len(chunk) > self.max_object_bytes:
@@ -466,6 +480,12 @@ class Proxy:
                     elif not relay.fits(len(chunk)):
                         self._give_up_storing(fill, NoStore.MEMORY)
                 await relay.put(chunk)
+                return True
+
+            if not await copy.run(resp.chunks(), keep):
+                resp.abort()  # nobody reads and nothing will be stored
+                relay.finish()
+                return
             stored: StoredResponse | None = None
             if relay.keeping:
                 now = self.clock()
@@ -540,7 +560,7 @@ class Proxy:
             if lookup.head:
                 await out.write_eof()
                 return out
-            return await _pump(request, out, relay)
+            return await self._pump(request, out, relay)
         finally:
             relay.abandon()
 
@@ -856,59 +876,58 @@ class Proxy:
         which bounds how long the upstream slot is held. When either runs out, the
         side we were waiting on is to blame: a write counts in ``slow_clients``, a
         read as an upstream error."""
-        loop = asyncio.get_running_loop()
-        cap = loop.time() + self.config.upstream.stream_timeout
-        idle = self.config.server.send_timeout
-        writing = False
-        sent = 0
+        copy = BodyCopy(
+            cap=asyncio.get_running_loop().time() + self.config.upstream.stream_timeout,
+            idle=self.config.server.send_timeout,
+        )
         try:
-            # One deadline, moved on after every write: cheaper than a timer per write.
-            async with asyncio.timeout_at(min(cap, loop.time() + idle)) as deadline:
-                async for chunk in resp.chunks():
-                    writing = True
-                    await out.write(chunk)
-                    writing = False
-                    sent += len(chunk)
-                    deadline.reschedule(min(cap, loop.time() + idle))
+            await copy.run(resp.chunks(), out.write)
         except UpstreamError as exc:
             self.stats.upstream_failed()
             log.info("upstream body cut short for %s: %s", target, exc)
+        except SlowClient as exc:
+            self.stats.slow_clients += 1
+            log.info("client too slow for %s: cut at %s", target, exc.limit)
         except ConnectionError:
             pass  # the client left
-        except TimeoutError:
-            limit = "upstream.stream_timeout" if loop.time() >= cap else "server.send_timeout"
-            if writing:
-                self.stats.slow_clients += 1
-                log.info("client too slow for %s: cut at %s", target, limit)
-            else:
-                self.stats.upstream_failed()
-                log.info("upstream too slow for %s: cut at %s", target, limit)
         else:
             return True
         finally:
-            request[SENT_KEY] = sent
+            request[SENT_KEY] = copy.sent
         resp.abort()  # stop reading: the body will not be relayed to its end
         _abort(request)  # a short body must not pass for a complete one
         return False
 
+    async def _pump(
+        self, request: web.BaseRequest, out: web.StreamResponse, relay: Relay
+    ) -> web.StreamResponse:
+        """Copy a fill's body to the client who started it, as ``_relay`` does.
 
-async def _pump(
-    request: web.BaseRequest, out: web.StreamResponse, relay: Relay
-) -> web.StreamResponse:
-    sent = 0
-    try:
-        while (chunk := await relay.next_chunk()) is not None:
-            await out.write(chunk)
-            sent += len(chunk)
-    except UpstreamError:
-        _abort(request)
+        The fill bounds the app's side; here the client must take each chunk within
+        ``server.send_timeout``. A client cut for being slow, here or by the fill
+        that waited on it past ``upstream.stream_timeout``, counts in
+        ``slow_clients`` (once: either ends the copy)."""
+        copy = BodyCopy(cap=None, idle=self.config.server.send_timeout)
+        try:
+            await copy.run(_chunks_of(relay), out.write)
+        except SlowClient as exc:
+            self.stats.slow_clients += 1
+            path = request.raw_path.partition("?")[0]  # query values may be secrets
+            log.info("client too slow for %s: cut at %s", path, exc.limit)
+        except (UpstreamError, ConnectionError):
+            pass  # the fill failed (it counted that), or the client left
+        else:
+            await out.write_eof()
+            return out
+        finally:
+            request[SENT_KEY] = copy.sent
+        _abort(request)  # a short body must not pass for a complete one
         return out
-    except ConnectionError:
-        return out
-    finally:
-        request[SENT_KEY] = sent
-    await out.write_eof()
-    return out
+
+
+async def _chunks_of(relay: Relay) -> AsyncIterator[bytes | memoryview]:
+    while (chunk := await relay.next_chunk()) is not None:
+        yield chunk
 
 
 def _upstream_headers(
@@ -957,10 +976,11 @@ def _abort(request: web.BaseRequest) -> None:
 def _plain(
     status: int, reason: str, *, x_cache: str | None = None, retry_after: int | None = None
 ) -> web.Response:
+    """One of our own answers: a one-line reason, naming no server software."""
     headers = {"X-Cache": x_cache} if x_cache is not None else {}
     if retry_after is not None:
         headers["Retry-After"] = str(retry_after)
-    return web.Response(status=status, text=f"{status} {reason}\n", headers=headers)
+    return VerbatimResponse(status=status, text=f"{status} {reason}\n", headers=headers)
 
 
 class BodyTooLarge(Exception):

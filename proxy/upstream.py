@@ -166,10 +166,11 @@ class Upstream:
     ) -> AsyncIterator[UpstreamResponse]:
         """Send a request for ``target`` (raw path and query) and yield its response.
 
-        ``timeout`` bounds the whole response, unless the body is ``relayed`` to a
-        client as it is read: then it bounds the response head only, and the body
-        is bounded by ``read_timeout`` (silence) and by the caller, so that a slow
-        client is not taken for a failing app. (aiohttp's ``total`` covers the body
+        ``timeout`` bounds the whole response, unless the body is ``relayed`` (to a
+        client, or into a cache fill that a client streams) as it is read: then it
+        bounds the response head only, and the body is bounded by ``read_timeout``
+        (silence) and by the caller (``proxy.pacing``), so that a slow client is not
+        taken for a failing app. (aiohttp's ``total`` covers the body
         reads too: ``StreamReader`` waits under the request's timer.)
 
         The response is released (the connection returned to the pool, or closed
