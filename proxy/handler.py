@@ -528,6 +528,8 @@ class Proxy:
                 head = await asyncio.shield(fill.head)
             except UpstreamError as exc:
                 return self._on_error(request, exc, lookup, stale, "MISS")
+            except ConnectionAbortedError:  # the fill was cancelled: we are stopping
+                return _plain(503, "shutting down")
             if head.status >= 500 and self._stale_usable(stale, route):
                 # The app answered with an error: the stored copy stands in for it.
                 assert stale is not None

@@ -220,3 +220,20 @@ async def test_readyz_answers_503_when_the_app_is_down(
     async with client.get(proxy.control / "readyz") as r:
         assert r.status == 503
         assert "upstream not answering" in await r.text()
+
+
+async def test_clients_of_a_fill_cancelled_at_shutdown_get_503(
+    sidecache: Factory, upstream: TestServer, client: aiohttp.ClientSession
+) -> None:
+    proxy = await sidecache()
+    url = proxy.url / "gated/photo/9"
+    leader = asyncio.create_task(client.get(url))
+    await upstream.app[ARRIVED].wait()  # the fill waits at the app for its head
+    follower = asyncio.create_task(client.get(url))
+    await until_stats(proxy, "upstream", "coalesced", 1)
+    await proxy.runtime.coalescer.close(0)  # what a stop does once the grace is over
+    for task in (leader, follower):
+        async with await task as r:
+            assert r.status == 503
+            assert await r.text() == "503 shutting down\n"
+    upstream.app[GATE].set()
