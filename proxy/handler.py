@@ -593,19 +593,7 @@ class Proxy:
         if isinstance(result, Stored):
             self.stats.record(route.name, CacheOutcome.MISS)
             return self._serve(request, result.entry, route, "MISS", self.clock())
-        status = fill.head.result().status
-        if status >= 500 and self._stale_usable(stale, route):
-            assert stale is not None
-            return self._serve_stale(request, stale, route, f"upstream-{status}")
-        self.stats.record(route.name, CacheOutcome.MISS)
-        return await self._forward(
-            request,
-            lookup.target,
-            x_cache="MISS",
-            status=h.cache_status(hit=False, fwd="uri-miss", detail=result.reason.value),
-            invalidate=None,
-            fill=False,
-        )
+        return await self._not_shared(request, fill, lookup, stale, result.reason)
 
     async def _follow(
         self,
@@ -643,22 +631,34 @@ class Proxy:
                 self.stats.record(route.name, CacheOutcome.HIT)
                 return self._serve(request, entry, route, "HIT", self.clock(), detail="coalesced")
             case Pass(reason):
-                status = fill.head.result().status
-                if status >= 500 and self._stale_usable(stale, route):
-                    assert stale is not None
-                    return self._serve_stale(request, stale, route, f"upstream-{status}")
-                # Not shareable: fetch for this client alone (hit-for-pass).
-                self.stats.record(route.name, CacheOutcome.MISS)
-                return await self._forward(
-                    request,
-                    lookup.target,
-                    x_cache="MISS",
-                    status=h.cache_status(hit=False, fwd="uri-miss", detail=reason.value),
-                    invalidate=None,
-                    fill=False,
-                )
+                return await self._not_shared(request, fill, lookup, stale, reason)
             case _:
                 assert_never(result)
+
+    async def _not_shared(
+        self,
+        request: web.BaseRequest,
+        fill: Fill,
+        lookup: Lookup,
+        stale: StoredResponse | None,
+        reason: NoStore,
+    ) -> web.StreamResponse:
+        """A fill whose answer is not shareable: the stale copy stands in for a 5xx,
+        otherwise this client fetches for itself (hit-for-pass)."""
+        route = lookup.route
+        status = fill.head.result().status
+        if status >= 500 and self._stale_usable(stale, route):
+            assert stale is not None
+            return self._serve_stale(request, stale, route, f"upstream-{status}")
+        self.stats.record(route.name, CacheOutcome.MISS)
+        return await self._forward(
+            request,
+            lookup.target,
+            x_cache="MISS",
+            status=h.cache_status(hit=False, fwd="uri-miss", detail=reason.value),
+            invalidate=None,
+            fill=False,
+        )
 
     def _on_error(
         self,
