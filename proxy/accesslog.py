@@ -22,6 +22,11 @@ UPSTREAM_KEY: web.RequestKey[float] = web.RequestKey("sidecache.upstream_s", flo
 # Body bytes actually written, where the handler counts them (streamed bodies, and
 # large stored ones): a response cut short is logged with what it sent.
 SENT_KEY: web.RequestKey[int] = web.RequestKey("sidecache.sent", int)
+# The streamed response once its head is out: a request cancelled mid-body (at
+# shutdown) is still logged, with what it sent.
+STREAM_KEY: web.RequestKey[web.StreamResponse] = web.RequestKey(
+    "sidecache.stream", web.StreamResponse
+)
 
 
 def redact_query(query: str, sensitive: frozenset[str]) -> str:

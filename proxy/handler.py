@@ -14,15 +14,15 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, assert_never
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, assert_never
 
 from aiohttp import StreamReader, web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from proxy import headers as h
-from proxy.accesslog import ROUTE_KEY, SENT_KEY, UPSTREAM_KEY, AccessLog
+from proxy.accesslog import ROUTE_KEY, SENT_KEY, STREAM_KEY, UPSTREAM_KEY, AccessLog
 from proxy.admission import Admission
 from proxy.body import (
     SLICED_ABOVE,
@@ -235,12 +235,14 @@ class Proxy:
                     self._revalidate(request, decision, key)
                     response = self._serve_stale(request, entry, decision.route, "revalidating")
                 else:
-                    response = await self._miss(request, decision, entry, key)
+                    response = await self._cut_accounted(
+                        request, self._miss(request, decision, entry, key), started
+                    )
             case Bypass():
                 self.stats.record(
                     decision.route.name if decision.route else None, CacheOutcome.BYPASS
                 )
-                response = await self._forward(
+                forward = self._forward(
                     request,
                     target,
                     x_cache="BYPASS",
@@ -248,9 +250,28 @@ class Proxy:
                     invalidate=decision.invalidate,
                     fill=False,
                 )
+                response = await self._cut_accounted(request, forward, started)
             case _:
                 assert_never(decision)
         return self._done(request, response, started)
+
+    async def _cut_accounted(
+        self,
+        request: web.BaseRequest,
+        answer: Coroutine[Any, Any, web.StreamResponse],
+        started: float,
+    ) -> web.StreamResponse:
+        """Await ``answer``; if it is cancelled (a stop cutting streams after the
+        grace period) once its head is out, account for what it sent first."""
+        try:
+            return await answer
+        except asyncio.CancelledError:
+            out = request.get(STREAM_KEY)
+            if out is not None:
+                self._account(
+                    request, out, started, self.stats.latency.get(out.headers.get("X-Cache", ""))
+                )
+            raise
 
     def _done(
         self, request: web.BaseRequest, response: web.StreamResponse, started: float
@@ -558,7 +579,8 @@ class Proxy:
             )
             if head.content_length is not None and head.status not in _NO_BODY_STATUSES:
                 out.content_length = head.content_length
-            await out.prepare(request)
+            if not await _prepared(request, out):
+                return out
             if lookup.head:
                 await out.write_eof()
                 return out
@@ -859,7 +881,9 @@ class Proxy:
             out.headers["Cache-Status"] = status
             if resp.content_length is not None and resp.status not in _NO_BODY_STATUSES:
                 out.content_length = resp.content_length
-            await out.prepare(request)
+            if not await _prepared(request, out):
+                resp.abort()  # the client left before the head went out
+                return out
             if request.method == "HEAD" or resp.status in _NO_BODY_STATUSES:
                 await out.write_eof()
                 return out
@@ -925,6 +949,17 @@ class Proxy:
             request[SENT_KEY] = copy.sent
         _abort(request)  # a short body must not pass for a complete one
         return out
+
+
+async def _prepared(request: web.BaseRequest, out: web.StreamResponse) -> bool:
+    """Send the head of a streamed response; False if the client has already left."""
+    try:
+        await out.prepare(request)
+    except ConnectionError:
+        request[SENT_KEY] = 0
+        return False
+    request[STREAM_KEY] = out
+    return True
 
 
 async def _chunks_of(relay: Relay) -> AsyncIterator[bytes | memoryview]:

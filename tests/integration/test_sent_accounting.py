@@ -11,8 +11,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp.test_utils import TestServer
 
 from tests.integration.conftest import Factory, Running
+from tests.integration.upstream_app import ARRIVED, GATE
 
 Line = dict[str, Any]
 
@@ -113,3 +115,44 @@ async def test_a_response_cut_short_upstream_is_logged_with_the_bytes_sent(
             await r.read()
     line = await access.first(lambda line: line["path"] == "/truncated")
     assert (line["cache"], line["bytes"]) == ("MISS", 50_000)
+
+
+@pytest.mark.parametrize("cached", [False, True], ids=["pass-through", "fill"])
+async def test_a_stream_cut_at_shutdown_is_logged_with_the_bytes_sent(
+    sidecache: Factory,
+    client: aiohttp.ClientSession,
+    access: AccessLines,
+    upstream: TestServer,
+    cached: bool,
+) -> None:
+    # A cacheable route's fill of a chunked body streams to its first client as
+    # it arrives, like a pass-through response.
+    routes = [{"name": "s", "match": "/stream/{id}", "ttl": "5m"}] if cached else None
+    proxy = await sidecache(routes)
+    async with client.get(proxy.url / "stream/1") as r:
+        assert r.headers["X-Cache"] == ("MISS" if cached else "BYPASS")
+        assert await r.content.readexactly(12) == b"first-chunk;"
+        await proxy.instance.stop(grace=0.1)  # the app never finishes: cut
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await r.content.read()
+    line = await access.first(lambda line: line["path"] == "/stream/1")
+    assert (line["status"], line["bytes"]) == (200, 12)
+    upstream.app[GATE].set()
+
+
+async def test_a_client_gone_before_the_head_leaves_no_error(
+    sidecache: Factory,
+    access: AccessLines,
+    upstream: TestServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    proxy = await sidecache()
+    _, writer = await asyncio.open_connection(proxy.url.host, proxy.url.port)
+    host = f"{proxy.url.host}:{proxy.url.port}"
+    writer.write(f"GET /gated/photo/5 HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    await upstream.app[ARRIVED].wait()  # the fill waits at the app
+    writer.transport.abort()  # the client leaves before the head
+    upstream.app[GATE].set()
+    line = await access.first(lambda line: line["path"] == "/gated/photo/5")
+    assert (line["cache"], line["bytes"]) == ("MISS", 0)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
