@@ -78,15 +78,34 @@ def compile_template(template: str) -> re.Pattern[str]:
     return re.compile("".join(parts))
 
 
+# One escape sequence: the numeric forms of a single character, else a
+# backslash and the one character after it.
+_ESCAPE = re.compile(
+    r"\\(?:x[0-9A-Fa-f]{2}|u[0-9A-Fa-f]{4}|U[0-9A-Fa-f]{8}|[0-7]{3}|0[0-7]{0,2}|.)",
+    re.DOTALL,
+)
+
+
+def _denotes_slash(escape: str) -> bool:
+    """Is ``escape`` the character '/' (``\\/``, ``\\x2f``, ``\\u002f``, ``\\057``...)?"""
+    if len(escape) == 2 and escape[1].isalpha():
+        return False  # \\d, \\W, \\b...: a class or an anchor, not one character
+    try:
+        return re.fullmatch(escape, "/") is not None
+    except re.error:
+        return False  # not valid: compile_template says so
+
+
 def _slash_outside_class(regex: str) -> bool:
     """Does ``regex`` require a literal '/' somewhere (outside a ``[...]`` class)?"""
     i = 0
     while i < len(regex):
         c = regex[i]
         if c == "\\":
-            if regex[i + 1 : i + 2] == "/":
+            escape = _ESCAPE.match(regex, i)
+            if escape is not None and _denotes_slash(escape.group()):
                 return True
-            i += 2
+            i = escape.end() if escape is not None else i + 2
         elif c == "[":
             i += 1
             if regex[i : i + 1] == "^":

@@ -78,7 +78,22 @@ def test_first_matching_route_wins() -> None:
     assert len(table) == 2
 
 
-@pytest.mark.parametrize("regex", ["a/b", "a|b/c", r"x\/y", "[a-z]+/[0-9]+", "(?:/)?", "[]]/"])
+@pytest.mark.parametrize(
+    "regex",
+    [
+        "a/b",
+        "a|b/c",
+        r"x\/y",
+        "[a-z]+/[0-9]+",
+        "(?:/)?",
+        "[]]/",
+        r"\x2f",
+        r"a\x2Fb",
+        r"\u002f",
+        r"\U0000002f",
+        r"\057",
+    ],
+)
 def test_a_parameter_regex_that_needs_a_slash_is_refused(regex: str) -> None:
     template = f"/s/{{p:{regex}}}"
     with pytest.raises(TemplateError) as info:
@@ -90,7 +105,9 @@ def test_a_parameter_regex_that_needs_a_slash_is_refused(regex: str) -> None:
     )
 
 
-@pytest.mark.parametrize("regex", ["[^/]+", "[/a]+", r"[\]/]+", r"a\.b", ".+"])
+@pytest.mark.parametrize(
+    "regex", ["[^/]+", "[/a]+", r"[\]/]+", r"a\.b", ".+", r"\\x2f", r"\x2e", r"\W+", r"\0"]
+)
 def test_a_slash_inside_a_character_class_is_allowed(regex: str) -> None:
     compile_template(f"/s/{{p:{regex}}}")
 
