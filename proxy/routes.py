@@ -176,6 +176,16 @@ _Piece = str | tuple[str, str | None]
 _Segment = tuple[_Piece, ...]
 _ONE_SEGMENT: _Piece = ("seg", None)
 _THE_REST: _Piece = ("rest", None)
+# Parameter regexes that match every segment, spelled the usual ways. A segment
+# never holds '/' or a newline (RouteTable.match, keys.normalise_path), so ``.``
+# and ``[^/]`` both match any of its characters; the ``*`` forms also match the
+# empty last segment of a path that ends in '/'.
+_ANY_SEGMENT: frozenset[_Piece] = frozenset(
+    ("re", r) for r in (".+", ".+?", "[^/]+", "[^/]+?", r"[^\/]+", r"[^\/]+?")
+)
+_ANY_SEGMENT_OR_EMPTY: frozenset[_Piece] = frozenset(
+    ("re", r) for r in (".*", ".*?", "[^/]*", "[^/]*?", r"[^\/]*", r"[^\/]*?")
+)
 
 
 def _segments(template: str) -> list[_Segment]:
@@ -214,8 +224,10 @@ def _segment_covers(a: _Segment, b: _Segment) -> bool:
     """
     if a == b:
         return True
-    if a == (_ONE_SEGMENT,):
+    if a == (_ONE_SEGMENT,) or (len(a) == 1 and a[0] in _ANY_SEGMENT):
         return _THE_REST not in b and not _can_be_empty(b)
+    if len(a) == 1 and a[0] in _ANY_SEGMENT_OR_EMPTY:
+        return _THE_REST not in b
     if (
         len(a) == 1
         and not isinstance(a[0], str)
@@ -230,8 +242,9 @@ def shadows(earlier: str, later: str) -> bool:
     """Is every path template ``later`` matches matched by ``earlier`` too?
 
     Decided segment by segment and conservatively: True only when certain (an
-    identical template, ``{x}`` or ``{x:path}`` over anything, a regex over a
-    literal it matches); two regular expressions are never compared.
+    identical template, ``{x}``, a catch-all ``{x:.+}`` or ``{x:path}`` over
+    anything, a regex over a literal it matches); two other regular expressions
+    are never compared.
     """
     a, b = _segments(earlier), _segments(later)
     for i, segment in enumerate(a):

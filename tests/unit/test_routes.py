@@ -124,6 +124,21 @@ def test_a_slash_inside_a_character_class_is_allowed(regex: str) -> None:
         ("/a/{x}/b", "/a/1/b", True),
         ("/a/{x}.jpg", "/a/{y}.jpg", True),
         ("/a/{x:.*}", "/a/", True),
+        ("/api/{x:.+}", "/api/{y}", True),
+        ("/api/{x:.+?}", "/api/{y}", True),
+        ("/api/{x:[^/]+}", "/api/{y}", True),
+        ("/api/{x:.*}", "/api/{y}", True),
+        ("/api/{x:[^/]*}", "/api/{y}", True),
+        ("/api/{x:.+}", "/api/{y:[0-9]+}", True),
+        ("/api/{x:.+}", "/api/{y}.jpg", True),
+        ("/api/{x:.+}/b", "/api/{y}/b", True),
+        ("/api/{x:.*}", "/api/{y:[0-9]*}", True),  # both also match "/api/"
+        ("/api/{x:.+}", "/api/{y:[0-9]*}", False),  # only the later one matches "/api/"
+        ("/api/{x:.+}", "/api/", False),
+        ("/api/{x:.+}", "/api/{y:path}", False),
+        ("/api/{x:.*}", "/api/{y:path}", False),
+        ("/api/{x:.+}", "/api/{y}/b", False),
+        ("/api/{x:[a-z].+}", "/api/{y}", False),  # not a recognised catch-all
         ("/api/photo/{id:[0-9]+}", "/api/photo/{n}", False),
         ("/api/photo/{id:[0-9]+}", "/api/photo/x", False),
         ("/api/photo/{id:[0-9]+}", "/api/photo/{n:[0-9]}", False),  # regexes are not compared
