@@ -56,6 +56,7 @@ class Crowd:
         self.clock = clock
         self.started = 0.0
         self.elapsed = 0.0
+        self.empty_galleries: set[str] = set()  # pages that had no <img src> to load
         self._stop = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
 
@@ -121,7 +122,10 @@ class Crowd:
                 if await self._pause(1.0):
                     return
                 continue
-            for step in scroll(rng, image_sources(page), self.options.images_per_second):
+            images = image_sources(page)
+            if not images:
+                self.empty_galleries.add(current)
+            for step in scroll(rng, images, self.options.images_per_second):
                 await asyncio.gather(*(self._fetch(url) for url in step.urls))
                 if await self._pause(step.pause):
                     return

@@ -107,6 +107,11 @@ async def run_target(
     finally:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.remove_signal_handler(signal.SIGINT)
+    if crowd.empty_galleries:
+        notes.append(
+            f"no images (<img src=...>) on {', '.join(sorted(crowd.empty_galleries))}: "
+            "users only loaded the page, once a screenful's time (--rate)"
+        )
     after_ctl, after_app = await ctl.take(), await app.take()
     return TargetResult(
         target.name,

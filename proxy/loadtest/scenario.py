@@ -41,10 +41,14 @@ def scroll(rng: random.Random, images: list[str], images_per_second: float) -> l
 
     Each screenful is loaded at once (as lazy loading does), then the user reads
     for as long as ``images_per_second`` allows. One time in four the user
-    scrolls back a screen first, reloading images already seen.
+    scrolls back a screen first, reloading images already seen. A gallery
+    without images is still read for a screenful's time (one step, nothing to
+    load): the user does not reload the page as fast as the target answers.
     """
-    steps: list[Fetch] = []
     per_screen = SCREENFUL / images_per_second
+    if not images:
+        return [Fetch((), rng.uniform(0.5, 1.5) * per_screen)]
+    steps: list[Fetch] = []
     position = 0
     while position < len(images):
         if position >= SCREENFUL and rng.random() < 0.25:

@@ -8,16 +8,20 @@ import json
 import re
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from rich.console import Console
 
 from proxy.config import load_config
 from proxy.demo.run import DEMO_ROUTES, DemoOptions, UpstreamOptions, demo_banner, start_demo
 from proxy.loadtest.crowd import LoadOptions
 from proxy.loadtest.run import Target, run_loadtest
+from proxy.loadtest.scenario import SCREENFUL
 from tests.integration.conftest import ensure_dead, free_port_that_refuses, stop_gracefully
 from tests.integration.demo_fixtures import SEEDED_PHOTOS
 
@@ -135,6 +139,52 @@ async def test_loadtest_says_when_the_control_port_cannot_be_read(
     assert "cannot read" in out.getvalue()  # the table says so too
     assert json.loads((tmp_path / "report.json").read_text())[0]["notes"] == [note]
     assert "cannot read" in (tmp_path / "report.html").read_text()
+
+
+def empty_gallery_app(seen: list[str]) -> web.Application:
+    """A gallery page without a single image, and a JSON document that is not /_demo/stats."""
+
+    async def gallery(request: web.Request) -> web.Response:
+        seen.append(request.path)
+        return web.Response(text="<html><h1>Event 1</h1><p>No photos yet.</p></html>")
+
+    async def health(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "version": "1.2.3"})
+
+    app = web.Application()
+    app.router.add_get("/gallery/1", gallery)
+    app.router.add_get("/health", health)
+    return app
+
+
+async def test_loadtest_keeps_to_the_rate_on_a_gallery_without_images(
+    aiohttp_server: Callable[[web.Application], Awaitable[TestServer]], tmp_path: Path
+) -> None:
+    seen: list[str] = []
+    server = await aiohttp_server(empty_gallery_app(seen))
+    users, duration, rate = 2, 1.0, 4.0
+    (result,) = await run_loadtest(
+        [Target("app", str(server.make_url("/")))],
+        LoadOptions(
+            users=users,
+            duration=duration,
+            images_per_second=rate,
+            ramp_up=0,
+            timeout=10,
+            galleries=("/gallery/1",),
+        ),
+        report=tmp_path / "report",
+        show_progress=False,
+        console=Console(file=io.StringIO()),
+    )
+    # A user reads an empty page for at least half a screenful's time at --rate,
+    # so each loads it at most 1 + duration / that often; twice that is plenty.
+    shortest_visit = 0.5 * SCREENFUL / rate
+    assert 1 <= len(seen) <= 2 * users * (1 + duration / shortest_visit)
+    assert result.recorder.requests == len(seen)
+    (note,) = result.notes
+    assert "no images" in note and "/gallery/1" in note
+    assert json.loads((tmp_path / "report.json").read_text())[0]["notes"] == [note]
 
 
 @pytest.mark.slow

@@ -33,7 +33,13 @@ def test_scroll_loads_every_image_screenful_by_screenful(count: int) -> None:
     ]
     loaded = [u for s in forward for u in s.urls]
     assert loaded == images  # in order, each once on the way down
-    assert all(1 <= len(s.urls) <= SCREENFUL for s in steps)
+    assert all(1 <= len(s.urls) <= SCREENFUL for s in steps) or count == 0
+
+
+def test_a_gallery_without_images_is_read_for_a_screenful_then_left() -> None:
+    (step,) = scroll(random.Random(3), [], images_per_second=4.0)
+    assert step.urls == ()
+    assert 0.5 * SCREENFUL / 4.0 <= step.pause <= 1.5 * SCREENFUL / 4.0
 
 
 def test_scroll_pace_matches_the_rate_and_sometimes_goes_back() -> None:
