@@ -59,18 +59,26 @@ async def get_json(url: str) -> dict[str, Any] | str:
 
 
 class Figures:
-    """Before/after snapshots of one stats URL; a failure becomes a note, once."""
+    """Before/after snapshots of one stats URL; a failure becomes a note, once.
 
-    def __init__(self, url: str | None, what: str, notes: list[str]) -> None:
-        self.url, self.what, self.notes = url, what, notes
+    JSON without any of the expected figures (another service's stats, a health
+    page) is a failure too: its deltas would be an empty table, not figures.
+    """
+
+    def __init__(self, url: str | None, what: str, keys: dict[str, str], notes: list[str]) -> None:
+        self.url, self.what, self.keys, self.notes = url, what, keys, notes
 
     async def take(self) -> dict[str, Any] | None:
         if self.url is None:
             return None
         got = await get_json(self.url)
         if isinstance(got, dict):
-            return got
-        note = f"{self.what} left out: cannot read {self.url} ({got})"
+            if deltas(got, got, self.keys):  # a zero for each expected figure present
+                return got
+            names = ", ".join(self.keys.values())
+            note = f"{self.what} left out: {self.url} has none of the expected figures ({names})"
+        else:
+            note = f"{self.what} left out: cannot read {self.url} ({got})"
         print(f"sidecache loadtest: {note}", file=sys.stderr, flush=True)
         self.notes.append(note)
         self.url = None  # one failure is enough: the deltas are gone
@@ -87,8 +95,8 @@ async def run_target(
 ) -> TargetResult:
     control_stats = f"{target.control.rstrip('/')}/stats" if target.control else None
     notes: list[str] = []
-    ctl = Figures(control_stats, "sidecache's upstream figures (--control)", notes)
-    app = Figures(app_stats, "the app's database figures (--app-stats)", notes)
+    ctl = Figures(control_stats, "sidecache's upstream figures (--control)", UPSTREAM_KEYS, notes)
+    app = Figures(app_stats, "the app's database figures (--app-stats)", APP_KEYS, notes)
     before_ctl, before_app = await ctl.take(), await app.take()
     crowd = Crowd(target.url, options)
     loop = asyncio.get_running_loop()

@@ -187,6 +187,31 @@ async def test_loadtest_keeps_to_the_rate_on_a_gallery_without_images(
     assert json.loads((tmp_path / "report.json").read_text())[0]["notes"] == [note]
 
 
+async def test_loadtest_says_when_app_stats_is_not_the_demo_apps(
+    aiohttp_server: Callable[[web.Application], Awaitable[TestServer]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    server = await aiohttp_server(empty_gallery_app([]))
+    health = str(server.make_url("/health"))
+    out = io.StringIO()
+    (result,) = await run_loadtest(
+        [Target("app", str(server.make_url("/")))],
+        LoadOptions(users=1, duration=0.5, ramp_up=0, timeout=10, galleries=("/gallery/1",)),
+        app_stats=health,
+        report=tmp_path / "report",
+        show_progress=False,
+        console=Console(file=out, width=200),
+    )
+    assert result.app is None
+    (note,) = [n for n in result.notes if "--app-stats" in n]
+    assert f"{health} has none of the expected figures (photo_reads" in note
+    assert f"sidecache loadtest: {note}" in capsys.readouterr().err
+    assert "none of the expected figures" in out.getvalue()  # the table says so too
+    saved = json.loads((tmp_path / "report.json").read_text())[0]
+    assert saved["app"] is None and note in saved["notes"]
+
+
 @pytest.mark.slow
 async def test_demo_command_starts_both_and_stops_on_ctrl_c(demo_db: str, tmp_path: Path) -> None:
     proc = await asyncio.create_subprocess_exec(
