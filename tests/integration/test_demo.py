@@ -212,6 +212,18 @@ async def test_loadtest_says_when_app_stats_is_not_the_demo_apps(
     assert saved["app"] is None and note in saved["notes"]
 
 
+async def _banner(proc: asyncio.subprocess.Process) -> str:
+    """What ``sidecache demo`` prints up to its "Ctrl-C" line (bounded)."""
+    assert proc.stdout is not None
+    lines: list[str] = []
+    async with asyncio.timeout(60):
+        while not any("Ctrl-C" in line for line in lines):
+            line = (await proc.stdout.readline()).decode()
+            assert line, "demo exited before it was ready"
+            lines.append(line)
+    return "".join(lines)
+
+
 @pytest.mark.slow
 async def test_demo_command_starts_both_and_stops_on_ctrl_c(demo_db: str, tmp_path: Path) -> None:
     proc = await asyncio.create_subprocess_exec(
@@ -220,14 +232,7 @@ async def test_demo_command_starts_both_and_stops_on_ctrl_c(demo_db: str, tmp_pa
         cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     try:
-        assert proc.stdout is not None
-        lines: list[str] = []
-        async with asyncio.timeout(60):
-            while not any("Ctrl-C" in line for line in lines):
-                line = (await proc.stdout.readline()).decode()
-                assert line, "demo exited before it was ready"
-                lines.append(line)
-        text = "".join(lines)
+        text = await _banner(proc)
         through = re.search(r"through sidecache\s+(\S+)", text)
         direct = re.search(r"direct \(no cache\)\s+(\S+)", text)
         stats = re.search(r"sidecache stats\s+(\S+)", text)
@@ -250,14 +255,7 @@ async def test_demo_command_binds_app_and_proxy_to_host(demo_db: str) -> None:
         cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     try:
-        assert proc.stdout is not None
-        lines: list[str] = []
-        async with asyncio.timeout(60):
-            while not any("Ctrl-C" in line for line in lines):
-                line = (await proc.stdout.readline()).decode()
-                assert line, "demo exited before it was ready"
-                lines.append(line)
-        text = "".join(lines)
+        text = await _banner(proc)
         through = re.search(r"through sidecache\s+http://([^:]+):(\d+)/", text)
         direct = re.search(r"direct \(no cache\)\s+http://([^:]+):(\d+)/", text)
         stats = re.search(r"sidecache stats\s+http://([^:]+):(\d+)/", text)
