@@ -370,9 +370,10 @@ class Coalescer:
         loop = asyncio.get_running_loop()
 
         def fire() -> None:
+            if self._tasks:  # still busy: look again later
+                self._trim = loop.call_later(IDLE_TRIM_DELAY, fire)
+                return
             self._trim = None
-            if self._tasks:
-                return  # still busy: the last fill to end asks again
             # Off the event loop: trimming a large heap takes milliseconds.
             task = loop.create_task(_release_memory())
             self._tasks.add(task)
