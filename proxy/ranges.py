@@ -1,6 +1,6 @@
 """Conditional and range requests answered from a stored entry (RFC 9110 13, 14).
 
-Pure: decides 304, 206 or 416 from request header values and the stored
+Pure: decides 412, 304, 206 or 416 from request header values and the stored
 response's validators and length; the handler builds the response.
 Imports neither aiohttp nor asyncio.
 """
