@@ -35,6 +35,7 @@ from proxy.coalesce import Coalescer, Fill, Head, Pass, Relay, Stored
 from proxy.entry import Headers, StoredResponse
 from proxy.keys import (
     host_allowed,
+    loose_path,
     normalise_host,
     normalise_path,
     request_host,
@@ -212,7 +213,6 @@ class Proxy:
                     entry = self.store.lookup(key, now)
                 else:
                     key = variant_of(key, vary, request.headers)
-                    decision = decision._replace(learned=vary)
                     # An answer stored without Vary (under the base key) suits every
                     # client, e.g. the identity one beside an implicit gzip variant.
                     entry = self.store.lookup(key, now) or self.store.lookup(decision.key, now)
@@ -228,6 +228,8 @@ class Proxy:
                     if self._access_on:
                         self.access.record(request, hit, elapsed)
                     return hit
+                if vary is not None:
+                    decision = decision._replace(learned=vary)  # what fills must send
                 if (
                     entry is not None
                     and freshness(entry, decision.route, now) is Freshness.STALE_WHILE_REVALIDATE
@@ -442,11 +444,11 @@ class Proxy:
                 self.stats.upstream_started()
                 await self._fetch_fill(fill, lookup, headers, write_shared=cluster)
         except UpstreamBusy as exc:
-            log.warning("upstream busy, fill for %s refused: %s", lookup.target, exc)
+            log.warning("upstream busy, fill for %s refused: %s", lookup.path, exc)
             fill.fail(exc)
         except UpstreamError as exc:
             self.stats.upstream_failed()
-            log.info("upstream %s for %s: %s", exc.reason, lookup.target, exc)
+            log.info("upstream %s for %s: %s", exc.reason, lookup.path, exc)
             fill.fail(exc)
         except SlowClient as exc:
             # The fill waited on its first client when its time ran out; that
@@ -714,10 +716,12 @@ class Proxy:
         for name in ("location", "content-location"):
             for value in h.get_all(headers, name):
                 url = URL(value.strip(), encoded=True)
-                if url.is_absolute() and normalise_host(url.raw_authority) not in hosts:
+                if url.is_absolute() and normalise_host(url.raw_authority, url.scheme) not in hosts:
                     continue  # another origin: not ours to drop
                 target = request.url.join(url) if not url.is_absolute() else url
                 paths.update(resolutions(target.raw_path))
+        # A path purge drops every path of its loose form: one purge per form.
+        paths = set({loose_path(p): p for p in sorted(paths)}.values())
         purged = sum(self.store.purge_path(p) for p in paths)
         if self.shared is not None:
             for p in paths:
@@ -845,13 +849,15 @@ class Proxy:
         except BodyTooLarge:
             return _too_large(limit)
         except UpstreamBusy as exc:
-            log.warning("upstream busy, %s %s refused: %s", request.method, target, exc)
+            log.warning("upstream busy, %s %s refused: %s", request.method, _no_query(target), exc)
             return _plain(exc.status, exc.reason, x_cache=x_cache, retry_after=1)
         except UpstreamError as exc:
             if isinstance(body, _Limited) and body.exceeded:
                 return _too_large(limit)
             self.stats.upstream_failed()
-            log.info("upstream %s for %s %s: %s", exc.reason, request.method, target, exc)
+            log.info(
+                "upstream %s for %s %s: %s", exc.reason, request.method, _no_query(target), exc
+            )
             return _plain(exc.status, exc.reason, x_cache=x_cache)
 
     async def _exchange(
@@ -910,10 +916,10 @@ class Proxy:
             await copy.run(resp.chunks(), out.write)
         except UpstreamError as exc:
             self.stats.upstream_failed()
-            log.info("upstream body cut short for %s: %s", target, exc)
+            log.info("upstream body cut short for %s: %s", _no_query(target), exc)
         except SlowClient as exc:
             self.stats.slow_clients += 1
-            log.info("client too slow for %s: cut at %s", target, exc.limit)
+            log.info("client too slow for %s: cut at %s", _no_query(target), exc.limit)
         except ConnectionError:
             pass  # the client left
         else:
@@ -938,8 +944,7 @@ class Proxy:
             await copy.run(_chunks_of(relay), out.write)
         except SlowClient as exc:
             self.stats.slow_clients += 1
-            path = request.raw_path.partition("?")[0]  # query values may be secrets
-            log.info("client too slow for %s: cut at %s", path, exc.limit)
+            log.info("client too slow for %s: cut at %s", _no_query(request.raw_path), exc.limit)
         except (UpstreamError, ConnectionError):
             pass  # the fill failed (it counted that), or the client left
         else:
@@ -949,6 +954,12 @@ class Proxy:
             request[SENT_KEY] = copy.sent
         _abort(request)  # a short body must not pass for a complete one
         return out
+
+
+def _no_query(target: str) -> str:
+    """A target for the log: query values may be secrets (the access log redacts
+    them by name; other log lines leave the query out)."""
+    return target.partition("?")[0]
 
 
 async def _prepared(request: web.BaseRequest, out: web.StreamResponse) -> bool:

@@ -86,12 +86,12 @@ async def get(client: aiohttp.ClientSession, proxy: Running, path: str) -> tuple
         return r.headers["X-Cache"], await r.text()
 
 
-async def send(proxy: Running, method: str, target: str) -> bytes:
+async def send(proxy: Running, method: str, target: str, host: str | None = None) -> bytes:
     """The request line exactly as written; the status line of the answer."""
     port = proxy.url.port or 0
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        head = f"{method} {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        head = f"{method} {target} HTTP/1.1\r\nHost: {host or f'127.0.0.1:{port}'}\r\n"
         writer.write(head.encode() + b"Content-Length: 0\r\nConnection: close\r\n\r\n")
         await writer.drain()
         async with asyncio.timeout(10):
@@ -160,6 +160,18 @@ async def test_a_redirect_after_a_write_drops_the_path_and_its_location(
     target = str(URL("/c/x").with_query(status=str(status), location=named))
     assert (await send(proxy, "POST", target)).startswith(b"HTTP/1.1 %d" % status)
     assert await get(client, proxy, "/c/x") == ("MISS", "/c/x version 1")
+    assert await get(client, proxy, "/c/y") == ("MISS", "/c/y version 1")
+
+
+async def test_a_location_on_the_default_port_of_its_scheme_is_the_same_host(
+    sidecache: Factory, app_server: TestServer, client: aiohttp.ClientSession
+) -> None:
+    proxy = await proxy_for(sidecache, app_server)
+    await cached(client, proxy, "/c/y")
+    named = "https://photos.example:443/c/y"  # an app behind TLS names itself so
+    target = str(URL("/c/x").with_query(status="303", location=named))
+    reply = await send(proxy, "POST", target, host="photos.example")
+    assert reply.startswith(b"HTTP/1.1 303")
     assert await get(client, proxy, "/c/y") == ("MISS", "/c/y version 1")
 
 
