@@ -120,11 +120,6 @@ class Relay:
     def unread(self) -> int:
         return self._unread
 
-    @property
-    def held(self) -> int:
-        """Body bytes this relay references: all it keeps, else those unread."""
-        return self._size if self._keep else self._unread
-
     async def put(self, chunk: bytes) -> None:
         buf, start = self._buf, self._size
         if buf is not None and self._keep and start + len(chunk) <= len(buf):
@@ -229,8 +224,8 @@ class Fill:
         self,
         key: str,
         window: int,
-        route: str = "",
-        path: str = "",
+        route: str,
+        path: str,
         allowance: Allowance | None = None,
     ) -> None:
         loop = asyncio.get_running_loop()
@@ -309,8 +304,8 @@ class Coalescer:
         window: int,
         run: Callable[[Fill], Coroutine[Any, Any, None]],
         *,
-        route: str = "",
-        path: str = "",
+        route: str,
+        path: str,
     ) -> Fill:
         """Start a fill for ``key``; ``run`` does the fetch and resolves the fill.
         ``route`` and ``path`` name what a purge must detach it by."""
