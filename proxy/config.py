@@ -699,8 +699,15 @@ def _read_yaml(text: str) -> object:
         loader.dispose()
 
 
-def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
-    """Read, substitute and validate a YAML config file."""
+def load_config(
+    path: str | os.PathLike[str],
+    environ: Mapping[str, str] | None = None,
+    *,
+    resolve_hosts: bool = True,
+) -> Config:
+    """Read, substitute and validate a YAML config file. ``resolve_hosts`` looks up
+    the listen host names (a blocking DNS query when they are names, not addresses);
+    a reload turns it off: listen addresses only change on restart."""
     source = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -718,7 +725,7 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
         raise ConfigError(f"{source}: invalid YAML{where}: {problem}") from None
     config = parse_config(data, source=source, environ=environ)
     for key, address in (("listen", config.listen), ("control.listen", config.control.listen)):
-        if not _resolves(address.host):
+        if resolve_hosts and not _resolves(address.host):
             raise ConfigError(
                 f"{source}: {key}: {str(address)!r}: the host name does not resolve (expected "
                 "an IP address such as '0.0.0.0', localhost, or a name this machine resolves)"

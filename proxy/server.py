@@ -195,7 +195,8 @@ class Sidecache:
         if self.config_path is None or self.runtime is None:
             return False
         try:
-            new = load_config(self.config_path)
+            # On the event loop (a signal handler): no DNS lookups.
+            new = load_config(self.config_path, resolve_hosts=False)
         except ConfigError as exc:
             log.error("reload failed, keeping the current config: %s", exc)
             return False

@@ -377,3 +377,11 @@ def test_route_warnings_name_the_route_that_never_applies_and_the_one_that_hides
         "matched first by routes[2] 'files' (/files/{id})",
     ]
     assert route_warnings(parse_config(MINIMAL, environ={})) == []
+
+
+def test_a_reload_does_not_look_listen_host_names_up() -> None:
+    path = HERE / "configs" / "invalid" / "listen_unresolvable.yaml"
+    with pytest.raises(ConfigError, match="does not resolve"):
+        load_config(path, environ={})
+    # A reload (on the event loop) skips the lookup: listen changes need a restart.
+    assert load_config(path, environ={}, resolve_hosts=False).listen.host.endswith(".invalid")
