@@ -23,15 +23,18 @@ routes:
 """
 
 
+def _photo_config(tmp_path: Path, upstream: TestServer) -> Path:
+    """A config file with one photo route (ttl 5m), for a test to rewrite and reload."""
+    path = tmp_path / "sidecache.yaml"
+    routes = '  - {name: photo, match: "/api/photo/{id}", ttl: 5m}'
+    path.write_text(CONFIG.format(port=upstream.port, routes=routes))
+    return path
+
+
 async def test_reload_changes_routes_and_keeps_the_cache(
     tmp_path: Path, upstream: TestServer, client: aiohttp.ClientSession
 ) -> None:
-    path = tmp_path / "sidecache.yaml"
-    path.write_text(
-        CONFIG.format(
-            port=upstream.port, routes='  - {name: photo, match: "/api/photo/{id}", ttl: 5m}'
-        )
-    )
+    path = _photo_config(tmp_path, upstream)
     instance = Sidecache(load_config(path), str(path))
     await instance.start()
     try:
@@ -121,12 +124,7 @@ async def test_a_reload_applies_new_ttls_to_stored_entries(
 async def test_entries_of_a_route_a_reload_removed_are_not_served_and_stay_purgeable(
     tmp_path: Path, upstream: TestServer, client: aiohttp.ClientSession
 ) -> None:
-    path = tmp_path / "sidecache.yaml"
-    path.write_text(
-        CONFIG.format(
-            port=upstream.port, routes='  - {name: photo, match: "/api/photo/{id}", ttl: 5m}'
-        )
-    )
+    path = _photo_config(tmp_path, upstream)
     instance = Sidecache(load_config(path), str(path))
     await instance.start()
     try:
