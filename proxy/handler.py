@@ -780,20 +780,20 @@ class Proxy:
         rh = request.headers
         im, ius = rh.get("If-Match"), rh.get("If-Unmodified-Since")
         inm, ims = rh.get("If-None-Match"), rh.get("If-Modified-Since")
-        if (im is not None or ius is not None) and precondition_failed(
-            if_match=im,
-            if_unmodified_since=ius,
-            etag=entry.etag,
-            last_modified=h.get(entry.headers, "last-modified"),
-        ):
-            return VerbatimResponse(status=412, headers=_validators_only(headers))
-        if (inm is not None or ims is not None) and not_modified(
-            if_none_match=inm,
-            if_modified_since=ims,
-            etag=entry.etag,
-            last_modified=h.get(entry.headers, "last-modified"),
-        ):
-            return VerbatimResponse(status=304, headers=_validators_only(headers))
+        if im is not None or ius is not None or inm is not None or ims is not None:
+            # RFC 9110 section 13.2.2: If-Match / If-Unmodified-Since first.
+            last_modified = h.get(entry.headers, "last-modified")
+            if (im is not None or ius is not None) and precondition_failed(
+                if_match=im, if_unmodified_since=ius, etag=entry.etag, last_modified=last_modified
+            ):
+                return VerbatimResponse(status=412, headers=_validators_only(headers))
+            if (inm is not None or ims is not None) and not_modified(
+                if_none_match=inm,
+                if_modified_since=ims,
+                etag=entry.etag,
+                last_modified=last_modified,
+            ):
+                return VerbatimResponse(status=304, headers=_validators_only(headers))
         body = entry.body
         range_header = rh.get("Range")
         if range_header is not None and entry.status == 200:
