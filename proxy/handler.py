@@ -15,7 +15,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import TYPE_CHECKING, Any, assert_never
+from typing import TYPE_CHECKING, Any, TypeVar, assert_never
 
 from aiohttp import StreamReader, web
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -75,6 +75,9 @@ if TYPE_CHECKING:
     from proxy.config import Config, RouteConfig
 
 log = logging.getLogger(__name__)
+
+# What a client waits for on a fill: its head, or its result.
+_Awaited = TypeVar("_Awaited", Head, Stored | Pass)
 
 # Unread bytes a pass-through relay may hold before the upstream read waits for
 # the client: bounds memory per streaming response.
@@ -547,12 +550,9 @@ class Proxy:
         route = lookup.route
         relay = fill.relay
         try:
-            try:
-                head = await asyncio.shield(fill.head)
-            except UpstreamError as exc:
-                return self._on_error(request, exc, lookup, stale, "MISS")
-            except ConnectionAbortedError:  # the fill was cancelled: we are stopping
-                return _plain(503, "shutting down")
+            head = await self._wait_for(fill.head, request, lookup, stale)
+            if isinstance(head, web.StreamResponse):
+                return head
             if head.status >= 500 and self._stale_usable(stale, route):
                 # The app answered with an error: the stored copy stands in for it.
                 assert stale is not None
@@ -605,12 +605,9 @@ class Proxy:
         stored is asked for again with the conditions, for the app to decide.
         """
         fill.relay.abandon()  # nobody streams this fill: it is read to be stored
-        try:
-            result = await asyncio.shield(fill.result)
-        except UpstreamError as exc:
-            return self._on_error(request, exc, lookup, stale, "MISS")
-        except ConnectionAbortedError:
-            return _plain(503, "shutting down")
+        result = await self._wait_for(fill.result, request, lookup, stale)
+        if isinstance(result, web.StreamResponse):
+            return result
         route = lookup.route
         if fill.upstream_s is not None:
             request[UPSTREAM_KEY] = fill.upstream_s
@@ -630,12 +627,9 @@ class Proxy:
         route = lookup.route
         fill.join()
         self.stats.coalesced()
-        try:
-            result = await asyncio.shield(fill.result)
-        except UpstreamError as exc:
-            return self._on_error(request, exc, lookup, stale, "MISS")
-        except ConnectionAbortedError:
-            return _plain(503, "shutting down")
+        result = await self._wait_for(fill.result, request, lookup, stale)
+        if isinstance(result, web.StreamResponse):
+            return result
         match result:
             case Stored(entry) if (
                 entry.vary and variant_of(entry.base_key, entry.vary, request.headers) != entry.key
@@ -658,6 +652,24 @@ class Proxy:
                 return await self._not_shared(request, fill, lookup, stale, reason)
             case _:
                 assert_never(result)
+
+    async def _wait_for(
+        self,
+        future: asyncio.Future[_Awaited],
+        request: web.BaseRequest,
+        lookup: Lookup,
+        stale: StoredResponse | None,
+    ) -> _Awaited | web.StreamResponse:
+        """What a fill hands this client (its head or its result), or the answer
+        when the fill failed: the stale copy or the error, or ``503`` when it was
+        cancelled because sidecache is stopping. Cancelling this client never
+        cancels the fill (shielded)."""
+        try:
+            return await asyncio.shield(future)
+        except UpstreamError as exc:
+            return self._on_error(request, exc, lookup, stale, "MISS")
+        except ConnectionAbortedError:
+            return _plain(503, "shutting down")
 
     async def _not_shared(
         self,
