@@ -39,6 +39,16 @@ class StoredResponse:
     vary: tuple[str, ...] = ()
     base_key: str = ""
     wall_date: str = ""  # the upstream's Date header (HTTP-date), kept for clients
+    # RFC 9111: the app forbids serving this entry stale (``must-revalidate``,
+    # ``proxy-revalidate``, ``s-maxage``, ``no-cache``): no stale window applies.
+    must_revalidate: bool = False
+    # The app's own stale windows (RFC 5861), seconds; they extend the route's.
+    stale_while_revalidate: float = 0.0
+    stale_if_error: float = 0.0
+    # The validators the app sent, as sent: what a conditional refresh asks with
+    # (``etag`` above may be one computed by sidecache, which the app never knew).
+    origin_etag: str | None = None
+    last_modified: str | None = None
 
     @property
     def size(self) -> int:

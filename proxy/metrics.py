@@ -75,6 +75,14 @@ class StatsCollector(Collector):
             "Pass-through responses cut because the client read too slowly",
             s.slow_clients,
         )
+        revalidations = CounterMetricFamily(
+            "sidecache_revalidations",
+            "Conditional requests sent to refresh stale entries, by the app's answer",
+            labels=["outcome"],
+        )
+        revalidations.add_metric(["not_modified"], s.upstream_revalidated)
+        revalidations.add_metric(["replaced"], s.upstream_revalidations - s.upstream_revalidated)
+        yield revalidations
         yield GaugeMetricFamily(
             "sidecache_upstream_in_flight", "Upstream slots in use", s.upstream_in_flight
         )

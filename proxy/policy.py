@@ -225,8 +225,15 @@ def build_entry(
     *,
     now: float,
     request_headers: RequestHeaders | None = None,
+    wall: float | None = None,
+    requested_at: float | None = None,
 ) -> StoredResponse:
     """The entry to store for a complete response fetched for ``lookup``.
+
+    ``now`` is monotonic time; ``wall`` the wall clock (``time.time()``) at the same
+    instant, against which the app's ``Date`` and ``Expires`` are read; and
+    ``requested_at`` the monotonic time the upstream request was sent (RFC 9111
+    section 4.2.3, response delay).
 
     A response with ``Vary`` is one variant: its key adds the values that
     ``request_headers`` (the request that was forwarded) had for those names.

@@ -125,6 +125,10 @@ class Stats:
     upstream_rejected: int = 0  # refused after waiting queue_timeout for a slot
     # Pass-through responses cut because the client read too slowly: not app errors.
     slow_clients: int = 0
+    # Fills sent as conditional requests to revalidate a stale entry, and those the
+    # app answered 304 (the stored body was kept, not transferred again).
+    upstream_revalidations: int = 0
+    upstream_revalidated: int = 0
     upstream_queue_wait_s: float = 0.0
     # Response time by X-Cache value, and the upstream's time to response headers.
     latency: dict[str, Histogram] = field(
@@ -177,6 +181,8 @@ class Stats:
                 "coalesced": self.upstream_coalesced,
                 "rejected": self.upstream_rejected,
                 "slow_clients": self.slow_clients,
+                "revalidations": self.upstream_revalidations,
+                "revalidated": self.upstream_revalidated,
                 "queue_wait_s": round(self.upstream_queue_wait_s, 3),
             },
             "routes": {name: counters.as_dict() for name, counters in self.routes.items()},
