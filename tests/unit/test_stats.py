@@ -31,6 +31,8 @@ def test_empty_snapshot_has_the_contract_shape() -> None:
             "coalesced": 0,
             "rejected": 0,
             "slow_clients": 0,
+            "revalidations": 0,
+            "revalidated": 0,
             "queue_wait_s": 0.0,
         },
         "routes": {},
@@ -78,6 +80,7 @@ def test_upstream_counters() -> None:
     s.upstream_in_flight, s.upstream_queued, s.upstream_rejected = 1, 2, 3
     s.upstream_queue_wait_s = 1.23456
     s.slow_clients = 4
+    s.upstream_revalidations, s.upstream_revalidated = 5, 3
     assert s.snapshot(now=0, cache=FIGURES)["upstream"] == {
         "requests": 2,
         "errors": 1,
@@ -86,5 +89,7 @@ def test_upstream_counters() -> None:
         "coalesced": 1,
         "rejected": 3,
         "slow_clients": 4,
+        "revalidations": 5,
+        "revalidated": 3,
         "queue_wait_s": 1.235,
     }
