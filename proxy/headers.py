@@ -274,6 +274,15 @@ def cache_status(
     detail: str | None = None,
 ) -> str:
     """An RFC 9211 ``Cache-Status`` member for this proxy."""
+    if (
+        hit
+        and ttl is not None
+        and fwd is None
+        and fwd_status is None
+        and detail is None
+        and not stored
+    ):
+        return f"{PROXY_NAME}; hit; ttl={int(ttl)}"  # the plain hit, on the hot path
     parts = [PROXY_NAME]
     if hit:
         parts.append("hit")
