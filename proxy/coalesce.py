@@ -12,13 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from typing import Any
 
-from proxy.entry import Body, Headers, StoredResponse
+from proxy.entry import Body
+from proxy.flow import FillResult, First, Stored
 from proxy.keys import loose_path
 from proxy.memory import release_memory
-from proxy.policy import NoStore
 
 log = logging.getLogger(__name__)
 
@@ -26,32 +25,6 @@ log = logging.getLogger(__name__)
 # has the allocator give free memory back (proxy/memory.py).
 TRIM_AFTER_BYTES = 1024 * 1024
 IDLE_TRIM_DELAY = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class Stored:
-    """The fill completed and its entry is in the cache."""
-
-    entry: StoredResponse
-
-
-@dataclass(frozen=True, slots=True)
-class Pass:
-    """The response may not be shared: each waiter fetches for itself."""
-
-    reason: NoStore
-
-
-FillResult = Stored | Pass
-
-
-@dataclass(frozen=True, slots=True)
-class Head:
-    status: int
-    reason: str | None
-    headers: Headers
-    content_length: int | None
-    storable: bool
 
 
 class Allowance:
@@ -218,7 +191,11 @@ class Relay:
 
 
 class Fill:
-    """One upstream fetch in progress for one key (of ``route``, at ``path``)."""
+    """One upstream fetch in progress for one key (of ``route``, at ``path``).
+
+    ``head`` is what its first client hears first (``flow.First``): the app's
+    response head, whose body follows on ``relay``, or an entry with no body to
+    stream; ``result`` what every waiter gets (``flow.FillResult``)."""
 
     def __init__(
         self,
@@ -232,12 +209,10 @@ class Fill:
         self.key = key
         self.route = route
         self.path = path
-        self.head: asyncio.Future[Head] = loop.create_future()
+        self.head: asyncio.Future[First] = loop.create_future()
         self.result: asyncio.Future[FillResult] = loop.create_future()
         self.relay = Relay(window, allowance)
         self.waiters = 0
-        self.upstream_s: float | None = None  # time to the app's response headers
-        self.shared_entry: StoredResponse | None = None  # filled by another replica
         self._joined = asyncio.Event()
         # Nobody may be left waiting on a future whose exception nobody retrieves.
         self.head.add_done_callback(_consume)
@@ -255,13 +230,20 @@ class Fill:
             self._joined.clear()
             await self._joined.wait()
 
-    def set_head(self, head: Head) -> None:
+    def set_head(self, head: First) -> None:
         if not self.head.done():
             self.head.set_result(head)
 
     def resolve(self, result: FillResult) -> None:
         if not self.result.done():
             self.result.set_result(result)
+
+    def settle(self, stored: Stored) -> None:
+        """Done with an entry and no body to stream (found in the shared tier, or
+        refreshed by a 304): every client is answered from it."""
+        self.set_head(stored)
+        self.resolve(stored)
+        self.relay.finish()
 
     def fail(self, error: BaseException) -> None:
         for fut in (self.head, self.result):
@@ -285,7 +267,7 @@ class Coalescer:
     def __init__(self) -> None:
         self._fills: dict[str, Fill] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        # Set from the config (cache.max_bytes) by the handler.
+        # Set from the config (cache.max_bytes) by the filler.
         self.allowance = Allowance()
         self._trim: asyncio.TimerHandle | None = None
 

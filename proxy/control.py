@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import hdrs, web
 
@@ -19,9 +19,7 @@ from proxy.dashboard import latency_ms, series, top_routes
 from proxy.dashboard_page import PAGE
 from proxy.keys import normalise_path
 from proxy.metrics import CONTENT_TYPE, render
-
-if TYPE_CHECKING:
-    from proxy.server import Runtime
+from proxy.runtime import Runtime
 
 RUNTIME_KEY: web.AppKey[Runtime] = web.AppKey("runtime")
 # Purge bodies are tiny; refuse anything larger before reading it.
@@ -88,10 +86,8 @@ async def _dashboard_data(request: web.Request) -> web.Response:
 
 
 async def _metrics(request: web.Request) -> web.Response:
-    registry = request.app[RUNTIME_KEY].metrics
-    assert registry is not None
     return web.Response(
-        body=render(registry),
+        body=render(request.app[RUNTIME_KEY].metrics),
         headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "no-store"},
     )
 
@@ -159,27 +155,23 @@ async def _purge(request: web.Request) -> web.Response:
             return _json(
                 {"error": f'{name} must not be empty (everything is {{"all": true}})'}, 400
             )
-    store = runtime.store
+    tiers = runtime.tiers
     if "path" in body and isinstance(body["path"], str):
         raw = body["path"].partition("?")[0]
         path = normalise_path(raw)
         if path is None:
             return _json({"error": f"{raw!r} is not a valid path"}, 400)
-        purged = store.purge_path(path)
-        if runtime.shared is not None:
-            await runtime.shared.purge("path", path)
+        purged = await tiers.purge("path", path)
     elif "route" in body and isinstance(body["route"], str):
         # A route a reload removed still names its entries (and the shared tier's).
         name = body["route"]
-        if name not in {r.name for r in runtime.config.routes} and not store.knows_route(name):
+        if name not in {r.name for r in runtime.config.routes} and not tiers.local.knows_route(
+            name
+        ):
             return _json({"error": f"no route named {body['route']!r}"}, 404)
-        purged = store.purge_route(body["route"])
-        if runtime.shared is not None:
-            await runtime.shared.purge("route", body["route"])
+        purged = await tiers.purge("route", name)
     elif body.get("all") is True:
-        purged = store.purge_all()
-        if runtime.shared is not None:
-            await runtime.shared.purge("all", None)
+        purged = await tiers.purge("all", None)
     else:
         return _json(
             {"error": 'body must be one of {"path": "/..."}, {"route": "name"}, {"all": true}'},

@@ -15,11 +15,9 @@ import logging
 import signal
 import time
 from collections.abc import Callable, Coroutine, Iterator
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry
 
 from proxy.admission import Admission
 from proxy.breaker import Breaker
@@ -33,14 +31,15 @@ from proxy.config import (
     route_warnings,
 )
 from proxy.control import build_control_app
-from proxy.dashboard import History, sample
 from proxy.guard import GuardedServer
 from proxy.handler import Proxy
 from proxy.metrics import SharedFigures, make_registry
+from proxy.runtime import Runtime
 from proxy.safety import check_http_stack
 from proxy.shared import SharedTier
 from proxy.stats import Stats
 from proxy.store import MemoryLRUCache
+from proxy.tiers import Tiers
 from proxy.upstream import Upstream
 
 log = logging.getLogger(__name__)
@@ -50,34 +49,6 @@ SWEEP_INTERVAL = 10.0
 DRAIN_POLL = 0.05
 # Once the grace period is over, what is still running is cut within this.
 CUT_TIMEOUT = 0.1
-
-
-@dataclass
-class Runtime:
-    """What the handlers share; ``config`` and ``upstream`` change on reload."""
-
-    config: Config
-    store: MemoryLRUCache
-    upstream: Upstream
-    stats: Stats
-    coalescer: Coalescer
-    proxy: Proxy
-    clock: Callable[[], float] = field(default=time.monotonic)
-
-    metrics: CollectorRegistry | None = None
-    shared: SharedTier | None = None
-    history: History = field(default_factory=History)
-    # Set on stop: /readyz answers 503 while in-flight requests finish.
-    draining: bool = False
-
-    def take_sample(self) -> None:
-        self.history.add(sample(self.stats, self.store.figures(), self.clock()))
-
-    def snapshot(self) -> dict[str, object]:
-        snap = self.stats.snapshot(now=self.clock(), cache=self.store.figures())
-        if self.shared is not None:
-            snap["shared"] = {**self.shared.figures(), "served": self.stats.shared_hits}
-        return snap
 
 
 class Sidecache:
@@ -125,22 +96,29 @@ class Sidecache:
         coalescer = Coalescer()
         store.on_purge(coalescer.detach)  # every purge, whoever asks for it
         shared = _make_shared(config, self.clock)
+        tiers = Tiers(store, shared, stats=stats, clock=self.clock)
         admission = Admission(config.upstream.max_connections, config.upstream.queue_timeout, stats)
         proxy = Proxy(
             config,
-            store=store,
+            tiers=tiers,
             upstream=upstream,
             admission=admission,
-            shared=shared,
             stats=stats,
             coalescer=coalescer,
             clock=self.clock,
         )
-        self.runtime = Runtime(config, store, upstream, stats, coalescer, proxy, self.clock)
-        self.runtime.metrics = make_registry(
-            stats, store.figures, self.clock, lambda: _shared_figures(shared)
+        self.runtime = Runtime(
+            config=config,
+            tiers=tiers,
+            upstream=upstream,
+            stats=stats,
+            coalescer=coalescer,
+            proxy=proxy,
+            metrics=make_registry(
+                stats, store.figures, self.clock, lambda: _shared_figures(shared)
+            ),
+            clock=self.clock,
         )
-        self.runtime.shared = shared
 
         # The low-level Server takes the protocol options itself (ServerRunner
         # ignores them). aiohttp's own access log costs about half of a hit's
@@ -171,7 +149,7 @@ class Sidecache:
         self._sweeper = loop.create_task(store.sweep_forever(SWEEP_INTERVAL))
         self._sampler = loop.create_task(_sample_forever(self.runtime))
         if shared is not None:
-            self._listener = loop.create_task(shared.listen(_local_purge(store)))
+            self._listener = loop.create_task(shared.listen(tiers.purge_local))
         log.info(
             "sidecache listening on %s:%d (control %s:%d), upstream %s, %d routes",
             config.listen.host,
@@ -285,21 +263,6 @@ def _shared_figures(shared: SharedTier | None) -> SharedFigures | None:
     f = shared.figures()
     counts = {k: int(f[k]) for k in ("hits", "misses", "errors", "skipped")}  # type: ignore[call-overload]
     return SharedFigures(str(f["state"]), counts, shared.latency)
-
-
-def _local_purge(store: MemoryLRUCache) -> Callable[[str, str | None], object]:
-    """Apply a purge announced by another replica to this one's in-process tier."""
-
-    def purge(kind: str, value: str | None) -> object:
-        if kind == "path" and value:
-            return store.purge_path(value)
-        if kind == "route" and value:
-            return store.purge_route(value)
-        if kind == "all":
-            return store.purge_all()
-        return 0
-
-    return purge
 
 
 async def _drain(server: GuardedServer, deadline: float) -> None:

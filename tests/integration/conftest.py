@@ -19,7 +19,8 @@ from aiohttp.test_utils import TestServer
 from yarl import URL
 
 from proxy.config import parse_config
-from proxy.server import Runtime, Sidecache
+from proxy.runtime import Runtime
+from proxy.server import Sidecache
 from tests.integration.demo_fixtures import demo_db, seeded_db_file  # noqa: F401 - fixtures
 from tests.integration.upstream_app import build_app
 

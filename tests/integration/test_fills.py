@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from proxy.handler import STREAM_WINDOW
+from proxy.fill import STREAM_WINDOW
 from tests.integration.conftest import Factory, Running
 from tests.integration.upstream_app import ARRIVED, GATE, HITS
 

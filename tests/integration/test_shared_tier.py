@@ -24,6 +24,9 @@ from aiohttp.test_utils import TestServer
 from proxy.breaker import Breaker, BreakerState
 from proxy.entry import StoredResponse
 from proxy.shared import SharedTier
+from proxy.stats import Stats
+from proxy.store import MemoryLRUCache
+from proxy.tiers import Tiers
 from tests.integration.conftest import (
     ROOT,
     Clock,
@@ -414,3 +417,24 @@ async def test_a_replica_falls_back_to_its_own_fetch_when_the_lock_holder_dies(
                 photo_body("5", 1000),
             )
     assert upstream.app[HITS]["GET /api/photo/5"] == 1
+
+
+async def test_a_purge_that_lands_during_a_shared_lookup_keeps_its_entry_out(
+    namespace: str,
+) -> None:
+    clock = Clock(1000.0)
+    shared = tier(namespace, clock)
+    local = MemoryLRUCache(64 * 1024 * 1024, clock=clock)
+    tiers = Tiers(local, shared, stats=Stats(started_at=clock.now), clock=clock)
+    try:
+        assert await shared.put(entry("k", clock.now))
+        asking = asyncio.create_task(tiers.lookup_shared("k", "photo", "/api/photo/1"))
+        await asyncio.sleep(0)  # the lookup has begun and waits for Redis's answer
+        local.purge_path("/api/photo/1")  # e.g. announced by another replica
+        assert await asking == (True, None)  # it may be what the purge removed
+        assert local.lookup("k", clock.now) is None
+        # Asked again after the purge, the entry is taken and kept in-process.
+        found = await tiers.lookup_shared("k", "photo", "/api/photo/1")
+        assert found.entry is not None and local.lookup("k", clock.now) is not None
+    finally:
+        await shared.close()

@@ -1,0 +1,286 @@
+"""Pass-through: a request forwarded as it is and its answer streamed back, both
+bodies streamed, nothing stored.
+
+Owns the request body's limit (``server.max_body_bytes``, also for bodies of
+unknown length), ``Expect: 100-continue``, the response relay under
+``upstream.stream_timeout`` and ``server.send_timeout``, and the invalidation an
+unsafe request's success causes (RFC 9111 section 4.4). Also the small helpers
+every streamed answer shares: our own plain answers, sending a head, cutting a
+connection whose body was cut short.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from aiohttp import StreamReader, web
+from yarl import URL
+
+from proxy import headers as h
+from proxy.accesslog import SENT_KEY, STREAM_KEY, UPSTREAM_KEY
+from proxy.admission import Admission
+from proxy.body import VerbatimResponse, VerbatimStreamResponse
+from proxy.entry import Headers
+from proxy.keys import loose_path, normalise_host, request_host, resolutions
+from proxy.pacing import BodyCopy, SlowClient
+from proxy.stats import Stats
+from proxy.tiers import Tiers
+from proxy.upstream import Upstream, UpstreamBusy, UpstreamError, UpstreamResponse
+
+if TYPE_CHECKING:
+    from proxy.config import Config
+
+log = logging.getLogger(__name__)
+
+NO_BODY_STATUSES = frozenset({204, 304})
+
+
+class Passthrough:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        upstream: Upstream,
+        admission: Admission,
+        tiers: Tiers,
+        stats: Stats,
+    ) -> None:
+        self.upstream = upstream
+        self.admission = admission
+        self.tiers = tiers
+        self.stats = stats
+        self.apply(config)
+
+    def apply(self, config: Config) -> None:
+        self.max_body_bytes = config.server.max_body_bytes
+        self.stream_timeout = config.upstream.stream_timeout
+        self.send_timeout = config.server.send_timeout
+
+    async def forward(
+        self,
+        request: web.BaseRequest,
+        target: str,
+        *,
+        x_cache: str,
+        status: str,
+        invalidate: frozenset[str] | None = None,
+    ) -> web.StreamResponse:
+        """Proxy the request unchanged, streaming both bodies; store nothing.
+        ``x_cache`` and ``status`` (``Cache-Status``) are said on the answer;
+        ``invalidate``: the paths a success drops (``policy.Bypass``)."""
+        headers = upstream_headers(request, fill=False)
+        body: object = None
+        limit = self.max_body_bytes
+        if request.body_exists:
+            length = request.content_length
+            if length is not None and length > limit:
+                return too_large(limit, x_cache)  # refused before a byte of it is read
+            if length is not None:
+                headers = (*headers, ("Content-Length", str(length)))
+                body = request.content
+            else:
+                body = _Limited(request.content, limit)
+            if request.headers.get("Expect", "").lower() == "100-continue":
+                await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        try:
+            async with self.admission.slot():
+                self.stats.upstream_started()
+                return await self._exchange(
+                    request, target, headers, body, x_cache, status, invalidate
+                )
+        except BodyTooLarge:
+            return too_large(limit, x_cache)
+        except UpstreamBusy as exc:
+            log.warning("upstream busy, %s %s refused: %s", request.method, no_query(target), exc)
+            return plain(exc.status, exc.reason, x_cache=x_cache, retry_after=1)
+        except UpstreamError as exc:
+            if isinstance(body, _Limited) and body.exceeded:
+                return too_large(limit, x_cache)
+            self.stats.upstream_failed()
+            log.info("upstream %s for %s %s: %s", exc.reason, request.method, no_query(target), exc)
+            return plain(exc.status, exc.reason, x_cache=x_cache)
+
+    async def _exchange(
+        self,
+        request: web.BaseRequest,
+        target: str,
+        headers: Headers,
+        body: object,
+        x_cache: str,
+        status: str,
+        invalidate: frozenset[str] | None,
+    ) -> web.StreamResponse:
+        """One pass-through request/response, both bodies streamed."""
+        started = time.perf_counter()
+        async with self.upstream.request(
+            request.method, target, headers, body, relayed=True
+        ) as resp:
+            request[UPSTREAM_KEY] = upstream_s = time.perf_counter() - started
+            self.stats.upstream_latency.observe(upstream_s)
+            # RFC 9111 section 4.4: any non-error status, 3xx included (a 303 after
+            # a POST says the state changed).
+            if invalidate is not None and resp.status < 400:
+                await self._invalidate(request, invalidate, resp.headers)
+            out = VerbatimStreamResponse(status=resp.status, reason=resp.reason)
+            copy_headers(out, h.with_via(h.response_headers_for_client(resp.headers)))
+            out.headers["X-Cache"] = x_cache
+            out.headers["Cache-Status"] = status
+            if resp.content_length is not None and resp.status not in NO_BODY_STATUSES:
+                out.content_length = resp.content_length
+            if not await prepared(request, out):
+                resp.abort()  # the client left before the head went out
+                return out
+            if request.method == "HEAD" or resp.status in NO_BODY_STATUSES:
+                await out.write_eof()
+                return out
+            if await self._relay(request, out, resp, target):
+                await out.write_eof()
+            return out
+
+    async def _relay(
+        self, request: web.BaseRequest, out: web.StreamResponse, resp: UpstreamResponse, target: str
+    ) -> bool:
+        """Copy a pass-through body to the client as it is read; False if it was cut.
+
+        The app's silence is bounded by ``upstream.read_timeout`` (an app error). The
+        client must take data within ``server.send_timeout`` of it being ready, and
+        the whole body must be through ``upstream.stream_timeout`` after the head,
+        which bounds how long the upstream slot is held. When either runs out, the
+        side we were waiting on is to blame: a write counts in ``slow_clients``, a
+        read as an upstream error."""
+        copy = BodyCopy(
+            cap=asyncio.get_running_loop().time() + self.stream_timeout, idle=self.send_timeout
+        )
+        try:
+            await copy.run(resp.chunks(), out.write)
+        except UpstreamError as exc:
+            self.stats.upstream_failed()
+            log.info("upstream body cut short for %s: %s", no_query(target), exc)
+        except SlowClient as exc:
+            self.stats.slow_clients += 1
+            log.info("client too slow for %s: cut at %s", no_query(target), exc.limit)
+        except ConnectionError:
+            pass  # the client left
+        else:
+            return True
+        finally:
+            request[SENT_KEY] = copy.sent
+        resp.abort()  # stop reading: the body will not be relayed to its end
+        abort(request)  # a short body must not pass for a complete one
+        return False
+
+    async def _invalidate(
+        self, request: web.BaseRequest, invalidate: frozenset[str], headers: Headers
+    ) -> None:
+        """RFC 9111 section 4.4: an unsafe request answered without error drops the
+        entries of the paths it may have changed (``policy.decide``), and of the
+        ``Location`` / ``Content-Location`` it names on the same host, each with every
+        path of the same loose form (``store.purge_path``)."""
+        paths = set(invalidate)
+        hosts = {
+            request_host(request.raw_path, request.headers.get("Host")),
+            normalise_host(self.upstream.host_header),
+        }
+        for name in ("location", "content-location"):
+            for value in h.get_all(headers, name):
+                url = URL(value.strip(), encoded=True)
+                if url.is_absolute() and normalise_host(url.raw_authority, url.scheme) not in hosts:
+                    continue  # another origin: not ours to drop
+                target = request.url.join(url) if not url.is_absolute() else url
+                paths.update(resolutions(target.raw_path))
+        # A path purge drops every path of its loose form: one purge per form.
+        paths = set({loose_path(p): p for p in sorted(paths)}.values())
+        purged = 0
+        for p in sorted(paths):
+            purged += await self.tiers.purge("path", p)
+        log.debug("%s: dropped %d entries (%s)", request.method, purged, sorted(paths))
+
+
+def upstream_headers(
+    request: web.BaseRequest, *, fill: bool, keyed: tuple[str, ...] = ()
+) -> Headers:
+    """What goes upstream for ``request`` (``headers.request_headers_for_upstream``)."""
+    return h.request_headers_for_upstream(
+        request.headers.items(),
+        client_ip=request.remote or "",
+        scheme=request.scheme,
+        host=request_host(request.raw_path, request.headers.get("Host")) or "",
+        fill=fill,
+        keyed=keyed,
+    )
+
+
+def no_query(target: str) -> str:
+    """A target for the log: query values may be secrets (the access log redacts
+    them by name; other log lines leave the query out)."""
+    return target.partition("?")[0]
+
+
+async def prepared(request: web.BaseRequest, out: web.StreamResponse) -> bool:
+    """Send the head of a streamed response; False if the client has already left."""
+    try:
+        await out.prepare(request)
+    except ConnectionError:
+        request[SENT_KEY] = 0
+        return False
+    request[STREAM_KEY] = out
+    return True
+
+
+def copy_headers(out: web.StreamResponse, headers: Headers | list[tuple[str, str]]) -> None:
+    target = out.headers
+    for name, value in headers:
+        target.add(name, value)
+
+
+def abort(request: web.BaseRequest) -> None:
+    """Cut the client connection so that a short body cannot pass for a complete one."""
+    transport = request.transport
+    if transport is not None:
+        transport.close()
+
+
+def plain(
+    status: int, reason: str, *, x_cache: str | None = None, retry_after: int | None = None
+) -> web.Response:
+    """One of our own answers: a one-line reason, naming no server software."""
+    headers = {"X-Cache": x_cache} if x_cache is not None else {}
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    return VerbatimResponse(status=status, text=f"{status} {reason}\n", headers=headers)
+
+
+def too_large(limit: int, x_cache: str) -> web.Response:
+    response = plain(413, f"request body larger than {limit} bytes", x_cache=x_cache)
+    response.force_close()  # the rest of the body is not read
+    return response
+
+
+class BodyTooLarge(Exception):
+    """A request body (sent without Content-Length) grew past ``max_body_bytes``."""
+
+
+class _Limited:
+    """A request body streamed upstream that stops once it exceeds ``limit`` bytes.
+
+    The client library wraps errors raised while it sends a body, so the verdict
+    is kept here for the caller to read.
+    """
+
+    def __init__(self, content: StreamReader, limit: int) -> None:
+        self._content = content
+        self._limit = limit
+        self.exceeded = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        seen = 0
+        async for chunk in self._content.iter_any():
+            seen += len(chunk)
+            if seen > self._limit:
+                self.exceeded = True
+                raise BodyTooLarge(f"request body over {self._limit} bytes")
+            yield chunk
