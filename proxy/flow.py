@@ -141,7 +141,11 @@ def on_lookup(
         if conditions:
             return Revalidate(entry, conditions, lead)
         return Fetch(entry, (), lead)
-    return Fetch(None, (), lead)
+    if lead is Lead.FROM_ENTRY:
+        return Fetch(None, (), lead)
+    # Nothing stored to validate against: the client's own conditions go to the
+    # app (RFC 9111 section 4.3.1), which answers them; a 304 is never stored.
+    return Fetch(None, client_conditions(headers), lead)
 
 
 def on_shared(

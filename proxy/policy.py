@@ -270,6 +270,8 @@ def build_entry(
         initial_age=initial_age,
         vary=vary,
         base_key=lookup.key,
+        origin_etag=h.get(headers, "etag"),
+        last_modified=h.get(headers, "last-modified"),
     )
 
 

@@ -20,6 +20,10 @@ LAST: web.AppKey[dict[str, object]] = web.AppKey("last", dict)
 # When set, /api/photo/* answers with this status (an app that started failing).
 FAIL_WITH: web.AppKey[list[int]] = web.AppKey("fail_with", list)
 VERSIONS: web.AppKey[Counter[str]] = web.AppKey("versions", Counter)
+# /validated/{id}: the current ETag of each photo (default '"r1"'), which the
+# app's 304s are checked against.
+TAGS: web.AppKey[dict[str, str]] = web.AppKey("tags", dict)
+VALIDATED_LM = "Tue, 24 Nov 2026 10:00:00 GMT"
 
 
 def photo_body(photo_id: str, size: int) -> bytes:
@@ -76,6 +80,38 @@ async def photo(request: web.Request) -> web.StreamResponse:
     if "compress" in request.query:  # as the client accepts, without saying Vary
         response.enable_compression()
     return response
+
+
+async def validated(request: web.Request) -> web.Response:
+    """A photo whose app checks validators: ``If-None-Match`` against its current
+    ETag (``TAGS``), else ``If-Modified-Since`` against its fixed Last-Modified,
+    answered 304. Counts ``validated {id}`` (its ``X-Revision``) and ``304 {id}``.
+    Query: ``size``; ``lm``: send Last-Modified; ``noetag``: send no ETag."""
+    _count(request)
+    await _gate(request)
+    if request.app[FAIL_WITH]:
+        return web.Response(status=request.app[FAIL_WITH][0], text="database pool exhausted")
+    photo_id = request.match_info["id"]
+    etag = request.app[TAGS].get(photo_id, '"r1"')
+    hits = request.app[HITS]
+    hits[f"validated {photo_id}"] += 1
+    headers = {"X-Revision": str(hits[f"validated {photo_id}"])}
+    if "noetag" not in request.query:
+        headers["ETag"] = etag
+    if "lm" in request.query:
+        headers["Last-Modified"] = VALIDATED_LM
+    inm = request.headers.get("If-None-Match")
+    ims = request.headers.get("If-Modified-Since")
+    unchanged = (
+        "ETag" in headers and etag in [t.strip() for t in inm.split(",")]
+        if inm is not None
+        else ims == VALIDATED_LM and "Last-Modified" in headers
+    )
+    if unchanged:
+        hits[f"304 {photo_id}"] += 1
+        return web.Response(status=304, headers=headers)
+    body = photo_body(photo_id + etag, int(request.query.get("size", "1000")))
+    return web.Response(body=body, headers={**headers, "Content-Type": "image/jpeg"})
 
 
 async def truncated(request: web.Request) -> web.StreamResponse:
@@ -166,8 +202,11 @@ def build_app() -> web.Application:
     app[LAST] = {}
     app[FAIL_WITH] = []
     app[VERSIONS] = Counter()
+    app[TAGS] = {}
     app.router.add_route("*", "/api/photo/{id}", photo)
     app.router.add_route("*", "/gated/photo/{id}", photo)
+    app.router.add_get("/validated/{id}", validated)
+    app.router.add_get("/swr/validated/{id}", validated)
     app.router.add_route("*", "/files/{id}", photo)
     app.router.add_get("/truncated", truncated)
     app.router.add_route("*", "/echo{tail:.*}", echo)

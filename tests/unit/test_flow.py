@@ -89,6 +89,25 @@ IMS = ("If-Modified-Since", LM)
         (None, LOOKUP, req(If_Match=ETAG), 100, Fetch(None, (), Lead.FROM_ENTRY)),
         (None, LOOKUP, req(If_Unmodified_Since=LM), 100, Fetch(None, (), Lead.FROM_ENTRY)),
         (None, RANGE, req(Range="bytes=0-1"), 100, Forward("uri-miss", "range")),
+        # Nothing stored: the client's own conditions go to the app.
+        (None, LOOKUP, req(If_None_Match=ETAG), 100, Fetch(None, (INM,), Lead.STREAM)),
+        (None, LOOKUP, req(If_Modified_Since=LM), 100, Fetch(None, (IMS,), Lead.STREAM)),
+        (
+            None,
+            LOOKUP,
+            req(If_None_Match=ETAG, If_Match="*"),
+            100,
+            Fetch(None, (), Lead.FROM_ENTRY),
+        ),
+        # Something stored: the cache validates its own, the client's are answered from it.
+        (PLAIN, LOOKUP, req(If_None_Match=ETAG), 120, Fetch(PLAIN, (), Lead.STREAM)),
+        (
+            TAGGED,
+            LOOKUP,
+            req(If_None_Match='"x"'),
+            120,
+            Revalidate(TAGGED, (INM, IMS), Lead.STREAM),
+        ),
         (PLAIN, LOOKUP, req(), 100, Serve(PLAIN)),
         (PLAIN, LOOKUP, req(), 109.9, Serve(PLAIN)),
         (PLAIN, RANGE, req(Range="bytes=0-1"), 105, Serve(PLAIN)),  # a fresh entry serves parts
@@ -302,3 +321,84 @@ def test_on_failure(
     failure: Failure, stale: StoredResponse | None, now: float, expected: Serve | Fail
 ) -> None:
     assert on_failure(failure, stale, ROUTE, now) == expected
+
+
+DATE1, DATE2 = "Tue, 24 Nov 2026 10:00:00 GMT", "Wed, 25 Nov 2026 10:00:00 GMT"
+
+
+def stored(headers: Headers, origin_etag: str | None = ETAG) -> StoredResponse:
+    return replace(TAGGED, headers=headers, origin_etag=origin_etag)
+
+
+@pytest.mark.parametrize(
+    ("entry_headers", "origin_etag", "not_modified", "expected"),
+    [
+        # Every field the 304 carries replaces the stored lines of that name.
+        (
+            (
+                ("Content-Type", "image/jpeg"),
+                ("Date", DATE1),
+                ("ETag", ETAG),
+                ("Via", "1.1 sidecache"),
+            ),
+            ETAG,
+            (("Date", DATE2), ("Cache-Control", "max-age=60")),
+            (
+                ("Content-Type", "image/jpeg"),
+                ("ETag", ETAG),
+                ("Date", DATE2),
+                ("Cache-Control", "max-age=60"),
+            ),
+        ),
+        # Several stored lines of one name go; all of the 304's come.
+        (
+            (
+                ("X-Tag", "a"),
+                ("X-Tag", "b"),
+                ("X-Keep", "k"),
+                ("ETag", ETAG),
+                ("Via", "1.1 sidecache"),
+            ),
+            ETAG,
+            (("x-tag", "c"),),
+            (("X-Keep", "k"), ("ETag", ETAG), ("x-tag", "c")),
+        ),
+        # A new validator replaces the old one.
+        (
+            (("ETag", ETAG), ("Via", "1.1 sidecache")),
+            ETAG,
+            (("ETag", '"v2"'),),
+            (("ETag", '"v2"'),),
+        ),
+        # Framing and Content-Range are not updated; the stored Content-Type stays.
+        (
+            (("Content-Type", "image/jpeg"), ("ETag", ETAG), ("Via", "1.1 sidecache")),
+            ETAG,
+            (
+                ("Content-Length", "0"),
+                ("Content-Range", "bytes */4"),
+                ("Transfer-Encoding", "chunked"),
+            ),
+            (("Content-Type", "image/jpeg"), ("ETag", ETAG)),
+        ),
+        # The ETag sidecache computed, and its own Via element, are not the app's.
+        (
+            (("Last-Modified", LM), ("ETag", '"sc-computed"'), ("Via", "1.0 app, 1.1 sidecache")),
+            None,
+            (("Age", "3"),),
+            (("Last-Modified", LM), ("Via", "1.0 app"), ("Age", "3")),
+        ),
+        # The 304's Via replaces the app's; build_entry appends this proxy again.
+        (
+            (("ETag", ETAG), ("Via", "1.0 app, 1.1 sidecache")),
+            ETAG,
+            (("Via", "1.1 edge"),),
+            (("ETag", ETAG), ("Via", "1.1 edge")),
+        ),
+    ],
+)
+def test_refreshed_headers(
+    entry_headers: Headers, origin_etag: str | None, not_modified: Headers, expected: Headers
+) -> None:
+    """RFC 9111 section 3.2: a 304 updates the stored header fields."""
+    assert refreshed_headers(stored(entry_headers, origin_etag), not_modified) == expected
