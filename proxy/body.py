@@ -17,7 +17,9 @@ most a slice and the socket buffer, whatever the body size.
 
 Such a body is written after the handler has returned its response, so the
 handler cannot time it or count it then: ``on_sent`` is called with the bytes
-actually written once the last slice is out, or the client went away.
+actually written once the last slice is out, or the client went away. A
+streamed response counts the body bytes it wrote (``body_sent``: no head, no
+chunk framing), for the access log.
 """
 
 from __future__ import annotations
@@ -35,7 +37,14 @@ SLICED_ABOVE = 2 * SLICE
 
 
 class VerbatimStreamResponse(web.StreamResponse):
-    """A response that carries no ``Content-Type`` or ``Server`` it was not given."""
+    """A response that carries no ``Content-Type`` or ``Server`` it was not given,
+    and counts the body bytes written through it."""
+
+    body_sent = 0
+
+    async def write(self, data: bytes | bytearray | memoryview) -> None:
+        await super().write(data)
+        self.body_sent += len(data)
 
     async def _prepare_headers(self) -> None:
         # aiohttp adds both in StreamResponse._prepare_headers, which also does the
