@@ -6,9 +6,11 @@ aiohttp's client exceptions become ours (``UpstreamTimeout`` -> 504,
 caching.
 
 It also owns how each connection reads responses (``_FramedProtocol``, aiohttp's
-response protocol): bytes an app sends past the end of its response
-(``proxy.framing``) are dropped with the connection and logged instead of
-failing the response or being read as the next one.
+response protocol with two additions): bytes an app sends past the end of its
+response (``proxy.framing``) are dropped with the connection and logged instead
+of failing the response or being read as the next one; and the app's interim
+``1xx`` responses, which aiohttp's client reads and drops
+(``ClientResponse.start``), are handed to the caller's ``interim`` callback first.
 """
 
 from __future__ import annotations
@@ -16,11 +18,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import aiohttp
 from aiohttp.client_proto import ResponseHandler
@@ -39,6 +41,17 @@ log = logging.getLogger(__name__)
 CHUNK = 256 * 1024
 # Readiness probes in flight at once, each on a connection of its own.
 PROBE_CONNECTIONS = 4
+
+
+class Interim(NamedTuple):
+    """An interim (``1xx``) response the app sent before its final one."""
+
+    status: int
+    reason: str
+    headers: Headers
+
+
+InterimSink = Callable[[Interim], Awaitable[None]]
 
 
 class UpstreamError(Exception):
@@ -120,10 +133,11 @@ class UpstreamResponse:
 
 @dataclass(frozen=True, slots=True)
 class _Exchange:
-    """The request a connection is answering: for its log lines."""
+    """The request a connection is answering: for its log lines and its 1xx."""
 
     method: str
     path: str  # without the query: its values may be secrets
+    interim: InterimSink | None
 
 
 # Set around each request: aiohttp gives the connection its response parameters
@@ -195,6 +209,15 @@ class _FramedProtocol(ResponseHandler):
             exchange.path if exchange is not None else "-",
         )
 
+    async def read(self) -> tuple[RawResponseMessage, StreamReader]:
+        message, payload = await super().read()
+        sink = self._exchange.interim if self._exchange is not None else None
+        # aiohttp's ClientResponse.start reads interim responses and drops them.
+        if sink is not None and 100 <= message.code < 200 and message.code != 101:
+            headers = tuple(message.headers.items())
+            await sink(Interim(message.code, message.reason, headers))
+        return message, payload
+
 
 class _Connector(aiohttp.TCPConnector):
     """A TCP connector whose connections read responses with ``_FramedProtocol``."""
@@ -265,6 +288,7 @@ class Upstream:
         body: Any = None,
         *,
         relayed: bool = False,
+        interim: InterimSink | None = None,
     ) -> AsyncIterator[UpstreamResponse]:
         """Send a request for ``target`` (raw path and query) and yield its response.
 
@@ -275,12 +299,15 @@ class Upstream:
         taken for a failing app. (aiohttp's ``total`` covers the body
         reads too: ``StreamReader`` waits under the request's timer.)
 
+        ``interim`` is awaited with each interim response (``1xx``, ``101`` aside)
+        the app sends before its final one, in order, before this yields.
+
         The response is released (the connection returned to the pool, or closed
         if the body was not read to its end) when the block exits.
         """
         assert self._session is not None, "Upstream.start() was not awaited"
         url = URL(str(self.base) + target, encoded=True)
-        exchange = _EXCHANGE.set(_Exchange(method, target.partition("?")[0]))
+        exchange = _EXCHANGE.set(_Exchange(method, target.partition("?")[0], interim))
         with translate_errors():
             try:
                 async with asyncio.timeout(self.config.timeout if relayed else None):

@@ -1,7 +1,7 @@
-"""Apps that break HTTP framing.
+"""Apps that break HTTP framing, and apps that send interim (1xx) responses.
 
 The upstream is written on raw asyncio streams: a framework would not send more
-body than its ``Content-Length``. Its behaviour
+body than its ``Content-Length``, nor a ``103`` before its answer. Its behaviour
 is named by the last path segment; ``/c/...`` is a cacheable route, anything
 else passes through.
 """
@@ -19,6 +19,7 @@ import pytest
 from tests.integration.conftest import AccessLines, Factory, Running
 
 ROUTES = [{"name": "c", "match": "/c/{kind}", "ttl": "1m"}]
+HINTS = b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
 LONG = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Type: text/plain\r\n\r\n0123456789"
 
 
@@ -84,6 +85,15 @@ class RawApp:
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n01234")
             case "nocontent":  # a body after a 204
                 writer.write(b"HTTP/1.1 204 No Content\r\n\r\n01234")
+            case "hints":
+                writer.write(HINTS)
+                await writer.drain()
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+            case "twohints":  # two interim responses and the answer, in one write
+                writer.write(HINTS + HINTS.replace(b"style", b"app") + LONG[:-5])
+            case "continue":
+                writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
             case _:
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfine!")
         await writer.drain()
@@ -198,3 +208,63 @@ async def test_a_body_where_there_is_none_is_dropped_with_the_connection(
     assert f"({end}) to {method} /p/{kind}" in warning
     assert await get(client, proxy, "/p/ok") == (200, "BYPASS", b"fine!")
     assert app.connections_of(kind) != app.connections_of("ok")
+
+
+async def raw_request(proxy: Running, path: str, version: str = "1.1") -> list[bytes]:
+    """One request on a fresh connection: the heads received, interim ones first,
+    the final head's body appended to it."""
+    reader, writer = await asyncio.open_connection(proxy.url.host, proxy.url.port)
+    try:
+        host = f"{proxy.url.host}:{proxy.url.port}"
+        writer.write(f"GET {path} HTTP/{version}\r\nHost: {host}\r\n\r\n".encode())
+        heads: list[bytes] = []
+        async with asyncio.timeout(10):
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                heads.append(head)
+                if not head.startswith(b"HTTP/1.1 1"):
+                    break
+            length = next(
+                int(line.split(b":")[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            )
+            heads[-1] += await reader.readexactly(length)
+        return heads
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize(("prefix", "x_cache"), [("/c", "MISS"), ("/p", "BYPASS")])
+async def test_early_hints_reach_the_client_before_the_answer(
+    sidecache: Factory, app: RawApp, access: AccessLines, prefix: str, x_cache: str
+) -> None:
+    proxy = await sidecache(ROUTES, upstream_url=app.url)
+    hints, final = await raw_request(proxy, f"{prefix}/hints")
+    assert hints.startswith(b"HTTP/1.1 103 Early Hints\r\n")
+    assert b"\r\nLink: </style.css>; rel=preload\r\n" in hints
+    assert b"\r\nVia: 1.1 sidecache\r\n" in hints
+    assert final.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert f"\r\nX-Cache: {x_cache}\r\n".encode() in final and final.endswith(b"\r\n\r\nhello")
+    line = await access.first(lambda line: line["path"] == f"{prefix}/hints")
+    assert line["bytes"] == 5  # the body only
+
+
+async def test_interim_responses_are_never_stored(sidecache: Factory, app: RawApp) -> None:
+    proxy = await sidecache(ROUTES, upstream_url=app.url)
+    first, second, final = await raw_request(proxy, "/c/twohints")
+    assert b"</style.css>" in first and b"</app.css>" in second
+    assert b"\r\nX-Cache: MISS\r\n" in final and final.endswith(b"\r\n\r\n01234")
+    (hit,) = await raw_request(proxy, "/c/twohints")
+    assert hit.startswith(b"HTTP/1.1 200 OK\r\n") and b"\r\nX-Cache: HIT\r\n" in hit
+    assert hit.endswith(b"\r\n\r\n01234")
+
+
+async def test_no_interim_response_for_an_http10_client_nor_the_apps_100_continue(
+    sidecache: Factory, app: RawApp
+) -> None:
+    proxy = await sidecache(ROUTES, upstream_url=app.url)
+    (final,) = await raw_request(proxy, "/p/hints", version="1.0")
+    assert final.startswith(b"HTTP/1.0 200 OK\r\n") and final.endswith(b"\r\n\r\nhello")
+    (final,) = await raw_request(proxy, "/p/continue")
+    assert final.startswith(b"HTTP/1.1 200 OK\r\n") and final.endswith(b"\r\n\r\nhello")
