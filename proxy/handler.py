@@ -11,6 +11,7 @@ by ``cache.max_object_bytes``).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
@@ -29,6 +30,7 @@ from proxy.body import (
     SlicedPayload,
     VerbatimResponse,
     VerbatimStreamResponse,
+    send_interim,
     sliced_response,
 )
 from proxy.coalesce import Coalescer, Fill, Head, Pass, Relay, Stored
@@ -471,7 +473,9 @@ class Proxy:
         relay = fill.relay
         epoch = self.store.purge_epoch(lookup.route.name, lookup.path)
         started = time.perf_counter()
-        async with self.upstream.request("GET", lookup.target, headers, relayed=True) as resp:
+        async with self.upstream.request(
+            "GET", lookup.target, headers, relayed=True, interim=relay.interim
+        ) as resp:
             # After the head, the body is bounded as a pass-through one is (``_relay``),
             # but by its first client only while the fill waits on it (``Relay``).
             copy = BodyCopy(
@@ -549,6 +553,7 @@ class Proxy:
         """The client whose miss started the fill: stream the body as it arrives."""
         route = lookup.route
         relay = fill.relay
+        relay.interim_to(functools.partial(send_interim, request))
         try:
             head = await self._wait_for(fill.head, request, lookup, stale)
             if isinstance(head, web.StreamResponse):
@@ -885,7 +890,12 @@ class Proxy:
         """One pass-through request/response, both bodies streamed."""
         started = time.perf_counter()
         async with self.upstream.request(
-            request.method, target, headers, body, relayed=True
+            request.method,
+            target,
+            headers,
+            body,
+            relayed=True,
+            interim=functools.partial(send_interim, request),
         ) as resp:
             request[UPSTREAM_KEY] = upstream_s = time.perf_counter() - started
             self.stats.upstream_latency.observe(upstream_s)
