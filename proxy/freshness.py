@@ -474,10 +474,6 @@ class Assessment:
     # route's ttl always has.
     fresh_for: float
 
-    @property
-    def explicit(self) -> bool:
-        return self.basis in (Basis.S_MAXAGE, Basis.MAX_AGE, Basis.EXPIRES)
-
 
 def lifetime(
     d: Directives, headers: Headers, *, date: float | None, now: float | None

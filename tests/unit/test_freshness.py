@@ -56,6 +56,9 @@ def test_split_list(value: str, members: list[str]) -> None:
         (["max-age=1", "max-age=1800"], {"max-age": "1"}),
         (['no-cache="Set-Cookie, X-A", private'], {"no-cache": "Set-Cookie, X-A", "private": None}),
         ([" , ,no-store"], {"no-store": None}),
+        (['x="a\\"b", y="c\\\\"'], {"x": 'a"b', "y": "c\\"}),  # quoted-pair escapes
+        (['x="a"b"'], {"x": '"a"b"'}),  # not one quoted string: kept as sent
+        (['x="a\\"'], {"x": '"a\\"'}),
     ],
 )
 def test_cache_control_parsing(lines: list[str], parsed: dict[str, str | None]) -> None:
@@ -76,6 +79,13 @@ def test_cache_control_parsing(lines: list[str], parsed: dict[str, str | None]) 
         ("max-age=60, &&&", None),
         ("max-age=60,", None),
         ('a="unterminated', None),
+        ('a="q\\"q\\\\", b=-12', {"a": 'q"q\\', "b": -12}),
+        ('a="bad \\escape"', None),
+        ('a="tab\there"', None),
+        ("a=?2", None),
+        ("a=(1 2", None),
+        ("a=(1,2)", None),
+        ("a=1;", None),
         ("", None),
     ],
 )
