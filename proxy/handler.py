@@ -491,6 +491,7 @@ class Proxy:
                 kept,
                 content_length=resp.content_length,
                 max_object_bytes=self.max_object_bytes,
+                authorized=lookup.authorized,
             )
             fill.set_head(
                 Head(resp.status, resp.reason, kept, resp.content_length, refusal is None)
