@@ -14,13 +14,16 @@ from urllib.parse import parse_qsl, quote
 
 from aiohttp import web
 
+from proxy.body import VerbatimStreamResponse
+
 log = logging.getLogger("sidecache.access")
 
 # Set by the handler on each request, read back here.
 ROUTE_KEY: web.RequestKey[str] = web.RequestKey("sidecache.route", str)
 UPSTREAM_KEY: web.RequestKey[float] = web.RequestKey("sidecache.upstream_s", float)
-# Body bytes actually written, where the handler counts them (streamed bodies, and
-# large stored ones): a response cut short is logged with what it sent.
+# Body bytes actually written of a large stored body (``body.SlicedPayload``), which
+# goes out after the handler returns: a response cut short is logged with what it
+# sent. (Streamed responses count their own: ``VerbatimStreamResponse.body_sent``.)
 SENT_KEY: web.RequestKey[int] = web.RequestKey("sidecache.sent", int)
 # The streamed response once its head is out: a request cancelled mid-body (at
 # shutdown) is still logged, with what it sent.
@@ -41,16 +44,17 @@ def redact_query(query: str, sensitive: frozenset[str]) -> str:
 
 
 def body_bytes(request: web.BaseRequest, response: web.StreamResponse) -> int:
-    """Body bytes sent: as counted while writing, else the framed length, or what a
-    chunked response wrote."""
+    """Body bytes sent, never the head or chunk framing: what a streamed response
+    wrote, what a large stored body wrote once out (``SENT_KEY``), or the length
+    of a body known in full."""
     if request.method == "HEAD" or response.status in (204, 304):
         return 0
-    sent: int | None = request.get(SENT_KEY)
-    if sent is not None:
-        return sent
-    if response.content_length is not None:
-        return response.content_length
-    return response.body_length  # chunked: counted as written (with chunk framing)
+    if isinstance(response, web.Response):
+        sent: int | None = request.get(SENT_KEY)
+        return sent if sent is not None else response.content_length or 0
+    if isinstance(response, VerbatimStreamResponse):
+        return response.body_sent
+    return 0  # not one of ours: nothing it wrote was counted
 
 
 class AccessLog:

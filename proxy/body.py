@@ -17,17 +17,27 @@ most a slice and the socket buffer, whatever the body size.
 
 Such a body is written after the handler has returned its response, so the
 handler cannot time it or count it then: ``on_sent`` is called with the bytes
-actually written once the last slice is out, or the client went away.
+actually written once the last slice is out, or the client went away. A
+streamed response counts the body bytes it wrote (``body_sent``: no head, no
+chunk framing), for the access log.
+
+An app's interim responses (``103 Early Hints``) go to the client before the
+final head (``send_interim``): aiohttp's server has no API for them, so their
+bytes are written on the connection as its ``100 Continue`` is.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import suppress
 from typing import Any
 
-from aiohttp import hdrs, web
+from aiohttp import HttpVersion11, hdrs, web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.payload import Payload
+
+from proxy.headers import interim_for_client
+from proxy.upstream import Interim
 
 SLICE = 64 * 1024
 # Smaller bodies go out in one write: cheaper, and their copy is small.
@@ -35,7 +45,14 @@ SLICED_ABOVE = 2 * SLICE
 
 
 class VerbatimStreamResponse(web.StreamResponse):
-    """A response that carries no ``Content-Type`` or ``Server`` it was not given."""
+    """A response that carries no ``Content-Type`` or ``Server`` it was not given,
+    and counts the body bytes written through it."""
+
+    body_sent = 0
+
+    async def write(self, data: bytes | bytearray | memoryview) -> None:
+        await super().write(data)
+        self.body_sent += len(data)
 
     async def _prepare_headers(self) -> None:
         # aiohttp adds both in StreamResponse._prepare_headers, which also does the
@@ -52,6 +69,20 @@ class VerbatimStreamResponse(web.StreamResponse):
 
 class VerbatimResponse(VerbatimStreamResponse, web.Response):
     """``web.Response`` (a body known in full) with the headers it was given."""
+
+
+async def send_interim(request: web.BaseRequest, interim: Interim) -> None:
+    """Relay an app's interim response to the client, before any final head.
+
+    Never to an HTTP/1.0 client (RFC 9110 section 15.2); a client already gone
+    is no error: its final answer will not be written either."""
+    if request.version < HttpVersion11:
+        return
+    head = interim_for_client(*interim)
+    if head is None:
+        return
+    with suppress(ConnectionError):
+        await request.writer.write(head)
 
 
 def sliced_response(

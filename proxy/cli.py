@@ -204,6 +204,12 @@ def _add_app_flags(parser: argparse.ArgumentParser, *, port: int, photos: int) -
         default=photos,
         help=f"seed this many 2-3 MB JPEGs into an empty database (default {photos})",
     )
+    parser.add_argument(
+        "--etag",
+        action="store_true",
+        help="send photos with an ETag and answer If-None-Match with 304 without reading "
+        "the blob (default: the original, neither)",
+    )
 
 
 def _duration(text: str) -> float:
@@ -232,6 +238,7 @@ def _app_options(args: argparse.Namespace, port: int, host: str) -> UpstreamOpti
         pool=PoolOptions(args.pool_size, args.max_overflow, args.pool_timeout),
         db_latency=args.db_latency,
         photos=args.photos,
+        etag=args.etag,
     )
 
 

@@ -12,12 +12,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from proxy.entry import Body
 from proxy.flow import FillResult, First, Stored
 from proxy.keys import loose_path
 from proxy.memory import release_memory
+
+if TYPE_CHECKING:
+    from proxy.upstream import Interim, InterimSink
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +78,22 @@ class Relay:
         self._room = asyncio.Event()
         self._room.set()
         self.consumer_gone = False
+        self._interim: InterimSink | None = None
 
     @property
     def size(self) -> int:
         return self._size
+
+    def interim_to(self, sink: InterimSink) -> None:
+        """Where the fill's interim responses go, before its head: the consumer's
+        client, until the consumer is gone."""
+        self._interim = sink
+
+    async def interim(self, interim: Interim) -> None:
+        """An interim response of the app (``Upstream.request``): to the consumer's
+        client, if it still waits; never kept, never shared."""
+        if self._interim is not None:
+            await self._interim(interim)
 
     def expect(self, length: int | None) -> None:
         """The body's announced length, known before its first byte: size the buffer."""
@@ -159,6 +174,7 @@ class Relay:
     def abandon(self) -> None:
         """The consumer will read no more."""
         self.consumer_gone = True
+        self._interim = None  # nor hear of interim responses
         self._room.set()
         if not self._keep:
             self._chunks.clear()

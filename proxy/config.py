@@ -269,15 +269,20 @@ class RouteConfig(BaseModel):
     name: str
     match: str
     methods: tuple[str, ...] = ("GET", "HEAD")
-    ttl: PositiveDuration
+    # ``origin``: the app's headers decide freshness (RFC 9111), ``ttl`` is the
+    # lifetime when they give none; ``route``: ``ttl`` decides, whatever they say.
+    freshness: Literal["origin", "route"] = "origin"
+    ttl: PositiveDuration | None = None
     stale_while_revalidate: Duration = 0.0
     stale_if_error: Duration = 0.0
-    statuses: tuple[Annotated[int, Field(ge=200, le=599)], ...] = (200,)
+    # None: the mode's default (``route``: [200]; ``origin``: any status with
+    # explicit freshness, and the heuristically cacheable ones without).
+    statuses: tuple[Annotated[int, Field(ge=200, le=599)], ...] | None = None
 
     @field_validator("statuses")
     @classmethod
-    def _storable_statuses(cls, value: tuple[int, ...]) -> tuple[int, ...]:
-        for status in value:
+    def _storable_statuses(cls, value: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        for status in value or ():
             if status in (206, 304):
                 # A partial or a not-modified answer is not a whole representation.
                 raise _fail(status, "cannot be stored (206 and 304 are not whole responses)")
@@ -285,9 +290,22 @@ class RouteConfig(BaseModel):
 
     query: Literal["all", "ignore"] | tuple[str, ...] = "all"
     vary: tuple[str, ...] = ()
-    credentials: Literal["bypass", "per-user", "shared"] = "bypass"
+    # None: the mode's default (``route``: bypass; ``origin``: bypass for
+    # ``Cookie``, RFC 9111 section 3.5 for ``Authorization``).
+    credentials: Literal["bypass", "per-user", "shared"] | None = None
     client_cache_control: str | None = None
     content_types: tuple[str, ...] | None = None
+
+    @model_validator(mode="after")
+    def _route_needs_a_ttl(self) -> RouteConfig:
+        if self.freshness == "route" and self.ttl is None:
+            raise PydanticCustomError(
+                "sidecache_at",
+                "required with freshness: route (it is then every stored response's "
+                "lifetime), e.g. 'ttl: 5m'; or use freshness: origin",
+                {"loc": "ttl"},
+            )
+        return self
 
     @field_validator("name")
     @classmethod
@@ -768,9 +786,25 @@ def _size_text(size: int) -> str:
     return f"{size}B"
 
 
-def route_lifetimes(config: Config) -> dict[str, tuple[float, float]]:
-    """Route name -> (ttl, longest stale window): what decides a stored entry's lifetime."""
+def route_lifetimes(config: Config) -> dict[str, tuple[float | None, float]]:
+    """Route name -> (ttl, longest stale window): what decides a stored entry's
+    lifetime when the app's headers did not (``policy.retimed``). ttl is None for an
+    ``origin`` route without one."""
     return {r.name: (r.ttl, max(r.stale_while_revalidate, r.stale_if_error)) for r in config.routes}
+
+
+def statuses_text(route: RouteConfig) -> str:
+    if route.statuses is not None:
+        return ",".join(map(str, route.statuses))
+    return "200" if route.freshness == "route" else "any"
+
+
+def credentials_text(route: RouteConfig) -> str:
+    """``credentials`` as in force: unset, ``bypass`` on a ``route`` route, and on an
+    ``origin`` one ``rfc9111`` (section 3.5 for ``Authorization``, bypass for ``Cookie``)."""
+    if route.credentials is not None:
+        return route.credentials
+    return "bypass" if route.freshness == "route" else "rfc9111"
 
 
 def route_warnings(config: Config) -> list[str]:
@@ -794,18 +828,30 @@ def format_routes(config: Config) -> str:
         f"(objects up to {_size_text(config.cache.max_object_bytes)})",
         f"routes    {len(config.routes)}",
     ]
-    header = ("name", "match", "methods", "ttl", "swr", "sie", "statuses", "query", "credentials")
+    header = (
+        "name",
+        "match",
+        "methods",
+        "freshness",
+        "ttl",
+        "swr",
+        "sie",
+        "statuses",
+        "query",
+        "credentials",
+    )
     rows = [header] + [
         (
             r.name,
             r.match,
             ",".join(r.methods),
-            _duration_text(r.ttl),
+            r.freshness,
+            _duration_text(r.ttl) if r.ttl is not None else "-",
             _duration_text(r.stale_while_revalidate) if r.stale_while_revalidate else "-",
             _duration_text(r.stale_if_error) if r.stale_if_error else "-",
-            ",".join(map(str, r.statuses)),
+            statuses_text(r),
             r.query if isinstance(r.query, str) else "[" + ",".join(r.query) + "]",
-            r.credentials,
+            credentials_text(r),
         )
         for r in config.routes
     ]

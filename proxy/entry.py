@@ -33,7 +33,9 @@ class StoredResponse:
     stored_at: float
     fresh_until: float
     stale_until: float  # after this instant the entry is useless and may be dropped
-    initial_age: float = 0.0  # the upstream's Age header when stored
+    # How old the response was when stored: its Age header, or on ``origin`` routes
+    # the corrected initial age (RFC 9111 section 4.2.3). Age = this + time stored.
+    initial_age: float = 0.0
     # Request headers the upstream's Vary names (lower-case, sorted): the entry is
     # one variant, stored under ``variant_key(base_key, vary, values)``.
     vary: tuple[str, ...] = ()
@@ -49,6 +51,9 @@ class StoredResponse:
     # (``etag`` above may be one computed by sidecache, which the app never knew).
     origin_etag: str | None = None
     last_modified: str | None = None
+    # ``fresh_until`` was read from the app's headers (``freshness: origin``), not
+    # given by the route's ``ttl``: a reload that changes the ttl leaves it alone.
+    origin_lifetime: bool = False
 
     @property
     def size(self) -> int:

@@ -6,12 +6,18 @@ in-process tier uses) and wall-clock time (what replicas share): an entry keeps
 its remaining freshness, not a monotonic instant another process cannot read.
 Pure: imports neither aiohttp nor asyncio; time is an argument.
 
-Layout (version 1), all integers big-endian::
+Layout (version 2), all integers big-endian::
 
     b"SCE" version:u8
     status:u16 stored_at:f64 fresh_until:f64 stale_until:f64 initial_age:f64  (wall clock)
+    flags:u8 (1: must_revalidate, 2: origin_lifetime)
+    stale_while_revalidate:f64 stale_if_error:f64
     then length-prefixed (u32) byte strings: key, route, path, etag, base_key,
+    origin_etag, last_modified (length 0xFFFFFFFF: absent),
     headers (u16 count, then name and value pairs), vary (u16 count, names), body
+
+Version 1 (without the flags, the app's stale windows and validators) is still
+read, so that replicas of the previous release can share a tier during an upgrade.
 """
 
 from __future__ import annotations
@@ -22,8 +28,13 @@ from collections.abc import Iterator
 from proxy.entry import StoredResponse
 
 MAGIC = b"SCE"
-VERSION = 1
+VERSION = 2
+_READABLE = (1, 2)
 _FIXED = struct.Struct(">3sBHdddd")
+_ORIGIN = struct.Struct(">Bdd")
+_MUST_REVALIDATE = 1
+_ORIGIN_LIFETIME = 2
+_ABSENT = 0xFFFFFFFF
 _U32 = struct.Struct(">I")
 _U16 = struct.Struct(">H")
 
@@ -43,10 +54,21 @@ def encode(entry: StoredResponse, *, mono_now: float, wall_now: float) -> bytes:
             entry.fresh_until + shift,
             entry.stale_until + shift,
             entry.initial_age,
-        )
+        ),
+        _ORIGIN.pack(
+            (_MUST_REVALIDATE if entry.must_revalidate else 0)
+            | (_ORIGIN_LIFETIME if entry.origin_lifetime else 0),
+            entry.stale_while_revalidate,
+            entry.stale_if_error,
+        ),
     ]
     for text in (entry.key, entry.route, entry.path, entry.etag, entry.base_key):
         _put(parts, text.encode("utf-8", "surrogateescape"))
+    for validator in (entry.origin_etag, entry.last_modified):
+        if validator is None:
+            parts.append(_U32.pack(_ABSENT))
+        else:
+            _put(parts, validator.encode("latin-1", "replace"))
     parts.append(_U16.pack(len(entry.headers)))
     for name, value in entry.headers:
         _put(parts, name.encode("latin-1"))
@@ -83,6 +105,10 @@ class _Reader:
         (length,) = _U32.unpack(self.take(4))
         return bytes(self.take(length))
 
+    def optional(self) -> str | None:
+        (length,) = _U32.unpack(self.take(4))
+        return None if length == _ABSENT else bytes(self.take(length)).decode("latin-1")
+
     def texts(self, count: int, encoding: str) -> Iterator[str]:
         for _ in range(count):
             yield self.blob().decode(encoding)
@@ -91,15 +117,22 @@ class _Reader:
 def decode(data: bytes, *, mono_now: float, wall_now: float) -> StoredResponse:
     if len(data) < _FIXED.size or data[:3] != MAGIC:
         raise EnvelopeError("not a sidecache envelope")
-    if data[3] != VERSION:
-        raise EnvelopeError(f"envelope version {data[3]} (this sidecache reads {VERSION})")
+    version = data[3]
+    if version not in _READABLE:
+        raise EnvelopeError(f"envelope version {version} (this sidecache reads {VERSION})")
     r = _Reader(data)
     _, _, status, stored_at, fresh_until, stale_until, initial_age = _FIXED.unpack(
         r.take(_FIXED.size)
     )
+    flags, while_revalidate, if_error = 0, 0.0, 0.0
+    if version >= 2:
+        flags, while_revalidate, if_error = _ORIGIN.unpack(r.take(_ORIGIN.size))
     key, route, path, etag, base_key = (
         r.blob().decode("utf-8", "surrogateescape") for _ in range(5)
     )
+    origin_etag = last_modified = None
+    if version >= 2:
+        origin_etag, last_modified = r.optional(), r.optional()
     count = r.u16()
     headers = tuple((r.blob().decode("latin-1"), r.blob().decode("latin-1")) for _ in range(count))
     vary = tuple(r.texts(r.u16(), "ascii"))
@@ -121,4 +154,10 @@ def decode(data: bytes, *, mono_now: float, wall_now: float) -> StoredResponse:
         initial_age=initial_age,
         vary=vary,
         base_key=base_key,
+        must_revalidate=bool(flags & _MUST_REVALIDATE),
+        stale_while_revalidate=while_revalidate,
+        stale_if_error=if_error,
+        origin_etag=origin_etag,
+        last_modified=last_modified,
+        origin_lifetime=bool(flags & _ORIGIN_LIFETIME),
     )

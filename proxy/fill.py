@@ -150,7 +150,9 @@ class Filler:
         since = self.tiers.epoch(lookup.route.name, lookup.path)
         requested_at = self.clock()
         started = time.perf_counter()
-        async with self.upstream.request("GET", lookup.target, headers, relayed=True) as resp:
+        async with self.upstream.request(
+            "GET", lookup.target, headers, relayed=True, interim=relay.interim
+        ) as resp:
             # After the head, the body is bounded as a pass-through one is, but by
             # its first client only while the fill waits on it (``Relay``).
             copy = BodyCopy(cap=asyncio.get_running_loop().time() + self.stream_timeout, idle=None)
@@ -158,12 +160,13 @@ class Filler:
             self.stats.upstream_latency.observe(upstream_s)
             kept = h.response_headers_for_client(resp.headers)
             answer = on_response(
-                lookup.route,
+                lookup,
                 resp.status,
                 kept,
                 content_length=resp.content_length,
                 max_object_bytes=self.max_object_bytes,
                 revalidating=revalidating,
+                wall=self.wall(),
             )
             match answer:
                 case Refresh(stale, merged):

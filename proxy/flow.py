@@ -208,15 +208,18 @@ OnResponse = Keep | Refresh | Refuse
 
 
 def on_response(
-    route: RouteConfig,
+    lookup: Lookup,
     status: int,
     headers: Headers,
     *,
     content_length: int | None,
     max_object_bytes: int,
     revalidating: StoredResponse | None,
+    wall: float | None = None,
 ) -> OnResponse:
-    """What a fill does with the app's answer (``headers`` as kept for the client)."""
+    """What a fill does with the app's answer (``headers`` as kept for the client;
+    ``wall``: the wall clock when it arrived, ``policy.store_refusal``)."""
+    route = lookup.route
     if status == 304 and revalidating is not None:
         merged = refreshed_headers(revalidating, headers)
         refusal = store_refusal(
@@ -225,6 +228,8 @@ def on_response(
             merged,
             content_length=len(revalidating.body),
             max_object_bytes=max_object_bytes,
+            authorized=lookup.authorized,
+            wall=wall,
         )
         if refusal is not None:
             # The refreshed response may no longer be shared (it now says
@@ -232,7 +237,13 @@ def on_response(
             return Refuse(refusal)
         return Refresh(revalidating, merged)
     refusal = store_refusal(
-        route, status, headers, content_length=content_length, max_object_bytes=max_object_bytes
+        route,
+        status,
+        headers,
+        content_length=content_length,
+        max_object_bytes=max_object_bytes,
+        authorized=lookup.authorized,
+        wall=wall,
     )
     return Keep() if refusal is None else Refuse(refusal)
 

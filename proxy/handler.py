@@ -12,6 +12,7 @@ that must be fast (bench/run.py).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -28,6 +29,7 @@ from proxy.body import (
     SlicedPayload,
     VerbatimResponse,
     VerbatimStreamResponse,
+    send_interim,
     sliced_response,
 )
 from proxy.coalesce import Coalescer, Fill, Relay
@@ -333,6 +335,7 @@ class Proxy:
     ) -> web.StreamResponse:
         """The client whose miss started the fill: stream the body as it arrives."""
         relay = fill.relay
+        relay.interim_to(functools.partial(send_interim, request))
         try:
             first = await self._wait(fill.head, request, lookup, stale)
             if isinstance(first, web.StreamResponse):

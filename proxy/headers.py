@@ -9,10 +9,14 @@ so that it can be tested without a server. Pure: imports neither aiohttp nor asy
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable
 
 from proxy.entry import Headers
 from proxy.keys import normalise_accept_encoding
+
+# What must never reach a relayed head inside a field: it would end the line.
+_BREAK = re.compile("[\r\n\0]")
 
 PROXY_NAME = "sidecache"
 VIA_VALUE = "1.1 " + PROXY_NAME
@@ -222,6 +226,28 @@ def with_via(headers: Headers) -> Headers:
     via = [v for n, v in headers if n.lower() == "via"]
     rest = tuple((n, v) for n, v in headers if n.lower() != "via")
     return (*rest, ("Via", ", ".join([*via, VIA_VALUE])))
+
+
+def interim_for_client(status: int, reason: str, headers: Headers) -> bytes | None:
+    """An app's interim response as relayed to the client, or None when it is not.
+
+    ``100 Continue`` is not relayed: it answers this proxy's request (sidecache
+    answers a client's ``Expect: 100-continue`` itself); ``101`` switches the app's
+    connection, not the client's. Any other ``1xx`` (``103 Early Hints``) goes on
+    with its end-to-end headers and this proxy in ``Via``. Values are written back
+    as the parser decoded them (UTF-8, undecodable bytes kept as surrogates); a
+    field or reason holding a line break (a lenient parser lets some through) is
+    left out, as it would end the head early.
+    """
+    if not 100 < status < 200 or status == 101:
+        return None
+    lines = [f"HTTP/1.1 {status} {'' if _BREAK.search(reason) else reason}".rstrip()]
+    lines += [
+        f"{name}: {value}"
+        for name, value in with_via(end_to_end(headers))
+        if not _BREAK.search(name) and not _BREAK.search(value)
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
 
 
 def get(headers: Iterable[tuple[str, str]], name: str) -> str | None:

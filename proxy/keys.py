@@ -18,6 +18,8 @@ import re
 from collections.abc import Sequence
 from urllib.parse import unquote, unquote_plus
 
+from proxy.freshness import split_list
+
 _HEX = frozenset("0123456789abcdefABCDEF")
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 # RFC 3986 pchar minus ';' (path parameters are refused) and '%' (handled apart).
@@ -365,3 +367,45 @@ def _weight_positive(params: str) -> bool:
         if _QVALUE.fullmatch(weight) is None or not weight.strip("0."):
             return False
     return True
+
+
+# Request fields whose whole value is case-insensitive: language tags (RFC 9110
+# section 12.5.4, RFC 5646) and charset names (section 12.5.2), with their q.
+_CASELESS_FIELDS = frozenset({"accept-language", "accept-charset"})
+
+
+def normalise_field(name: str, value: str | None) -> str | None:
+    """A request header's value as a key holds it (``name`` lower-case), so that
+    spellings an app cannot tell apart share an entry (RFC 9111 section 4.1: the
+    selecting fields may be normalised).
+
+    Conservative: field lines already combined with ``", "`` have the whitespace
+    around their commas (outside quoted strings) and at their ends trimmed and
+    empty members dropped; case is folded only where the field's definition makes
+    it meaningless (``Accept-Language`` and ``Accept-Charset`` whole, ``Accept``
+    media ranges and parameter names, not parameter values); member order is kept.
+    ``Accept-Encoding`` is reduced to the codings sidecache stores
+    (``normalise_accept_encoding``).
+    """
+    if value is None:
+        return None
+    if name == "accept-encoding":
+        return normalise_accept_encoding(value)
+    if "," in value or value[:1] in (" ", "\t") or value[-1:] in (" ", "\t"):
+        value = ", ".join(split_list(value, ","))
+    if name in _CASELESS_FIELDS:
+        return value.lower()
+    if name == "accept":
+        return ", ".join(_media_range(member) for member in split_list(value, ","))
+    return value
+
+
+def _media_range(member: str) -> str:
+    """One ``Accept`` member: type, subtype and parameter names lower-cased,
+    whitespace around ``;`` and ``=`` removed; parameter values kept as sent."""
+    parts = split_list(member, ";")
+    out = [parts[0].lower()] if parts else []
+    for param in parts[1:]:
+        pname, sep, pvalue = param.partition("=")
+        out.append(pname.strip(" \t").lower() + sep + pvalue.strip(" \t"))
+    return ";".join(out)

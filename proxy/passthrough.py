@@ -12,6 +12,7 @@ connection whose body was cut short.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -23,7 +24,7 @@ from yarl import URL
 from proxy import headers as h
 from proxy.accesslog import SENT_KEY, STREAM_KEY, UPSTREAM_KEY
 from proxy.admission import Admission
-from proxy.body import VerbatimResponse, VerbatimStreamResponse
+from proxy.body import VerbatimResponse, VerbatimStreamResponse, send_interim
 from proxy.entry import Headers
 from proxy.keys import loose_path, normalise_host, request_host, resolutions
 from proxy.pacing import BodyCopy, SlowClient
@@ -117,7 +118,12 @@ class Passthrough:
         """One pass-through request/response, both bodies streamed."""
         started = time.perf_counter()
         async with self.upstream.request(
-            request.method, target, headers, body, relayed=True
+            request.method,
+            target,
+            headers,
+            body,
+            relayed=True,
+            interim=functools.partial(send_interim, request),
         ) as resp:
             request[UPSTREAM_KEY] = upstream_s = time.perf_counter() - started
             self.stats.upstream_latency.observe(upstream_s)

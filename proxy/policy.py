@@ -3,21 +3,33 @@ and how fresh is an entry.
 
 Every decision is a value: ``decide`` returns a ``Lookup`` or a ``Bypass``;
 ``store_refusal`` returns the reason a response may not be stored, or None;
-``freshness`` classifies an entry at a given instant. Time is an argument.
-Pure: imports neither aiohttp nor asyncio.
+``build_entry`` gives a stored response its lifetime; ``freshness`` classifies an
+entry at a given instant. A route's ``freshness`` says who decides lifetimes:
+``origin``, the app's headers as RFC 9111 reads them (``proxy.freshness``), with
+the route's ``ttl`` as the default; ``route``, the route's ``ttl`` alone. Time is
+an argument. Pure: imports neither aiohttp nor asyncio.
 """
 
 from __future__ import annotations
 
 import enum
+from dataclasses import replace
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from proxy import headers as h
 from proxy.entry import Body, Headers, StoredResponse
+from proxy.freshness import (
+    HEURISTICALLY_CACHEABLE,
+    Assessment,
+    Basis,
+    assess,
+    from_cache_control,
+    parse_age,
+)
 from proxy.keys import (
     build_key,
     credential_digest,
-    normalise_accept_encoding,
+    normalise_field,
     resolutions,
     select_query,
     variant_key,
@@ -65,6 +77,10 @@ class Lookup(NamedTuple):
     # The app's Vary names learned for ``key`` (``store.vary_spec``): keyed through
     # the variant, so a fill may forward them.
     learned: tuple[str, ...] = ()
+    # The request carries ``Authorization`` on an ``origin`` route without an
+    # explicit ``credentials``: its response is stored only if it says it may be
+    # shared (RFC 9111 section 3.5, ``store_refusal``).
+    authorized: bool = False
 
 
 class Bypass(NamedTuple):
@@ -112,10 +128,20 @@ def decide(
         # A body the key does not see could shape the response (RFC 9110 9.3.1).
         return Bypass(BypassReason.REQUEST_BODY, route)
     creds: str | None = None
+    authorized = False
     if "Authorization" in headers or "Cookie" in headers:
-        if route.credentials == "bypass":
+        credentials = route.credentials
+        if credentials is None:
+            # Unset: an ``origin`` route follows RFC 9111 section 3.5 for
+            # Authorization; a Cookie, of which HTTP caching says nothing but which
+            # apps read without saying Vary, bypasses as on a ``route`` route.
+            if route.freshness == "origin" and "Cookie" not in headers:
+                authorized = True
+            else:
+                credentials = "bypass"
+        if credentials == "bypass":
             return Bypass(BypassReason.CREDENTIALS, route)
-        if route.credentials == "per-user":
+        if credentials == "per-user":
             # Every line, as every line is forwarded.
             creds = credential_digest(
                 headers.getall("Authorization", []), headers.getall("Cookie", [])
@@ -132,7 +158,15 @@ def decide(
     target = f"{path}?{query}" if query else path
     vary = [(name, _value(name, headers)) for name in route.vary] if route.vary else ()
     key = build_key(route.name, host, target, vary, creds)
-    return Lookup(route, key, path, target, method == "HEAD", headers.get("Range") is not None)
+    return Lookup(
+        route,
+        key,
+        path,
+        target,
+        method == "HEAD",
+        headers.get("Range") is not None,
+        authorized=authorized,
+    )
 
 
 def _joined(values: list[str]) -> str | None:
@@ -140,9 +174,9 @@ def _joined(values: list[str]) -> str | None:
 
 
 def _value(name: str, headers: RequestHeaders) -> str | None:
-    """A request's value of header ``name`` as a key holds it."""
-    joined = _joined(headers.getall(name, []))
-    return normalise_accept_encoding(joined) if name == "accept-encoding" else joined
+    """A request's value of header ``name`` as a key holds it: field lines combined,
+    then normalised (``keys.normalise_field``)."""
+    return normalise_field(name, _joined(headers.getall(name, [])))
 
 
 class NoStore(enum.Enum):
@@ -157,6 +191,53 @@ class NoStore(enum.Enum):
     CONTENT_TYPE = "content-type"
     TOO_LARGE = "too-large"
     MEMORY = "memory"  # bodies of unknown length being filled hold their allowance
+    # ``origin`` routes: nothing would let the response be reused (no lifetime, no
+    # validator to revalidate it with, no stale window).
+    NO_FRESHNESS = "no-freshness"
+    # ``origin`` routes: the request carried Authorization and the response does
+    # not say it may be shared (RFC 9111 section 3.5).
+    AUTHORIZATION = "authorization"
+
+
+# Never stored as entries, whatever ``statuses`` says: not whole representations.
+_NEVER_STORED = frozenset({206, 304})
+
+
+def _listed(route: RouteConfig, status: int) -> bool:
+    """Does ``statuses`` (or the mode's default for it) allow ``status``?"""
+    if status in _NEVER_STORED:
+        return False
+    if route.statuses is not None:
+        return status in route.statuses
+    if route.freshness == "route":
+        return status == 200
+    return 200 <= status <= 599  # any final status; explicit freshness decides
+
+
+def origin_assessment(
+    route: RouteConfig,
+    status: int,
+    headers: Headers,
+    *,
+    wall: float | None = None,
+    response_delay: float = 0.0,
+) -> Assessment:
+    """What the app's headers say about reusing this response on an ``origin``
+    route: the route's ``ttl`` is the lifetime when they give none, for the statuses
+    ``statuses`` lists, or when it is unset the heuristically cacheable ones."""
+    return assess(
+        status,
+        headers,
+        response_time=wall,
+        response_delay=response_delay,
+        default_ttl=route.ttl,
+        implicit=route.statuses if route.statuses is not None else HEURISTICALLY_CACHEABLE,
+    )
+
+
+def has_validator(headers: Headers) -> bool:
+    """Did the app send a validator a conditional request could ask with?"""
+    return h.get(headers, "etag") is not None or h.get(headers, "last-modified") is not None
 
 
 def store_refusal(
@@ -166,20 +247,34 @@ def store_refusal(
     *,
     content_length: int | None,
     max_object_bytes: int,
+    authorized: bool = False,
+    wall: float | None = None,
 ) -> NoStore | None:
-    """Why the response may not be stored, or None if it may (body size permitting)."""
-    if status not in route.statuses or status in (206, 304):
+    """Why the response may not be stored, or None if it may (body size permitting).
+
+    ``authorized``: the request carried Authorization (``Lookup.authorized``).
+    ``wall``: the wall clock when the response arrived, against which its ``Date``
+    and ``Expires`` are read (without it, its own ``Date`` stands for it)."""
+    if not _listed(route, status):
         return NoStore.STATUS
     if h.get(headers, "set-cookie") is not None:
         return NoStore.SET_COOKIE
-    cc = h.cache_control_directives(h.get_all(headers, "cache-control"))
-    if "no-store" in cc:
+    assessment: Assessment | None = None
+    if route.freshness == "route":
+        d = from_cache_control(h.get_all(headers, "cache-control"))
+    else:
+        assessment = origin_assessment(route, status, headers, wall=wall)
+        d = assessment.directives
+    if d.no_store:
         return NoStore.NO_STORE
-    if "private" in cc:
+    if d.private:
         return NoStore.PRIVATE
-    if "no-cache" in cc:
-        # Stored responses are served without revalidation, which no-cache forbids.
+    if assessment is None and d.no_cache:
+        # A ``route`` route serves stored responses without revalidation, which
+        # no-cache forbids.
         return NoStore.NO_CACHE
+    if authorized and not d.shareable_with_credentials:
+        return NoStore.AUTHORIZATION
     vary = response_vary(headers)
     if "*" in vary or (vary - set(route.vary)) & h.PROXY_CONTROLLED:
         # Vary: * matches no later request; and a header the proxy sets or strips
@@ -189,9 +284,29 @@ def store_refusal(
         h.get(headers, "content-type"), route.content_types
     ):
         return NoStore.CONTENT_TYPE
+    if assessment is not None:
+        if assessment.basis is Basis.UNCACHEABLE:
+            return NoStore.STATUS
+        if not _reusable(assessment, route, has_validator(headers)):
+            return NoStore.NO_CACHE if d.no_cache else NoStore.NO_FRESHNESS
     if content_length is not None and content_length > max_object_bytes:
         return NoStore.TOO_LARGE
     return None
+
+
+def _reusable(a: Assessment, route: RouteConfig, validator: bool) -> bool:
+    """Could a stored copy ever be served: fresh for a while, revalidated with its
+    validator, or served stale within a window the app does not forbid?"""
+    if a.fresh_for > 0 or validator:
+        return True
+    d = a.directives
+    windows = (
+        route.stale_while_revalidate,
+        route.stale_if_error,
+        d.stale_while_revalidate,
+        d.stale_if_error,
+    )
+    return not d.no_stale and max(windows) > 0
 
 
 def response_vary(headers: Headers) -> frozenset[str]:
@@ -250,13 +365,12 @@ def build_entry(
     if vary:
         assert request_headers is not None, "a Vary response needs its request's headers"
         key = variant_of(lookup.key, vary, request_headers)
-    etag = h.get(headers, "etag") or h.compute_etag(body)
-    initial_age = _parse_age(h.get(headers, "age"))
+    origin_etag = h.get(headers, "etag")
+    etag = origin_etag or h.compute_etag(body)
     # Stored as served: the validator and this proxy's Via are part of the entry,
     # so that a hit only adds what changes with time (Age, Cache-Status).
     kept = h.with_via((*((n, v) for n, v in headers if n.lower() not in _RESTATED), ("ETag", etag)))
-    fresh_until = now + route.ttl
-    return StoredResponse(
+    entry = StoredResponse(
         key=key,
         route=route.name,
         path=lookup.path,
@@ -265,14 +379,69 @@ def build_entry(
         body=body,
         etag=etag,
         stored_at=now,
-        fresh_until=fresh_until,
-        stale_until=fresh_until + max(route.stale_while_revalidate, route.stale_if_error),
-        initial_age=initial_age,
+        fresh_until=now,
+        stale_until=now,
+        initial_age=parse_age(h.get_all(headers, "age")),
         vary=vary,
         base_key=lookup.key,
-        origin_etag=h.get(headers, "etag"),
-        last_modified=h.get(headers, "last-modified"),
     )
+    if route.freshness == "route":
+        # The route's ttl, whatever the app says; its validators are not kept
+        # either, so that nothing of its headers is trusted.
+        assert route.ttl is not None, "config: a route route has a ttl"
+        fresh_until = now + route.ttl
+    else:
+        # The response delay counts from the request to the last byte: a little
+        # more than RFC 9111 section 4.2.3 asks, which errs towards staleness.
+        delay = max(0.0, now - requested_at) if requested_at is not None else 0.0
+        a = origin_assessment(route, status, headers, wall=wall, response_delay=delay)
+        d = a.directives
+        fresh_until = now + a.fresh_for
+        entry = replace(
+            entry,
+            initial_age=a.age,
+            must_revalidate=d.no_stale,
+            stale_while_revalidate=d.stale_while_revalidate,
+            stale_if_error=d.stale_if_error,
+            origin_etag=origin_etag,
+            last_modified=h.get(headers, "last-modified"),
+            origin_lifetime=a.basis is not Basis.DEFAULT or d.no_cache,
+        )
+    stale_until = _stale_until(
+        entry, fresh_until, max(route.stale_while_revalidate, route.stale_if_error)
+    )
+    return replace(entry, fresh_until=fresh_until, stale_until=stale_until)
+
+
+# How long past its stale windows an entry with a validator is kept, so that a
+# conditional request can refresh it instead of a whole fill (the LRU evicts it
+# sooner if the budget needs the room). nginx keeps entries 10 minutes after their
+# last use by default (``inactive``), Squid until evicted.
+REVALIDATION_KEEP = 3600.0
+
+
+def _stale_until(entry: StoredResponse, fresh_until: float, route_stale: float) -> float:
+    """The last instant ``entry`` can be of use: its longest stale window past
+    ``fresh_until`` (none if it must be revalidated), or ``REVALIDATION_KEEP`` if
+    it has a validator."""
+    windows = (
+        0.0
+        if entry.must_revalidate
+        else max(route_stale, entry.stale_while_revalidate, entry.stale_if_error)
+    )
+    validator = entry.origin_etag is not None or entry.last_modified is not None
+    keep = REVALIDATION_KEEP if validator else 0.0
+    return fresh_until + max(windows, keep)
+
+
+def retimed(entry: StoredResponse, ttl: float | None, stale: float) -> tuple[float, float]:
+    """``(fresh_until, stale_until)`` of ``entry`` under a route's current ``ttl`` and
+    longest stale window (a reload): a lifetime the route gave is counted again from
+    when the entry was stored; one the app gave is kept."""
+    fresh_until = entry.fresh_until
+    if ttl is not None and not entry.origin_lifetime:
+        fresh_until = entry.stored_at + ttl
+    return fresh_until, _stale_until(entry, fresh_until, stale)
 
 
 def _encoded(headers: Headers) -> bool:
@@ -303,12 +472,6 @@ def vary_on_coding(headers: Headers) -> Headers:
     return tuple(out)
 
 
-def _parse_age(value: str | None) -> float:
-    if value is None or not value.strip().isdigit():
-        return 0.0
-    return float(value.strip())
-
-
 class Freshness(enum.Enum):
     FRESH = "fresh"
     STALE_WHILE_REVALIDATE = "stale-while-revalidate"  # may be served while one refresh runs
@@ -316,21 +479,35 @@ class Freshness(enum.Enum):
     EXPIRED = "expired"
 
 
+def stale_windows(entry: StoredResponse, route: RouteConfig) -> tuple[float, float]:
+    """``(stale_while_revalidate, stale_if_error)`` that apply to ``entry``: the
+    route's current ones, extended by the app's own (RFC 5861); none at all when
+    the app forbids serving it stale (``StoredResponse.must_revalidate``)."""
+    if entry.must_revalidate:
+        return 0.0, 0.0
+    return (
+        max(route.stale_while_revalidate, entry.stale_while_revalidate),
+        max(route.stale_if_error, entry.stale_if_error),
+    )
+
+
 def freshness(entry: StoredResponse, route: RouteConfig, now: float) -> Freshness:
     """Classify ``entry`` at ``now`` using the route's current windows."""
     if now < entry.fresh_until:
         return Freshness.FRESH
     late = now - entry.fresh_until
-    if late < route.stale_while_revalidate:
+    while_revalidate, if_error = stale_windows(entry, route)
+    if late < while_revalidate:
         return Freshness.STALE_WHILE_REVALIDATE
-    if late < route.stale_if_error:
+    if late < if_error:
         return Freshness.STALE_IF_ERROR
     return Freshness.EXPIRED
 
 
 def usable_on_error(entry: StoredResponse, route: RouteConfig, now: float) -> bool:
-    """May ``entry`` stand in for a failed upstream request (``stale_if_error``)?"""
-    return now - entry.fresh_until < route.stale_if_error
+    """May ``entry`` stand in for a failed upstream request (fresh, or within
+    ``stale_if_error``)?"""
+    return now - entry.fresh_until < stale_windows(entry, route)[1]
 
 
 def age(entry: StoredResponse, now: float) -> int:

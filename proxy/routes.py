@@ -19,9 +19,10 @@ from typing import Generic, Protocol, TypeVar
 SEGMENT = r"[A-Za-z0-9\-._~!$&'()*+,=:@%]+"
 
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::((?:[^{}]|\{[0-9,]*\})+))?\}")
-# ``{name:path}``: the rest of the path, one or more segments (a trailing '/' kept).
+# ``{name:path}``: the rest of the path, '/' included (a trailing '/' kept), possibly
+# empty as Starlette's ``path`` convertor: ``/{rest:path}`` also matches ``/``.
 REST = "path"
-_REST_PATTERN = f"{SEGMENT}(?:/{SEGMENT})*/?"
+_REST_PATTERN = f"(?:{SEGMENT}(?:/{SEGMENT})*/?)?"
 
 
 class TemplateError(ValueError):
@@ -249,7 +250,7 @@ def shadows(earlier: str, later: str) -> bool:
     a, b = _segments(earlier), _segments(later)
     for i, segment in enumerate(a):
         if segment == (_THE_REST,):
-            return len(b) > i and not _can_be_empty(b[i])
+            return len(b) > i  # the rest matches whatever follows, nothing included
         if i >= len(b) or not _segment_covers(segment, b[i]):
             return False
     return len(a) == len(b)

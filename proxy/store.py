@@ -23,14 +23,16 @@ from aiocache.serializers import NullSerializer
 from proxy.entry import StoredResponse
 from proxy.keys import loose_path
 from proxy.lru import ByteLRU
+from proxy.policy import retimed
 from proxy.stats import CacheFigures
 
 SWEEP_BATCH = 1000
 PATH_EPOCH_SLOTS = 4096
 
 Epoch = tuple[int, int, int]
-# Route name -> (ttl, longest stale window) in the configuration in force.
-Lifetimes = Mapping[str, tuple[float, float]]
+# Route name -> (ttl, longest stale window) in the configuration in force; ttl is
+# None on an ``origin`` route without one (``config.route_lifetimes``).
+Lifetimes = Mapping[str, tuple[float | None, float]]
 # Told of every purge: (kind, value), kind "path", "route" or "all".
 PurgeListener = Callable[[str, str | None], object]
 
@@ -60,7 +62,7 @@ class MemoryLRUCache(BaseCache):  # type: ignore[misc]  # aiocache is untyped
         self._all_epoch = 0
         self._route_epochs: dict[str, int] = {}
         self._path_epochs = [0] * PATH_EPOCH_SLOTS
-        self._lifetimes: dict[str, tuple[float, float]] | None = None
+        self._lifetimes: dict[str, tuple[float | None, float]] | None = None
         self._known_routes: set[str] = set()
         self._purge_listeners: list[PurgeListener] = []
 
@@ -85,7 +87,8 @@ class MemoryLRUCache(BaseCache):  # type: ignore[misc]  # aiocache is untyped
 
     def apply_lifetimes(self, lifetimes: Lifetimes) -> int:
         """Re-time every stored entry by its route's current ttl and stale windows,
-        counted from when it was stored: a reload changes them at once. Entries of
+        counted from when it was stored: a reload changes them at once (a lifetime
+        the app's headers gave is kept, ``policy.retimed``). Entries of
         routes no longer configured are left as they are (no lookup can reach them)
         until they expire, are evicted or purged. O(entries); returns the number
         that expired."""
@@ -167,9 +170,7 @@ class MemoryLRUCache(BaseCache):  # type: ignore[misc]  # aiocache is untyped
         lifetime = self._lifetimes.get(entry.route) if self._lifetimes is not None else None
         if lifetime is None:
             return None
-        ttl, stale = lifetime
-        fresh_until = entry.stored_at + ttl
-        stale_until = fresh_until + stale
+        fresh_until, stale_until = retimed(entry, *lifetime)
         if fresh_until == entry.fresh_until and stale_until == entry.stale_until:
             return None
         return replace(entry, fresh_until=fresh_until, stale_until=stale_until), stale_until

@@ -4,26 +4,54 @@ Owns the connection pool to the application and the single place where
 aiohttp's client exceptions become ours (``UpstreamTimeout`` -> 504,
 ``UpstreamUnavailable`` and ``UpstreamBroken`` -> 502). Nothing here knows about
 caching.
+
+It also owns how each connection reads responses (``_FramedProtocol``, aiohttp's
+response protocol with two additions): bytes an app sends past the end of its
+response (``proxy.framing``) are dropped with the connection and logged instead
+of failing the response or being read as the next one; and the app's interim
+``1xx`` responses, which aiohttp's client reads and drops
+(``ClientResponse.start``), are handed to the caller's ``interim`` callback first.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import TYPE_CHECKING, Any
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import aiohttp
+from aiohttp.client_proto import ResponseHandler
+from aiohttp.http_parser import RawResponseMessage
+from aiohttp.streams import StreamReader
 from yarl import URL
 
 from proxy.entry import Headers
+from proxy.framing import Framing, Phase
 
 if TYPE_CHECKING:
     from proxy.config import UpstreamConfig
 
+log = logging.getLogger(__name__)
+
 CHUNK = 256 * 1024
 # Readiness probes in flight at once, each on a connection of its own.
 PROBE_CONNECTIONS = 4
+
+
+class Interim(NamedTuple):
+    """An interim (``1xx``) response the app sent before its final one."""
+
+    status: int
+    reason: str
+    headers: Headers
+
+
+InterimSink = Callable[[Interim], Awaitable[None]]
 
 
 class UpstreamError(Exception):
@@ -103,6 +131,103 @@ class UpstreamResponse:
         self._resp.close()
 
 
+@dataclass(frozen=True, slots=True)
+class _Exchange:
+    """The request a connection is answering: for its log lines and its 1xx."""
+
+    method: str
+    path: str  # without the query: its values may be secrets
+    interim: InterimSink | None
+
+
+# Set around each request: aiohttp gives the connection its response parameters
+# in the requesting task (``set_response_params``), where the protocol reads it.
+_EXCHANGE: ContextVar[_Exchange | None] = ContextVar("sidecache_upstream_exchange", default=None)
+
+
+class _FramedProtocol(ResponseHandler):
+    """aiohttp's response protocol, fed one head or one declared body at a time.
+
+    aiohttp's parser reads on past a response's end as if a next response
+    followed: with the C parser, bytes past ``Content-Length`` in the same read
+    fail the whole response ("Bad status line"), and bytes arriving later would
+    be taken for the next request's response. Here each read is cut where the
+    response ends (``proxy.framing``); the excess is dropped, the connection
+    closed so that it is never reused, and a warning logged."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop)
+        self._framing = Framing()
+        self._exchange: _Exchange | None = None
+
+    def set_response_params(self, **params: Any) -> None:
+        self._exchange = _EXCHANGE.get()
+        self._framing.start(head_request=bool(params.get("skip_payload", False)))
+        super().set_response_params(**params)
+
+    def feed_data(self, data: tuple[RawResponseMessage, StreamReader], size: int = 0) -> None:
+        framing = self._framing
+        if framing.phase is Phase.HEAD_READ:  # the head just handed over, parsed
+            message = data[0]
+            framing.head(
+                message.code,
+                content_length=message.headers.get("Content-Length"),
+                chunked=message.chunked,
+            )
+        super().feed_data(data, size)
+
+    def data_received(self, data: bytes) -> None:
+        framing = self._framing
+        if not data or framing.phase is Phase.UNTRACKED:
+            super().data_received(data)
+            return
+        while data:
+            taken = framing.cut(data)
+            if not taken:
+                self._drop_excess(len(data))
+                return
+            part, data = (data, b"") if taken == len(data) else (data[:taken], data[taken:])
+            if data and framing.phase is Phase.DONE:
+                # Before the body's last bytes complete the response and release
+                # the connection: it must go back closed, not to the pool.
+                self.force_close()
+            super().data_received(part)
+            if framing.phase is Phase.HEAD_READ:
+                framing.untracked()  # the parser made no response of that head
+
+    def _drop_excess(self, size: int) -> None:
+        self.force_close()
+        if self.transport is not None:
+            self.transport.close()  # no more reads: idle in the pool, or not
+        exchange = self._exchange
+        log.warning(
+            "upstream sent %d bytes or more past the end of its response (%s) to %s %s: "
+            "dropped with the connection, the response served as declared",
+            size,
+            self._framing.end,
+            exchange.method if exchange is not None else "-",
+            exchange.path if exchange is not None else "-",
+        )
+
+    async def read(self) -> tuple[RawResponseMessage, StreamReader]:
+        message, payload = await super().read()
+        sink = self._exchange.interim if self._exchange is not None else None
+        # aiohttp's ClientResponse.start reads interim responses and drops them.
+        if sink is not None and 100 <= message.code < 200 and message.code != 101:
+            headers = tuple(message.headers.items())
+            await sink(Interim(message.code, message.reason, headers))
+        return message, payload
+
+
+class _Connector(aiohttp.TCPConnector):
+    """A TCP connector whose connections read responses with ``_FramedProtocol``."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        framed = functools.partial(_FramedProtocol, loop=self._loop)
+        self._factory = cast("functools.partial[ResponseHandler]", framed)
+
+
 class Upstream:
     """The pooled client for one upstream base URL."""
 
@@ -122,7 +247,7 @@ class Upstream:
         )
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(
+        connector = _Connector(
             limit=self.config.max_connections,
             limit_per_host=0,
             keepalive_timeout=30,
@@ -141,7 +266,7 @@ class Upstream:
         # Readiness asks on its own connections, outside the pool and the admission
         # slots: an app busy with max_connections requests still answers, and is ready.
         self._probe_session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=PROBE_CONNECTIONS, force_close=True),
+            connector=_Connector(limit=PROBE_CONNECTIONS, force_close=True),
             timeout=aiohttp.ClientTimeout(sock_connect=self.config.connect_timeout),
             auto_decompress=False,
             cookie_jar=aiohttp.DummyCookieJar(),
@@ -163,6 +288,7 @@ class Upstream:
         body: Any = None,
         *,
         relayed: bool = False,
+        interim: InterimSink | None = None,
     ) -> AsyncIterator[UpstreamResponse]:
         """Send a request for ``target`` (raw path and query) and yield its response.
 
@@ -173,23 +299,30 @@ class Upstream:
         taken for a failing app. (aiohttp's ``total`` covers the body
         reads too: ``StreamReader`` waits under the request's timer.)
 
+        ``interim`` is awaited with each interim response (``1xx``, ``101`` aside)
+        the app sends before its final one, in order, before this yields.
+
         The response is released (the connection returned to the pool, or closed
         if the body was not read to its end) when the block exits.
         """
         assert self._session is not None, "Upstream.start() was not awaited"
         url = URL(str(self.base) + target, encoded=True)
+        exchange = _EXCHANGE.set(_Exchange(method, target.partition("?")[0], interim))
         with translate_errors():
-            async with asyncio.timeout(self.config.timeout if relayed else None):
-                resp = await self._session.request(
-                    method,
-                    url,
-                    headers=headers,
-                    data=body,
-                    allow_redirects=False,
-                    compress=None,
-                    chunked=None,
-                    timeout=self._relay_timeout if relayed else self._whole_timeout,
-                )
+            try:
+                async with asyncio.timeout(self.config.timeout if relayed else None):
+                    resp = await self._session.request(
+                        method,
+                        url,
+                        headers=headers,
+                        data=body,
+                        allow_redirects=False,
+                        compress=None,
+                        chunked=None,
+                        timeout=self._relay_timeout if relayed else self._whole_timeout,
+                    )
+            finally:
+                _EXCHANGE.reset(exchange)
         try:
             yield UpstreamResponse(resp)
         finally:

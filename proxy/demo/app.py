@@ -7,6 +7,11 @@ connection stays checked out, as it would while waiting on a remote database.
 When the pool runs dry a request waits ``pool_timeout`` seconds and then fails
 with 503, and the reason is logged.
 
+With ``etag`` (``--etag``), not the original any more: a photo is sent with its
+``ETag`` (stored in its row with the photo), and a request whose ``If-None-Match``
+matches it is answered ``304`` after a query that reads the tag alone, never the
+blob. ``/_demo/stats`` counts those reads apart from the blob reads.
+
 Users are identified by ``Authorization: Bearer demo-user-<id>`` (ids 1-5).
 """
 
@@ -20,12 +25,13 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from aiohttp import BodyPartReader, web
+from aiohttp.helpers import ETAG_ANY, ETag
 from aiohttp.typedefs import Handler
 from sqlalchemy import ColumnElement, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from proxy.demo.db import Photo
+from proxy.demo.db import Photo, photo_etag
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +43,12 @@ MAX_UPLOAD = 32 * 1024 * 1024
 class DemoState:
     engine: AsyncEngine
     db_latency: float = 0.0
+    etag: bool = False  # send ETags and answer If-None-Match (--etag)
     pool_timeouts: int = 0
-    photo_reads: int = 0
+    photo_reads: int = 0  # rows read with their blob
     bytes_read: int = 0
+    etag_reads: int = 0  # rows read for their etag alone (If-None-Match, --etag)
+    not_modified: int = 0  # of those, answered 304
 
 
 STATE: web.AppKey[DemoState] = web.AppKey("demo_state", DemoState)
@@ -104,16 +113,47 @@ _LIST_COLUMNS = (
 
 
 async def get_photo(request: web.Request) -> web.Response:
-    """The endpoint of the incident: the blob comes from the database every time."""
+    """The endpoint of the incident: the blob comes from the database every time.
+
+    With ``etag``, a matching ``If-None-Match`` is answered 304 from the row's
+    ``etag`` column alone.
+    """
     state = request.app[STATE]
     photo_id = _int(request, "id")
+    conditions = request.if_none_match if state.etag else None
+    if conditions:  # else (no header, or no valid tag in it) as the original
+        async with db_session(state) as session:
+            row = (await session.execute(select(Photo.etag).where(Photo.id == photo_id))).first()
+        if row is None:
+            raise web.HTTPNotFound(text="no such photo\n")
+        state.etag_reads += 1
+        etag = row.etag
+        if etag is not None and names_etag(conditions, etag):
+            state.not_modified += 1
+            return web.Response(status=304, headers={"ETag": _quoted(etag)})
     async with db_session(state) as session:
         photo = await session.get(Photo, photo_id)
     if photo is None:
         raise web.HTTPNotFound(text="no such photo\n")
     state.photo_reads += 1
     state.bytes_read += len(photo.photo_data)
-    return web.Response(body=photo.photo_data, content_type=photo.content_type)
+    response = web.Response(body=photo.photo_data, content_type=photo.content_type)
+    if state.etag and photo.etag is not None:
+        response.headers["ETag"] = _quoted(photo.etag)
+    return response
+
+
+def names_etag(conditions: tuple[ETag, ...], etag: str) -> bool:
+    """Whether ``If-None-Match`` names the photo tagged ``etag``: then it is answered 304.
+
+    RFC 9110 section 13.1.2: ``*`` matches any current representation, and tags
+    are compared weakly (a ``W/`` prefix on either side is ignored).
+    """
+    return any(c.value in (ETAG_ANY, etag) for c in conditions)
+
+
+def _quoted(etag: str) -> str:
+    return f'"{etag}"'
 
 
 async def my_photos(request: web.Request) -> web.Response:
@@ -198,6 +238,7 @@ async def upload(request: web.Request) -> web.Response:
             filename=html.escape(filename),
             content_type=content_type,
             photo_data=fields["photo"],
+            etag=photo_etag(fields["photo"]),
         )
         session.add(photo)
         await session.commit()
@@ -241,6 +282,9 @@ async def demo_stats(request: web.Request) -> web.Response:
         {
             "photo_reads": state.photo_reads,
             "bytes_read": state.bytes_read,
+            "etag": state.etag,
+            "etag_reads": state.etag_reads,
+            "not_modified": state.not_modified,
             "pool_timeouts": state.pool_timeouts,
             "pool": pool.status(),
         },
@@ -248,9 +292,11 @@ async def demo_stats(request: web.Request) -> web.Response:
     )
 
 
-def build_app(engine: AsyncEngine, *, db_latency: float = 0.0) -> web.Application:
+def build_app(
+    engine: AsyncEngine, *, db_latency: float = 0.0, etag: bool = False
+) -> web.Application:
     app = web.Application(middlewares=[pool_errors], client_max_size=MAX_UPLOAD)
-    app[STATE] = DemoState(engine, db_latency)
+    app[STATE] = DemoState(engine, db_latency, etag)
     app.router.add_get("/", index)
     app.router.add_get("/gallery/{event_id}", gallery)
     app.router.add_get("/api/photo/{id}", get_photo)

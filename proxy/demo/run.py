@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from proxy.config import parse_config
 from proxy.demo import DEMO_PHOTOS, DatabaseUnavailable
 from proxy.demo.app import build_app
-from proxy.demo.db import PoolOptions, create_schema, make_engine, shown_url
+from proxy.demo.db import PoolOptions, create_schema, fill_etags, make_engine, shown_url
 from proxy.demo.seed import seed
 from proxy.server import Sidecache, stop_signals
 
@@ -65,6 +65,7 @@ class UpstreamOptions:
     pool: PoolOptions = field(default_factory=PoolOptions)
     db_latency: float = 0.0
     photos: int = 0
+    etag: bool = False  # photos get an ETag and If-None-Match is answered 304
 
 
 @dataclass
@@ -89,11 +90,15 @@ async def start_upstream(options: UpstreamOptions) -> RunningApp:
             await create_schema(engine)
             if options.photos:
                 await seed(engine, options.photos)
+            if options.etag:
+                await fill_etags(engine)
         except (SQLAlchemyError, OSError) as exc:
             raise DatabaseUnavailable(
                 f"cannot use the database {shown_url(options.db)}: {_reason(exc)}"
             ) from None
-        runner = web.AppRunner(build_app(engine, db_latency=options.db_latency), access_log=None)
+        runner = web.AppRunner(
+            build_app(engine, db_latency=options.db_latency, etag=options.etag), access_log=None
+        )
         await runner.setup()
         site = web.TCPSite(runner, options.host, options.port)
         await site.start()
@@ -138,7 +143,8 @@ async def run_upstream(options: UpstreamOptions) -> None:
         print(
             f"demo app on http://{options.host}:{app.port}/ "
             f"(database {shown_url(options.db)}, pool {pool.size} + {pool.max_overflow}, "
-            f"pool timeout {pool.timeout:g}s, db latency {options.db_latency * 1000:g} ms)",
+            f"pool timeout {pool.timeout:g}s, db latency {options.db_latency * 1000:g} ms"
+            f"{', photo ETags' if options.etag else ''})",
             flush=True,
         )
         try:

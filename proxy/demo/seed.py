@@ -12,7 +12,7 @@ import logging
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from proxy.demo.db import Photo
+from proxy.demo.db import Photo, photo_etag
 from proxy.demo.images import make_jpeg
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,7 @@ async def seed(engine: AsyncEngine, photos: int) -> int:
                         filename=f"IMG_{i + 1:04d}.jpg",
                         content_type="image/jpeg",
                         photo_data=blob,
+                        etag=photo_etag(blob),
                     )
                 )
         log.info("seeded %d/%d photos", indexes[-1] + 1, photos)

@@ -26,6 +26,7 @@ class TargetResult:
     recorder: Recorder
     upstream: dict[str, float] | None = None  # sidecache /stats deltas
     app: dict[str, float] | None = None  # demo app /_demo/stats deltas
+    app_etag: bool | None = None  # the demo app runs with --etag (None: not known)
     notes: list[str] = field(default_factory=list)  # figures left out, and why
     summary: dict[str, object] = field(init=False)
 
@@ -40,6 +41,7 @@ class TargetResult:
             **self.summary,
             "upstream": self.upstream,
             "app": self.app,
+            "app_etag": self.app_etag,
             "notes": self.notes,
             "series": self.recorder.series(),
         }
@@ -77,6 +79,30 @@ def _fmt(value: object, unit: str = "") -> str:
     return str(value)
 
 
+VALIDATION_UPSTREAM_ROWS = (
+    ("revalidations", "fills sent conditional"),
+    ("revalidated", "fills answered 304"),
+)
+VALIDATION_APP_ROWS = (
+    ("etag_reads", "etag-only reads from the database", 1.0, ""),
+    ("not_modified", "answered 304 without the blob", 1.0, ""),
+)
+
+
+def shows_validation(results: list[TargetResult]) -> bool:
+    """Whether the table shows the revalidation rows: when the app sends ETags
+    (``--etag``), or when any of their figures is not zero. Without validators
+    nothing can be revalidated, and rows of zeros would only be noise."""
+    figures = (
+        *(key for key, _ in VALIDATION_UPSTREAM_ROWS),
+        *(key for key, *_ in VALIDATION_APP_ROWS),
+    )
+    return any(
+        r.app_etag or any((r.upstream or {}).get(k) or (r.app or {}).get(k) for k in figures)
+        for r in results
+    )
+
+
 def table(results: list[TargetResult]) -> Table:
     t = Table(title="sidecache loadtest", show_lines=False)
     t.add_column("")
@@ -98,11 +124,13 @@ def table(results: list[TargetResult]) -> Table:
         ("latency p99", [_fmt(x["p99_ms"], " ms") for x in s]),
         ("data received", [_fmt(int(x["bytes"]) / 1e6, " MB") for x in s]),  # type: ignore[call-overload]
     ]
+    validation = shows_validation(results)
     if any(r.upstream for r in results):
         for key, label in (
             ("requests", "upstream requests"),
             ("coalesced", "coalesced waits"),
             ("errors", "upstream errors"),
+            *(VALIDATION_UPSTREAM_ROWS if validation else ()),
         ):
             rows.append((label, [_fmt((r.upstream or {}).get(key)) for r in results]))
     if any(r.app for r in results):
@@ -110,6 +138,7 @@ def table(results: list[TargetResult]) -> Table:
             ("photo_reads", "photo reads from the database", 1.0, ""),
             ("bytes_read", "data read from the database", 1e-6, " MB"),
             ("pool_timeouts", "database pool timeouts", 1.0, ""),
+            *(VALIDATION_APP_ROWS if validation else ()),
         ):
             rows.append(
                 (

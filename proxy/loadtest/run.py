@@ -22,6 +22,8 @@ UPSTREAM_KEYS = {
     "requests": "upstream.requests",
     "coalesced": "upstream.coalesced",
     "errors": "upstream.errors",
+    "revalidations": "upstream.revalidations",
+    "revalidated": "upstream.revalidated",
     "hits": "cache.hits",
     "misses": "cache.misses",
 }
@@ -29,6 +31,8 @@ APP_KEYS = {
     "photo_reads": "photo_reads",
     "bytes_read": "bytes_read",
     "pool_timeouts": "pool_timeouts",
+    "etag_reads": "etag_reads",
+    "not_modified": "not_modified",
 }
 
 
@@ -128,8 +132,14 @@ async def run_target(
         crowd.recorder,
         upstream=deltas(before_ctl, after_ctl, UPSTREAM_KEYS),
         app=deltas(before_app, after_app, APP_KEYS),
+        app_etag=_flag(after_app, "etag"),
         notes=notes,
     )
+
+
+def _flag(stats: dict[str, Any] | None, name: str) -> bool | None:
+    value = stats.get(name) if stats is not None else None
+    return value if isinstance(value, bool) else None
 
 
 async def run_loadtest(

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,45 @@ async def sidecache(upstream: TestServer) -> AsyncIterator[Factory]:
     yield make
     for instance in started:
         await instance.stop(grace=1.0)
+
+
+Line = dict[str, Any]
+
+
+class AccessLines(logging.Handler):
+    """The access log's JSON lines, awaitable as they are written."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[Line] = []
+        self._new = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(json.loads(record.getMessage()))
+        self._new.set()
+
+    async def first(self, wanted: Callable[[Line], bool]) -> Line:
+        async with asyncio.timeout(10):
+            while True:
+                for line in self.lines:
+                    if wanted(line):
+                        return line
+                self._new.clear()
+                await self._new.wait()
+
+
+@pytest.fixture
+def access() -> Iterator[AccessLines]:
+    handler = AccessLines()
+    logger = logging.getLogger("sidecache.access")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 @pytest.fixture

@@ -99,7 +99,7 @@ async def test_requests_matching_no_route_are_proxied_and_never_stored(
 async def test_statuses_outside_the_route_list_are_not_stored(
     sidecache: Factory, upstream: TestServer, client: aiohttp.ClientSession
 ) -> None:
-    proxy = await sidecache()
+    proxy = await sidecache([{"name": "photo", "match": "/api/photo/{id}", "statuses": [200]}])
     url = proxy.url.with_path("/api/photo/4").with_query(status="404")
     for _ in range(2):
         async with client.get(url) as r:

@@ -15,8 +15,13 @@ ALICE = {"Authorization": "Bearer alice"}
 BOB = {"Authorization": "Bearer bob"}
 
 
-def route(credentials: str | None) -> list[dict[str, object]]:
-    r: dict[str, object] = {"name": "mine", "match": "/api/my-photos", "ttl": 60}
+def route(credentials: str | None, freshness: str = "origin") -> list[dict[str, object]]:
+    r: dict[str, object] = {
+        "name": "mine",
+        "match": "/api/my-photos",
+        "ttl": 60,
+        "freshness": freshness,
+    }
     if credentials is not None:
         r["credentials"] = credentials
     return [r]
@@ -29,7 +34,9 @@ async def fetch(
         return r.headers["X-Cache"], await r.text()
 
 
-@pytest.mark.parametrize("credentials", [None, "bypass"])
+@pytest.mark.parametrize(
+    ("credentials", "freshness"), [(None, "route"), ("bypass", "route"), ("bypass", "origin")]
+)
 @pytest.mark.parametrize(
     "creds",
     [{"Authorization": "Bearer alice"}, {"Cookie": "session=alice"}, {**ALICE, "Cookie": "s=1"}],
@@ -39,9 +46,11 @@ async def test_bypass_is_the_default_and_stores_nothing(
     upstream: TestServer,
     client: aiohttp.ClientSession,
     credentials: str | None,
+    freshness: str,
     creds: dict[str, str],
 ) -> None:
-    proxy = await sidecache(route(credentials))
+    """The default on ``route`` routes; on ``origin`` routes, when set."""
+    proxy = await sidecache(route(credentials, freshness))
     url = proxy.url / "api/my-photos"
     assert (await fetch(client, url, creds))[0] == "BYPASS"
     assert (await fetch(client, url, creds))[0] == "BYPASS"

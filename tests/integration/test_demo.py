@@ -28,8 +28,10 @@ from tests.integration.demo_fixtures import SEEDED_PHOTOS
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def demo_options(db: str) -> DemoOptions:
-    return DemoOptions(app=UpstreamOptions(port=0, db=db, photos=0), port=0, control_port=0)
+def demo_options(db: str, *, etag: bool = False) -> DemoOptions:
+    return DemoOptions(
+        app=UpstreamOptions(port=0, db=db, photos=0, etag=etag), port=0, control_port=0
+    )
 
 
 def test_demo_routes_are_the_default_config_routes() -> None:
@@ -79,13 +81,14 @@ async def test_loadtest_report_matches_what_the_target_counted(
         options = LoadOptions(
             users=4, duration=20, images_per_second=200, max_requests=60, ramp_up=0.1, timeout=10
         )
+        out = io.StringIO()
         (result,) = await run_loadtest(
             [Target("sidecache", f"http://127.0.0.1:{proxy.public_port}", control)],
             options,
             app_stats=f"http://127.0.0.1:{app.port}/_demo/stats",
             report=tmp_path / "report",
             show_progress=False,
-            console=Console(file=io.StringIO()),
+            console=Console(file=out, width=200),
         )
         assert proxy.runtime is not None
         stats = proxy.runtime.snapshot()
@@ -103,6 +106,10 @@ async def test_loadtest_report_matches_what_the_target_counted(
         assert result.upstream["requests"] == stats["upstream"]["requests"]  # type: ignore[index]
         # The database read each photo once: the rest came from the cache.
         assert result.app["photo_reads"] == SEEDED_PHOTOS
+        # The original app sends no validators: no revalidation rows of zeros.
+        assert result.app_etag is False
+        assert "fills answered 304" not in out.getvalue()
+        assert "photo reads from the database" in out.getvalue()
         saved = json.loads((tmp_path / "report.json").read_text())
         assert saved[0]["requests"] == rec.requests
         assert saved[0]["x_cache"]["HIT"] == cache["hits"]
@@ -113,6 +120,46 @@ async def test_loadtest_report_matches_what_the_target_counted(
     finally:
         await proxy.stop(grace=1)
         await app.stop()
+
+
+async def test_loadtest_reports_revalidations_when_the_app_sends_etags(
+    demo_db: str, tmp_path: Path
+) -> None:
+    app, proxy = await start_demo(demo_options(demo_db, etag=True))
+    try:
+        base = f"http://127.0.0.1:{proxy.public_port}"
+        async with aiohttp.ClientSession() as client, client.get(f"{base}/api/photo/1") as r:
+            assert r.headers["ETag"].startswith('"')  # the demo app's tag, through sidecache
+            await r.read()
+        out = io.StringIO()
+        (result,) = await run_loadtest(
+            [Target("sidecache", base, f"http://127.0.0.1:{proxy.control_port}")],
+            LoadOptions(users=2, duration=20, max_requests=20, ramp_up=0.1, timeout=10),
+            app_stats=f"http://127.0.0.1:{app.port}/_demo/stats",
+            report=tmp_path / "report",
+            show_progress=False,
+            console=Console(file=out, width=200),
+        )
+        assert proxy.runtime is not None
+        upstream = proxy.runtime.snapshot()["upstream"]
+        assert isinstance(upstream, dict)
+    finally:
+        await proxy.stop(grace=1)
+        await app.stop()
+    assert result.app_etag is True
+    assert result.upstream is not None and result.app is not None
+    # Read from sidecache's /stats and the app's /_demo/stats (the run's deltas;
+    # nothing is stale within it, so both are what the whole life of the proxy says).
+    assert result.upstream["revalidations"] == upstream["revalidations"]
+    assert result.upstream["revalidated"] == upstream["revalidated"]
+    assert result.app["etag_reads"] == result.app["not_modified"] == 0
+    table = out.getvalue()
+    for label in ("fills sent conditional", "fills answered 304", "etag-only reads"):
+        assert label in table
+    saved = json.loads((tmp_path / "report.json").read_text())[0]
+    assert saved["app_etag"] is True
+    assert saved["upstream"]["revalidated"] == upstream["revalidated"]
+    assert saved["app"]["not_modified"] == 0
 
 
 async def test_loadtest_says_when_the_control_port_cannot_be_read(
@@ -241,6 +288,45 @@ async def test_demo_command_starts_both_and_stops_on_ctrl_c(demo_db: str, tmp_pa
             for url in (through.group(1), direct.group(1), stats.group(1)):
                 async with client.get(url) as r:
                     assert r.status == 200, url
+        assert await stop_gracefully(proc, signal.SIGINT) == 0
+    finally:
+        await ensure_dead(proc)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("etag", [False, True])
+async def test_demo_and_upstream_commands_take_etag(demo_db: str, etag: bool) -> None:
+    flag = ["--etag"] if etag else []
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "proxy", "demo", "--db", demo_db, *flag,
+        "--app-port", "0", "--port", "0", "--control-port", "0",
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        direct = re.search(r"direct \(no cache\)\s+(http://[^/]+)/", await _banner(proc))
+        assert direct
+        async with aiohttp.ClientSession() as client:
+            async with client.get(f"{direct.group(1)}/api/photo/1") as r:
+                tag = r.headers.get("ETag")
+                await r.read()
+            assert (tag is not None) == etag
+            async with client.get(
+                f"{direct.group(1)}/api/photo/1", headers={"If-None-Match": tag or "*"}
+            ) as r:
+                assert r.status == (304 if etag else 200)
+        assert await stop_gracefully(proc, signal.SIGINT) == 0
+    finally:
+        await ensure_dead(proc)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "proxy", "upstream", "--db", demo_db, *flag, "--port", "0",
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        async with asyncio.timeout(60):
+            line = (await proc.stdout.readline()).decode()
+        assert line.startswith("demo app on http://"), line
+        assert ("photo ETags" in line) == etag
         assert await stop_gracefully(proc, signal.SIGINT) == 0
     finally:
         await ensure_dead(proc)

@@ -1,18 +1,25 @@
-"""The bundled demo app: endpoints, auth, seeding, and the pool running dry."""
+"""The bundled demo app: endpoints, auth, seeding, the pool running dry, and ETags."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from proxy.demo.app import STATE, build_app
 from proxy.demo.db import PoolOptions, async_url, create_schema, make_engine, shown_url
+from proxy.demo.run import UpstreamOptions, start_upstream
 from proxy.demo.seed import count_photos, seed
 from tests.integration.conftest import free_port_that_refuses
 from tests.integration.demo_fixtures import SEEDED_PHOTOS
@@ -32,6 +39,35 @@ async def app_client(
     client = await aiohttp_client(build_app(engine))
     yield client
     await engine.dispose()
+
+
+@pytest.fixture
+async def etag_client(
+    demo_db: str, aiohttp_client: ClientFactory
+) -> AsyncIterator[TestClient[aiohttp.web.Request, aiohttp.web.Application]]:
+    engine = make_engine(demo_db, PoolOptions())
+    client = await aiohttp_client(build_app(engine, etag=True))
+    yield client
+    await engine.dispose()
+
+
+@contextmanager
+def statements(engine: AsyncEngine) -> Iterator[list[str]]:
+    """The SQL statements ``engine`` sends to the database meanwhile."""
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        seen.append(" ".join(statement.split()))
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
+
+
+def quoted_sha256(body: bytes) -> str:
+    return f'"{hashlib.sha256(body).hexdigest()}"'
 
 
 async def test_photo_is_read_from_the_database_on_every_request(
@@ -178,3 +214,113 @@ async def test_an_unusable_database_is_one_line_naming_it(tmp_path: Path) -> Non
         line = one_line(err)
         assert line.startswith("sidecache: cannot use the database ")
         assert shown_url(url) in line and "s3cret" not in err
+
+
+async def test_without_etag_photos_have_no_validator_and_conditions_are_ignored(
+    app_client: TestClient[aiohttp.web.Request, aiohttp.web.Application],
+) -> None:
+    first = await app_client.get("/api/photo/1")
+    body = await first.read()
+    assert "ETag" not in first.headers and "Cache-Control" not in first.headers
+    engine = app_client.app[STATE].engine
+    for tag in (quoted_sha256(body), "*"):
+        with statements(engine) as sql:
+            r = await app_client.get("/api/photo/1", headers={"If-None-Match": tag})
+            assert r.status == 200 and await r.read() == body
+        assert "ETag" not in r.headers
+        assert any("photo_data" in q for q in sql), sql  # the blob was read, as the original
+    state = app_client.app[STATE]
+    assert (state.photo_reads, state.etag_reads, state.not_modified) == (3, 0, 0)
+    stats = await (await app_client.get("/_demo/stats")).json()
+    assert stats["etag"] is False and stats["etag_reads"] == stats["not_modified"] == 0
+
+
+async def test_with_etag_a_matching_if_none_match_is_answered_304_without_the_blob(
+    etag_client: TestClient[aiohttp.web.Request, aiohttp.web.Application],
+) -> None:
+    first = await etag_client.get("/api/photo/1")
+    body = await first.read()
+    tag = first.headers["ETag"]
+    assert tag == quoted_sha256(body)  # strong, and changes with the bytes
+    assert "Cache-Control" not in first.headers  # freshness stays the cache's to decide
+    engine = etag_client.app[STATE].engine
+    for condition in (tag, f"W/{tag}", f'"other", {tag}', "*"):
+        with statements(engine) as sql:
+            r = await etag_client.get("/api/photo/1", headers={"If-None-Match": condition})
+            assert r.status == 304, condition
+            assert await r.read() == b""
+        assert r.headers["ETag"] == tag
+        (query,) = sql
+        assert "photos.etag" in query and "photo_data" not in query
+    stats = await (await etag_client.get("/_demo/stats")).json()
+    assert stats["etag"] is True
+    assert (stats["photo_reads"], stats["etag_reads"], stats["not_modified"]) == (1, 4, 4)
+    assert stats["bytes_read"] == len(body)
+
+
+async def test_with_etag_another_tag_gets_the_photo_and_an_unknown_one_404(
+    etag_client: TestClient[aiohttp.web.Request, aiohttp.web.Application],
+) -> None:
+    with statements(etag_client.app[STATE].engine) as sql:
+        r = await etag_client.get("/api/photo/2", headers={"If-None-Match": '"stale"'})
+        assert r.status == 200
+        body = await r.read()
+    assert r.headers["ETag"] == quoted_sha256(body)
+    assert len(sql) == 2 and "photo_data" not in sql[0] and "photo_data" in sql[1]
+    missing = await etag_client.get("/api/photo/999", headers={"If-None-Match": "*"})
+    assert missing.status == 404
+    unparsable = await etag_client.get("/api/photo/2", headers={"If-None-Match": "no-quotes"})
+    assert unparsable.status == 200 and await unparsable.read() == body
+    state = etag_client.app[STATE]
+    assert (state.photo_reads, state.etag_reads, state.not_modified) == (2, 1, 0)
+
+
+async def test_with_etag_an_upload_gets_the_etag_of_its_bytes(
+    etag_client: TestClient[aiohttp.web.Request, aiohttp.web.Application],
+) -> None:
+    form = aiohttp.FormData()
+    form.add_field("event_id", "7")
+    form.add_field("photo", b"\xff\xd8\xffnew", filename="new.jpg", content_type="image/jpeg")
+    created = await (await etag_client.post("/api/photos", data=form, headers=ALICE)).json()
+    tag = quoted_sha256(b"\xff\xd8\xffnew")
+    assert (await etag_client.get(created["url"])).headers["ETag"] == tag
+    r = await etag_client.get(created["url"], headers={"If-None-Match": tag})
+    assert r.status == 304
+
+
+def old_database(path: Path, blob: bytes) -> str:
+    """A database made before photos had an ``etag`` column, with one photo."""
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE photos (id INTEGER PRIMARY KEY, event_id INTEGER, "
+            "photographer_id INTEGER, user_id INTEGER, filename VARCHAR(255), "
+            "content_type VARCHAR(100), photo_data BLOB, created_at DATETIME)"
+        )
+        db.execute(
+            "INSERT INTO photos VALUES (1, 1, 1, 1, 'old.jpg', 'image/jpeg', ?, NULL)", (blob,)
+        )
+    db.close()
+    return f"sqlite:///{path}"
+
+
+async def test_a_database_made_before_etags_gets_the_column_and_then_the_tags(
+    tmp_path: Path,
+) -> None:
+    blob = b"\xff\xd8\xffold"
+    db = old_database(tmp_path / "old.sqlite3", blob)
+    async with aiohttp.ClientSession() as client:
+        for etag in (False, True):
+            app = await start_upstream(UpstreamOptions(port=0, db=db, etag=etag))
+            try:
+                url = f"http://127.0.0.1:{app.port}/api/photo/1"
+                async with client.get(url) as r:
+                    assert r.status == 200 and await r.read() == blob
+                    assert r.headers.get("ETag") == (quoted_sha256(blob) if etag else None)
+                async with client.get(url, headers={"If-None-Match": quoted_sha256(blob)}) as r:
+                    assert r.status == (304 if etag else 200)
+            finally:
+                await app.stop()
+    with sqlite3.connect(tmp_path / "old.sqlite3") as db_file:
+        (stored,) = db_file.execute("SELECT etag FROM photos").fetchone()
+    db_file.close()
+    assert f'"{stored}"' == quoted_sha256(blob)

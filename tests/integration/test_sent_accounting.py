@@ -3,56 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import socket
-from collections.abc import Callable, Iterator
-from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from tests.integration.conftest import Factory, Running
+from tests.integration.conftest import AccessLines, Factory, Running
 from tests.integration.upstream_app import ARRIVED, GATE
-
-Line = dict[str, Any]
-
-
-class AccessLines(logging.Handler):
-    """The access log's JSON lines, awaitable as they are written."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.lines: list[Line] = []
-        self._new = asyncio.Event()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(json.loads(record.getMessage()))
-        self._new.set()
-
-    async def first(self, wanted: Callable[[Line], bool]) -> Line:
-        async with asyncio.timeout(10):
-            while True:
-                for line in self.lines:
-                    if wanted(line):
-                        return line
-                self._new.clear()
-                await self._new.wait()
-
-
-@pytest.fixture
-def access() -> Iterator[AccessLines]:
-    handler = AccessLines()
-    logger = logging.getLogger("sidecache.access")
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        yield handler
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
 
 
 def _hit_count(proxy: Running) -> int:
@@ -156,3 +115,40 @@ async def test_a_client_gone_before_the_head_leaves_no_error(
     line = await access.first(lambda line: line["path"] == "/gated/photo/5")
     assert (line["cache"], line["bytes"]) == ("MISS", 0)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+# (method, path and query, request headers, what the client receives as body).
+KINDS: list[tuple[str, str, dict[str, str], int]] = [
+    ("GET", "/api/photo/1?size=1000", {}, 1000),  # MISS, Content-Length
+    ("GET", "/api/photo/1?size=1000", {}, 1000),  # HIT, one write
+    ("GET", "/api/photo/2?size=300000", {}, 300_000),  # MISS
+    ("GET", "/api/photo/2?size=300000", {}, 300_000),  # HIT, written in slices
+    ("GET", "/api/photo/2?size=300000", {"Range": "bytes=0-99"}, 100),  # 206 from the entry
+    ("GET", "/api/photo/3?size=10000&chunked=1", {}, 10_000),  # MISS, chunked from the app
+    ("GET", "/api/photo/3?size=10000&chunked=1", {}, 10_000),  # HIT of it
+    ("GET", "/files/1?size=10000&chunked=1", {}, 10_000),  # pass-through, chunked
+    ("GET", "/files/2?size=10000", {}, 10_000),  # pass-through, Content-Length
+    ("GET", "/nowhere", {}, len("404: Not Found")),  # the app's 404, passed through
+    ("HEAD", "/api/photo/1?size=1000", {}, 0),  # HEAD, HIT
+    ("HEAD", "/api/photo/4?size=1000", {}, 0),  # HEAD, MISS
+    ("HEAD", "/files/2?size=10000", {}, 0),  # HEAD, pass-through
+    ("GET", "/api/photo/1?size=1000", {"If-None-Match": "*"}, 0),  # 304 from the entry
+    ("GET", "/files/4?status=304", {}, 0),  # the app's 304, passed through
+]
+
+
+async def test_bytes_is_the_body_the_client_received_for_every_kind_of_response(
+    sidecache: Factory, client: aiohttp.ClientSession, access: AccessLines
+) -> None:
+    proxy = await sidecache()
+    for index, (method, target, headers, size) in enumerate(KINDS):
+        path, _, query = target.partition("?")
+        async with client.request(
+            method, proxy.url.with_path(path).with_query(query), headers=headers
+        ) as r:
+            received = len(await r.read())
+        # Logged once the body is out, which may be just after the client has it.
+        await access.first(lambda line, index=index: len(access.lines) > index)
+        line = access.lines[index]
+        assert (line["method"], line["path"]) == (method, path)
+        assert (received, line["bytes"]) == (size, size), (target, line["cache"])

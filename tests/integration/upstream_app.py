@@ -61,7 +61,16 @@ async def photo(request: web.Request) -> web.StreamResponse:
         return web.Response(status=request.app[FAIL_WITH][0], text="database pool exhausted")
     size = int(request.query.get("size", "1000"))
     headers = {"Content-Type": request.query.get("type", "image/jpeg")}
-    for name in ("cache-control", "set-cookie", "vary", "etag", "last-modified"):
+    for name in (
+        "cache-control",
+        "cdn-cache-control",
+        "set-cookie",
+        "vary",
+        "etag",
+        "last-modified",
+        "expires",
+        "age",
+    ):
         if name in request.query:
             headers[name] = request.query[name]
     status = int(request.query.get("status", "200"))

@@ -16,6 +16,7 @@ from proxy.config import (
     DEFAULT_CONFIG_PATH,
     Config,
     ConfigError,
+    credentials_text,
     format_routes,
     load_config,
     parse_config,
@@ -23,6 +24,7 @@ from proxy.config import (
     parse_size,
     resolve_config_path,
     route_warnings,
+    statuses_text,
 )
 
 HERE = Path(__file__).parent
@@ -149,8 +151,9 @@ def test_route_defaults_and_normalisation() -> None:
     a, b = c.routes
     assert a.methods == ("GET", "HEAD") and a.ttl == 300.0
     assert (a.stale_while_revalidate, a.stale_if_error) == (0.0, 0.0)
-    assert a.statuses == (200,) and a.query == "all" and a.vary == ()
-    assert a.credentials == "bypass" and a.client_cache_control is None
+    # Unset: the mode's defaults (policy.py), origin freshness by default.
+    assert a.freshness == "origin" and a.statuses is None and a.credentials is None
+    assert a.query == "all" and a.vary == () and a.client_cache_control is None
     assert a.content_types is None
     assert b.methods == ("GET",) and b.query == ("w", "h")
     assert b.vary == ("accept", "accept-language")
@@ -258,7 +261,8 @@ def test_format_routes_lists_every_route() -> None:
     text = format_routes(c)
     for route in c.routes:
         line = next(line for line in text.splitlines() if line.strip().startswith(route.name))
-        assert route.match in line and route.credentials in line
+        assert route.match in line and credentials_text(route) in line
+        assert route.freshness in line and statuses_text(route) in line
         assert ",".join(route.methods) in line
     assert "upstream  http://127.0.0.1:8000" in text
     assert "token not set" in text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from dataclasses import replace
 
 import pytest
@@ -64,3 +65,60 @@ def test_damaged_envelopes_are_refused(mutate: object, message: str) -> None:
     data = encode(ENTRY, mono_now=0, wall_now=0)
     with pytest.raises(EnvelopeError, match=message):
         decode(mutate(data), mono_now=0, wall_now=0)  # type: ignore[operator]
+
+
+def test_origin_freshness_and_validators_cross_the_tier() -> None:
+    entry = replace(
+        ENTRY,
+        must_revalidate=True,
+        stale_while_revalidate=30.0,
+        stale_if_error=600.0,
+        origin_etag='W/"v1"',
+        last_modified="Sun, 06 Nov 1994 08:49:37 GMT",
+        origin_lifetime=True,
+    )
+    back = decode(encode(entry, mono_now=0, wall_now=0), mono_now=0, wall_now=0)
+    assert back == entry
+    # Absent validators stay absent (not empty strings), flags stay off.
+    plain = decode(encode(ENTRY, mono_now=0, wall_now=0), mono_now=0, wall_now=0)
+    assert plain == ENTRY
+    assert (plain.origin_etag, plain.last_modified, plain.must_revalidate) == (None, None, False)
+    empty = replace(ENTRY, origin_etag="")
+    assert decode(encode(empty, mono_now=0, wall_now=0), mono_now=0, wall_now=0) == empty
+
+
+def _version_1(entry: StoredResponse) -> bytes:
+    """An envelope as the previous release wrote it (no origin fields)."""
+    parts = [
+        struct.pack(
+            ">3sBHdddd",
+            b"SCE",
+            1,
+            entry.status,
+            entry.stored_at,
+            entry.fresh_until,
+            entry.stale_until,
+            entry.initial_age,
+        )
+    ]
+
+    def put(data: bytes) -> None:
+        parts.append(struct.pack(">I", len(data)) + data)
+
+    for text in (entry.key, entry.route, entry.path, entry.etag, entry.base_key):
+        put(text.encode())
+    parts.append(struct.pack(">H", len(entry.headers)))
+    for name, value in entry.headers:
+        put(name.encode("latin-1"))
+        put(value.encode("latin-1"))
+    parts.append(struct.pack(">H", len(entry.vary)))
+    for name in entry.vary:
+        put(name.encode())
+    put(bytes(entry.body))
+    return b"".join(parts)
+
+
+def test_version_1_envelopes_of_older_replicas_are_still_read() -> None:
+    assert VERSION == 2
+    back = decode(_version_1(ENTRY), mono_now=0, wall_now=0)
+    assert back == ENTRY

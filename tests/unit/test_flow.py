@@ -170,7 +170,7 @@ def test_on_shared(found: StoredResponse | None, step: Fetch, expected: OnLookup
         (200, (), 4, TAGGED, Keep()),  # a new representation replaces the entry
         (200, (("Set-Cookie", "a=1"),), 4, None, Refuse(NoStore.SET_COOKIE)),
         (200, (), 10**9, None, Refuse(NoStore.TOO_LARGE)),
-        (404, (), 4, None, Refuse(NoStore.STATUS)),
+        (502, (), 4, None, Refuse(NoStore.STATUS)),
         (503, (), 4, TAGGED, Refuse(NoStore.STATUS)),
         # A 304 to the client's own conditions: relayed, never stored.
         (304, (), None, None, Refuse(NoStore.STATUS)),
@@ -196,7 +196,7 @@ def test_on_response(
     expected: Keep | Refresh | Refuse,
 ) -> None:
     got = on_response(
-        ROUTE,
+        LOOKUP,
         status,
         headers,
         content_length=length,
@@ -204,6 +204,25 @@ def test_on_response(
         revalidating=revalidating,
     )
     assert got == expected
+
+
+def test_a_304_to_an_authorized_revalidation_must_say_it_may_be_shared() -> None:
+    """RFC 9111 section 3.5, on the refreshed headers as on any answer."""
+    authorized = LOOKUP._replace(authorized=True)
+
+    def refresh(headers: Headers) -> Keep | Refresh | Refuse:
+        return on_response(
+            authorized,
+            304,
+            headers,
+            content_length=None,
+            max_object_bytes=1000,
+            revalidating=TAGGED,
+        )
+
+    assert refresh(()) == Refuse(NoStore.AUTHORIZATION)
+    public = (("Cache-Control", "public, max-age=60"),)
+    assert refresh(public) == Refresh(TAGGED, refreshed_headers(TAGGED, public))
 
 
 def head(status: int) -> Head:

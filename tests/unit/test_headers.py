@@ -244,3 +244,43 @@ def test_fills_send_accept_encoding_as_keyed(
     given: tuple[tuple[str, str], ...], sent: list[str] | None
 ) -> None:
     assert _fill(given).get("accept-encoding") == sent
+
+
+@pytest.mark.parametrize(
+    ("status", "reason", "headers", "expected"),
+    [
+        (
+            103,
+            "Early Hints",
+            (("Link", "</a.css>; rel=preload"), ("Connection", "X-Hop"), ("X-Hop", "1")),
+            b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n"
+            b"Via: 1.1 sidecache\r\n\r\n",
+        ),
+        (
+            102,
+            "",
+            (("Via", "1.1 app"),),
+            b"HTTP/1.1 102\r\nVia: 1.1 app, 1.1 sidecache\r\n\r\n",
+        ),
+        # A value with a line break would end the head: left out, as is such a reason.
+        (
+            103,
+            "Early\rHints",
+            (("Link", "</a.css>\r\nX-Injected: 1"), ("Link", "</b.css>")),
+            b"HTTP/1.1 103\r\nLink: </b.css>\r\nVia: 1.1 sidecache\r\n\r\n",
+        ),
+        (100, "Continue", (), None),  # answered by the proxy itself
+        (101, "Switching Protocols", (("Upgrade", "websocket"),), None),
+        (200, "OK", (), None),
+    ],
+)
+def test_interim_for_client(
+    status: int, reason: str, headers: tuple[tuple[str, str], ...], expected: bytes | None
+) -> None:
+    assert h.interim_for_client(status, reason, headers) == expected
+
+
+def test_interim_for_client_writes_undecodable_bytes_back_as_received() -> None:
+    value = b"</caf\xe9.css>".decode("utf-8", "surrogateescape")
+    head = h.interim_for_client(103, "Early Hints", (("Link", value),))
+    assert head is not None and b"Link: </caf\xe9.css>\r\n" in head

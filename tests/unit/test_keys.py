@@ -10,6 +10,7 @@ from proxy.keys import (
     host_allowed,
     loose_path,
     normalise_accept_encoding,
+    normalise_field,
     normalise_host,
     normalise_path,
     request_host,
@@ -366,3 +367,28 @@ def test_every_spelling_of_a_path_resolves_to_its_loose_form(raw: str) -> None:
 def test_normalise_accept_encoding(value: str | None, expected: str | None) -> None:
     assert normalise_accept_encoding(value) == expected
     assert normalise_accept_encoding(expected) == expected  # idempotent: fills send it
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("x-foo", None, None),
+        ("x-foo", "", ""),
+        ("x-foo", "1, 2", "1, 2"),
+        ("x-foo", "1,2", "1, 2"),
+        ("x-foo", " 1 ,\t2 ", "1, 2"),
+        ("x-foo", "1, , 2,", "1, 2"),
+        ("x-foo", "Mixed Case", "Mixed Case"),  # unknown fields keep their case
+        ("x-foo", '"a ,b", c', '"a ,b", c'),  # nothing changes inside quotes
+        ("x-foo", "2, 1", "2, 1"),  # nor the order
+        ("accept-language", "EN-us, De;Q=0.5", "en-us, de;q=0.5"),
+        ("accept-charset", "UTF-8,ISO-8859-1", "utf-8, iso-8859-1"),
+        ("accept", "Text/HTML ; Level=1,IMAGE/*;q=0.8", "text/html;level=1, image/*;q=0.8"),
+        ("accept", 'a/b;p="Keep This"', 'a/b;p="Keep This"'),
+        ("accept-encoding", "GZIP, br", "br, gzip"),
+    ],
+)
+def test_field_values_are_normalised_before_keying(
+    name: str, value: str | None, expected: str | None
+) -> None:
+    assert normalise_field(name, value) == expected

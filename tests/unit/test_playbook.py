@@ -66,7 +66,7 @@ def fill(lookup: Lookup, status: int, headers: Headers, body: bytes, now: float)
     """What fill.py does with a complete answer the flow said to keep."""
     assert (
         on_response(
-            ROUTE,
+            lookup,
             status,
             headers,
             content_length=len(body),
@@ -83,7 +83,7 @@ def refresh(
 ) -> StoredResponse:
     """What fill.py does with a 304 to a revalidation: the stored body, updated headers."""
     decision = on_response(
-        ROUTE, 304, not_modified, content_length=None, max_object_bytes=1 << 24, revalidating=stale
+        lookup, 304, not_modified, content_length=None, max_object_bytes=1 << 24, revalidating=stale
     )
     assert isinstance(decision, Refresh) and decision.entry is stale
     return build_entry(

@@ -11,6 +11,7 @@ from multidict import CIMultiDict
 from proxy.entry import Headers
 from proxy.keys import credential_digest
 from proxy.policy import (
+    REVALIDATION_KEEP,
     Bypass,
     BypassReason,
     Freshness,
@@ -21,6 +22,8 @@ from proxy.policy import (
     content_type_allowed,
     decide,
     freshness,
+    retimed,
+    stale_windows,
     store_refusal,
     usable_on_error,
     variant_of,
@@ -35,13 +38,16 @@ class Route:
     name: str = "photo"
     match: str = "/api/photo/{id}"
     methods: tuple[str, ...] = ("GET", "HEAD")
-    ttl: float = 300.0
+    # The tests of this module are of today's ``route`` behaviour unless they say
+    # otherwise; ``origin`` routes are tested in test_freshness.py.
+    freshness: str = "route"
+    ttl: float | None = 300.0
     stale_while_revalidate: float = 0.0
     stale_if_error: float = 0.0
-    statuses: tuple[int, ...] = (200,)
+    statuses: tuple[int, ...] | None = (200,)
     query: Any = "all"
     vary: tuple[str, ...] = ()
-    credentials: str = "bypass"
+    credentials: str | None = "bypass"
     client_cache_control: str | None = None
     content_types: tuple[str, ...] | None = None
 
@@ -441,3 +447,353 @@ def test_a_client_refusing_every_coding_is_its_own_variant(
         request_headers=CIMultiDict(stored_for),
     )
     assert (variant_of(lookup.key, entry.vary, CIMultiDict(asks)) == entry.key) is same
+
+
+# -- origin freshness (``freshness: origin``) ---------------------------------------
+
+ORIGIN = replace(PHOTO, freshness="origin", ttl=None, statuses=None, credentials=None)
+DATE = (("Date", "Sun, 06 Nov 1994 08:49:37 GMT"),)
+ETAG = (("ETag", '"v1"'),)
+
+
+@pytest.mark.parametrize(
+    ("route", "headers", "expected"),
+    [
+        # Unset on an origin route: Authorization per RFC 9111 section 3.5 (looked up,
+        # shared key), Cookie bypasses.
+        (ORIGIN, [("Authorization", "Bearer a")], "authorized"),
+        (ORIGIN, [("Cookie", "s=1")], BypassReason.CREDENTIALS),
+        (ORIGIN, [("Authorization", "Bearer a"), ("Cookie", "s=1")], BypassReason.CREDENTIALS),
+        # Set explicitly, credentials wins.
+        (replace(ORIGIN, credentials="bypass"), [("Authorization", "a")], BypassReason.CREDENTIALS),
+        (replace(ORIGIN, credentials="shared"), [("Authorization", "a")], "shared"),
+        (replace(ORIGIN, credentials="per-user"), [("Authorization", "a")], "per-user"),
+        # Unset on a route route: bypass, as always.
+        (replace(PHOTO, credentials=None), [("Authorization", "a")], BypassReason.CREDENTIALS),
+    ],
+)
+def test_credentials_on_origin_routes(
+    route: Route, headers: list[tuple[str, str]], expected: BypassReason | str
+) -> None:
+    decision = run(route=route, headers=headers)
+    anonymous = run(route=route)
+    assert isinstance(anonymous, Lookup)
+    if isinstance(expected, BypassReason):
+        assert isinstance(decision, Bypass) and decision.reason is expected
+        return
+    assert isinstance(decision, Lookup)
+    assert decision.authorized is (expected == "authorized")
+    assert (decision.key == anonymous.key) is (expected != "per-user")
+
+
+def refusal(
+    route: Route, status: int, headers: Headers, *, authorized: bool = False
+) -> NoStore | None:
+    return store_refusal(
+        route,  # type: ignore[arg-type]
+        status,
+        headers,
+        content_length=10,
+        max_object_bytes=1000,
+        authorized=authorized,
+    )
+
+
+@pytest.mark.parametrize(
+    ("route", "status", "headers", "expected"),
+    [
+        # Nothing tells how long to reuse it: refused, unless a validator lets it
+        # be revalidated, a heuristic or the route's default gives a lifetime, or a
+        # stale window allows serving it stale.
+        (ORIGIN, 200, (), NoStore.NO_FRESHNESS),
+        (replace(ORIGIN, ttl=60), 200, (), None),
+        (ORIGIN, 200, ETAG, None),
+        (ORIGIN, 200, (("Last-Modified", "Sun, 06 Nov 1994 08:49:37 GMT"),), None),
+        (ORIGIN, 200, (("Cache-Control", "max-age=60"),), None),
+        (ORIGIN, 200, (("Cache-Control", "max-age=0"),), NoStore.NO_FRESHNESS),
+        (replace(ORIGIN, ttl=60), 200, (("Cache-Control", "max-age=0"),), NoStore.NO_FRESHNESS),
+        (ORIGIN, 200, (("Cache-Control", "max-age=0"), *ETAG), None),
+        (replace(ORIGIN, stale_if_error=30), 200, (("Cache-Control", "max-age=0"),), None),
+        (ORIGIN, 200, (("Cache-Control", "max-age=0, stale-while-revalidate=30"),), None),
+        (
+            replace(ORIGIN, stale_while_revalidate=30),
+            200,
+            (("Cache-Control", "max-age=0, must-revalidate"),),
+            NoStore.NO_FRESHNESS,
+        ),
+        (
+            replace(ORIGIN, ttl=60),
+            200,
+            (*DATE, ("Expires", "Sun, 06 Nov 1994 08:00:00 GMT")),
+            NoStore.NO_FRESHNESS,
+        ),
+        (replace(ORIGIN, ttl=60), 200, (*DATE, ("Expires", "0")), NoStore.NO_FRESHNESS),
+        (ORIGIN, 200, (*DATE, ("Expires", "Sun, 06 Nov 1994 09:00:00 GMT")), None),
+        # no-cache: stored to be revalidated, so only with a validator.
+        (replace(ORIGIN, ttl=60), 200, (("Cache-Control", "no-cache"),), NoStore.NO_CACHE),
+        (ORIGIN, 200, (("Cache-Control", 'no-cache="Set-Cookie"'), *ETAG), None),
+        (ORIGIN, 200, (("Cache-Control", "no-cache"), ("Last-Modified", "x")), None),
+        # private, no-store, Set-Cookie: never.
+        (ORIGIN, 200, (("Cache-Control", "private, max-age=60"),), NoStore.PRIVATE),
+        (ORIGIN, 200, (("Cache-Control", "max-age=60, no-store"),), NoStore.NO_STORE),
+        (ORIGIN, 200, (("Cache-Control", "max-age=60"), ("Set-Cookie", "a=b")), NoStore.SET_COOKIE),
+        # CDN-Cache-Control replaces Cache-Control (RFC 9213).
+        (
+            ORIGIN,
+            200,
+            (("Cache-Control", "no-store"), ("CDN-Cache-Control", "max-age=60")),
+            None,
+        ),
+        (
+            ORIGIN,
+            200,
+            (("Cache-Control", "max-age=60"), ("CDN-Cache-Control", "private")),
+            NoStore.PRIVATE,
+        ),
+        # Statuses: any with explicit freshness; the heuristically cacheable ones
+        # (or public) with the default; ``statuses`` restricts.
+        (replace(ORIGIN, ttl=60), 404, (), None),
+        (replace(ORIGIN, ttl=60), 403, (), NoStore.STATUS),
+        (replace(ORIGIN, ttl=60), 403, (("Cache-Control", "public"),), None),
+        (ORIGIN, 500, (("Cache-Control", "max-age=60"),), None),
+        (ORIGIN, 302, (("Cache-Control", "s-maxage=60"),), None),
+        (replace(ORIGIN, ttl=60, statuses=(200,)), 404, (), NoStore.STATUS),
+        (replace(ORIGIN, statuses=(200,)), 500, (("Cache-Control", "max-age=60"),), NoStore.STATUS),
+        (replace(ORIGIN, ttl=60, statuses=(200, 302)), 302, (), None),
+        (ORIGIN, 206, (("Cache-Control", "max-age=60"),), NoStore.STATUS),
+        (ORIGIN, 304, (("Cache-Control", "max-age=60"),), NoStore.STATUS),
+    ],
+)
+def test_store_refusal_on_origin_routes(
+    route: Route, status: int, headers: Headers, expected: NoStore | None
+) -> None:
+    assert refusal(route, status, headers) is expected
+
+
+@pytest.mark.parametrize(
+    ("cache_control", "expected"),
+    [
+        ("max-age=60", NoStore.AUTHORIZATION),
+        ("max-age=60, proxy-revalidate", NoStore.AUTHORIZATION),
+        ("max-age=60, public", None),
+        ("s-maxage=60", None),
+        ("max-age=60, must-revalidate", None),
+        ("public, private", NoStore.PRIVATE),
+    ],
+)
+def test_a_response_to_a_request_with_authorization_must_say_it_may_be_shared(
+    cache_control: str, expected: NoStore | None
+) -> None:
+    headers = (("Cache-Control", cache_control),)
+    assert refusal(ORIGIN, 200, headers, authorized=True) is expected
+    assert refusal(ORIGIN, 200, headers, authorized=False) is (
+        NoStore.PRIVATE if "private" in cache_control else None
+    )
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        # No-cache and private are refused on a route route, whatever else is said;
+        # the app's lifetimes are not read at all.
+        ((("Cache-Control", "no-cache"), *ETAG), NoStore.NO_CACHE),
+        ((("Cache-Control", "max-age=0"),), None),
+        ((*DATE, ("Expires", "0")), None),
+        ((("Cache-Control", "no-store"), ("CDN-Cache-Control", "max-age=60")), NoStore.NO_STORE),
+        ((("CDN-Cache-Control", "private"),), None),
+    ],
+)
+def test_route_routes_read_only_what_they_always_read(
+    headers: Headers, expected: NoStore | None
+) -> None:
+    assert refusal(PHOTO, 200, headers) is expected
+    assert refusal(PHOTO, 404, (("Cache-Control", "max-age=60"),)) is NoStore.STATUS
+
+
+def origin_entry(
+    route: Route,
+    headers: Headers,
+    now: float = 1000.0,
+    **kwargs: Any,
+) -> Any:
+    lookup = run(route=route)
+    assert isinstance(lookup, Lookup)
+    return build_entry(lookup, 200, headers, b"body", now=now, **kwargs)
+
+
+WINDOWS = replace(ORIGIN, ttl=300, stale_while_revalidate=10, stale_if_error=100)
+
+
+@pytest.mark.parametrize(
+    ("headers", "times", "flags"),
+    [
+        # (fresh_until, stale_until, initial_age), (must_revalidate, origin_lifetime)
+        ((("Cache-Control", "max-age=60"), ("Age", "10")), (1050, 1150, 10), (False, True)),
+        ((), (1300, 1400, 0), (False, False)),  # the route's default
+        ((("Age", "400"),), (1300, 1400, 400), (False, False)),
+        (
+            (("Cache-Control", "max-age=60, stale-while-revalidate=500, stale-if-error=50"),),
+            (1060, 1560, 0),
+            (False, True),
+        ),
+        ((("Cache-Control", "max-age=60, must-revalidate"),), (1060, 1060, 0), (True, True)),
+        ((("Cache-Control", "s-maxage=60, max-age=1"),), (1060, 1060, 0), (True, True)),
+        ((("Cache-Control", "no-cache"), *ETAG), (1000, 1000 + REVALIDATION_KEEP, 0), (True, True)),
+        # A validator keeps the entry past its windows, for revalidation.
+        (
+            (("Cache-Control", "max-age=60"), *ETAG),
+            (1060, 1060 + REVALIDATION_KEEP, 0),
+            (False, True),
+        ),
+        (
+            (("Cache-Control", "max-age=60"), ("Last-Modified", "Sun, 06 Nov 1994 08:49:37 GMT")),
+            (1060, 1060 + REVALIDATION_KEEP, 0),
+            (False, True),
+        ),
+    ],
+)
+def test_build_entry_on_origin_routes(
+    headers: Headers, times: tuple[float, float, float], flags: tuple[bool, bool]
+) -> None:
+    e = origin_entry(WINDOWS, headers)
+    assert (e.fresh_until, e.stale_until, e.initial_age) == times
+    assert (e.must_revalidate, e.origin_lifetime) == flags
+    assert age(e, 1000.0) == int(times[2])
+
+
+def test_build_entry_keeps_the_app_validators_and_windows() -> None:
+    headers = (
+        ("ETag", 'W/"v1"'),
+        ("Last-Modified", "Sun, 06 Nov 1994 08:49:37 GMT"),
+        ("Cache-Control", "max-age=60, stale-while-revalidate=5, stale-if-error=7"),
+    )
+    e = origin_entry(ORIGIN, headers)
+    assert (e.origin_etag, e.last_modified, e.etag) == ('W/"v1"', headers[1][1], 'W/"v1"')
+    assert (e.stale_while_revalidate, e.stale_if_error) == (5.0, 7.0)
+    computed = origin_entry(ORIGIN, (("Cache-Control", "max-age=60"),))
+    assert computed.origin_etag is None and computed.etag.startswith('"sc-')
+    # A route route trusts none of it.
+    route = entry_for(replace(PHOTO, ttl=60), headers)
+    assert (route.origin_etag, route.last_modified, route.must_revalidate) == (None, None, False)
+    assert (route.stale_while_revalidate, route.stale_if_error) == (0.0, 0.0)
+    assert (route.fresh_until, route.stale_until, route.origin_lifetime) == (1060, 1060, False)
+
+
+def test_build_entry_counts_apparent_age_and_response_delay() -> None:
+    headers = (("Date", "Sun, 06 Nov 1994 08:49:37 GMT"), ("Cache-Control", "max-age=600"))
+    date = 784111777.0
+    late = origin_entry(ORIGIN, headers, wall=date + 100)  # a Date 100 s old when received
+    assert (late.initial_age, late.fresh_until) == (100.0, 1500.0)
+    slow = origin_entry(ORIGIN, (*headers, ("Age", "30")), wall=date, requested_at=995.0)
+    assert (slow.initial_age, slow.fresh_until) == (35.0, 1565.0)
+    assert age(slow, 1010.0) == 45
+
+
+@pytest.mark.parametrize(
+    ("headers", "route", "states"),
+    [
+        # The app's windows extend the route's (fresh until 1060).
+        (
+            (("Cache-Control", "max-age=60, stale-while-revalidate=20, stale-if-error=50"),),
+            replace(ORIGIN, stale_while_revalidate=10, stale_if_error=100),
+            {1059: "fresh", 1079: "stale-while-revalidate", 1080: "stale-if-error", 1160: "-"},
+        ),
+        (
+            (("Cache-Control", "max-age=60, stale-if-error=300"),),
+            replace(ORIGIN, stale_while_revalidate=10, stale_if_error=100),
+            {1069: "stale-while-revalidate", 1359: "stale-if-error", 1360: "-"},
+        ),
+        # Never stale, whatever the route's windows say.
+        (
+            (("Cache-Control", "max-age=60, must-revalidate, stale-if-error=300"),),
+            replace(ORIGIN, stale_while_revalidate=10, stale_if_error=100),
+            {1059: "fresh", 1060: "-"},
+        ),
+        (
+            (("Cache-Control", "max-age=60, proxy-revalidate"),),
+            replace(ORIGIN, stale_if_error=100),
+            {1059: "fresh", 1060: "-"},
+        ),
+        (
+            (("Cache-Control", "s-maxage=60"),),
+            replace(ORIGIN, stale_if_error=100),
+            {1059: "fresh", 1060: "-"},
+        ),
+        (
+            (("Cache-Control", "no-cache"), *ETAG),
+            replace(ORIGIN, ttl=300, stale_while_revalidate=10, stale_if_error=100),
+            {1000: "-", 1005: "-"},
+        ),
+        # A route route: only its own windows, as always.
+        (
+            (("Cache-Control", "max-age=1, must-revalidate, stale-if-error=900"),),
+            replace(PHOTO, ttl=60, stale_if_error=100),
+            {1059: "fresh", 1060: "stale-if-error", 1159: "stale-if-error", 1160: "-"},
+        ),
+    ],
+)
+def test_freshness_and_stale_windows(
+    headers: Headers, route: Route, states: dict[float, str]
+) -> None:
+    e = origin_entry(route, headers)
+    for now, state in states.items():
+        expected = Freshness.EXPIRED if state == "-" else Freshness(state)
+        assert freshness(e, route, now) is expected, now  # type: ignore[arg-type]
+        on_error = state in ("fresh", "stale-while-revalidate", "stale-if-error")
+        if state == "stale-while-revalidate":
+            on_error = now - e.fresh_until < stale_windows(e, route)[1]  # type: ignore[arg-type]
+        assert usable_on_error(e, route, now) is on_error, now  # type: ignore[arg-type]
+        # The store keeps it at least as long as any window can use it.
+        if state != "-":
+            assert now < e.stale_until
+
+
+@pytest.mark.parametrize(
+    ("headers", "ttl", "stale", "expected"),
+    [
+        # A route's lifetime counts again from storage; the app's stays.
+        ((), 10.0, 5.0, (1010.0, 1015.0)),
+        ((), None, 5.0, (1300.0, 1305.0)),
+        ((("Cache-Control", "max-age=60"),), 10.0, 5.0, (1060.0, 1065.0)),
+        ((("Cache-Control", "max-age=60, stale-if-error=30"),), 10.0, 5.0, (1060.0, 1090.0)),
+        ((("Cache-Control", "max-age=60, must-revalidate"),), 600.0, 50.0, (1060.0, 1060.0)),
+        ((("Cache-Control", "no-cache"), *ETAG), 600.0, 5.0, (1000.0, 1000 + REVALIDATION_KEEP)),
+    ],
+)
+def test_retimed_after_a_reload(
+    headers: Headers, ttl: float | None, stale: float, expected: tuple[float, float]
+) -> None:
+    e = origin_entry(replace(ORIGIN, ttl=300), headers)
+    assert retimed(e, ttl, stale) == expected
+    # Unchanged rules: unchanged times (the store re-times every entry it stores).
+    assert retimed(e, 300, 0.0) == (e.fresh_until, e.stale_until)
+    route = entry_for(replace(PHOTO, ttl=300), headers)
+    assert retimed(route, 10.0, 5.0) == (1010.0, 1015.0)
+
+
+@pytest.mark.parametrize(
+    ("name", "a", "b", "same"),
+    [
+        ("x-foo", [("X-Foo", "1, 2")], [("X-Foo", "1"), ("X-Foo", "2")], True),
+        ("x-foo", [("X-Foo", "1,2")], [("X-Foo", " 1 ,  2 ")], True),
+        ("x-foo", [("X-Foo", "a")], [("X-Foo", "A")], False),
+        ("x-foo", [("X-Foo", "1, 2")], [("X-Foo", "2, 1")], False),
+        ("accept-language", [("Accept-Language", "en, de")], [("Accept-Language", "eN,De")], True),
+        (
+            "accept-language",
+            [("Accept-Language", "en, de")],
+            [("Accept-Language", "de, en")],
+            False,
+        ),
+        ("accept", [("Accept", "Image/WebP, */*")], [("Accept", "image/webp,*/*")], True),
+        ("accept", [("Accept", "a/b;Q=1")], [("Accept", "a/b ; q=1")], True),
+        ("x-foo", [], [("X-Foo", "")], False),
+    ],
+)
+def test_vary_values_are_normalised_before_keying(
+    name: str, a: list[tuple[str, str]], b: list[tuple[str, str]], same: bool
+) -> None:
+    route = replace(PHOTO, vary=(name,))
+    assert (key_of(route, a) == key_of(route, b)) is same
+    learned = variant_of("k", (name,), CIMultiDict(a)) == variant_of("k", (name,), CIMultiDict(b))
+    assert learned is same

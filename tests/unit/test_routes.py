@@ -34,8 +34,15 @@ class R:
         ("/f/{rest:path}", "/f/a", {"rest": "a"}),
         ("/f/{rest:path}", "/f/a/b.jpg", {"rest": "a/b.jpg"}),
         ("/f/{rest:path}", "/f/a/b/", {"rest": "a/b/"}),
-        ("/f/{rest:path}", "/f/", None),
+        ("/f/{rest:path}", "/f/", {"rest": ""}),  # the rest may be empty, as Starlette's
         ("/f/{rest:path}", "/f", None),
+        ("/f/{rest:path}", "/fx", None),
+        ("/{rest:path}", "/", {"rest": ""}),
+        ("/{rest:path}", "/a", {"rest": "a"}),
+        ("/{rest:path}", "/a/", {"rest": "a/"}),
+        ("/{rest:path}", "/test/0f3c-9a/x.txt", {"rest": "test/0f3c-9a/x.txt"}),
+        ("/{rest:path}", "/a/b/%41~!$&'()*+,=:@", {"rest": "a/b/%41~!$&'()*+,=:@"}),
+        ("/{rest:path}", "/a/b;c=1", None),  # ';' never in a segment (keys: ambiguous)
         ("/f/{d}/{rest:path}", "/f/1/x/y", {"d": "1", "rest": "x/y"}),
         ("/f/{n:[^/]+}", "/f/a", {"n": "a"}),  # '/' inside a class is fine
     ],
@@ -143,7 +150,12 @@ def test_a_slash_inside_a_character_class_is_allowed(regex: str) -> None:
         ("/api/photo/{id:[0-9]+}", "/api/photo/x", False),
         ("/api/photo/{id:[0-9]+}", "/api/photo/{n:[0-9]}", False),  # regexes are not compared
         ("/a/{x}", "/a/", False),
-        ("/a/{x:path}", "/a/", False),
+        ("/a/{x:path}", "/a/", True),  # an empty rest
+        ("/a/{x:path}", "/a", False),
+        ("/{x:path}", "/", True),
+        ("/{x:path}", "/a/{y}/b", True),
+        ("/{x:path}", "/{y:path}", True),
+        ("/a/{x:path}", "/b/{y:path}", False),
         ("/a/{x}", "/a/{y:path}", False),
         ("/a/{x}", "/a/{y}/b", False),
         ("/a/{x}", "/a/{y:[0-9]*}", False),  # the later one also matches "/a/"

@@ -266,6 +266,27 @@ def test_new_route_lifetimes_apply_to_stored_entries(
     assert cache.sweep() == 1 and cache.lookup("k", clock.now) is None
 
 
+@pytest.mark.parametrize(
+    ("lifetime", "fresh_until", "stale_until"),
+    [
+        ((3.0, 10.0), 1060.0, 1070.0),  # the app's lifetime stays; the window follows
+        ((None, 0.0), 1060.0, 1060.0),  # an origin route without a ttl
+    ],
+)
+def test_a_lifetime_the_app_gave_survives_a_reload(
+    cache: MemoryLRUCache,
+    clock: Clock,
+    lifetime: tuple[float | None, float],
+    fresh_until: float,
+    stale_until: float,
+) -> None:
+    cache.store(replace(entry("k"), origin_lifetime=True), clock.now)
+    assert cache.apply_lifetimes({"photo": lifetime}) == 0
+    found = cache.lookup("k", clock.now)
+    assert found is not None
+    assert (found.fresh_until, found.stale_until) == (fresh_until, stale_until)
+
+
 def test_an_entry_already_past_its_new_lifetime_leaves_at_once(
     cache: MemoryLRUCache, clock: Clock
 ) -> None:
