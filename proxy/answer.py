@@ -85,8 +85,13 @@ def from_entry(serve: Serve, route: RouteConfig, request: RequestHeaders, now: f
             if_match=im, if_unmodified_since=ius, etag=entry.etag, last_modified=last_modified
         ):
             return Answer(412, validators_only(headers), None)
+        # RFC 9111 section 4.3.2: without Last-Modified, If-Modified-Since is
+        # compared with the stored response's Date.
         if (inm is not None or ims is not None) and not_modified(
-            if_none_match=inm, if_modified_since=ims, etag=entry.etag, last_modified=last_modified
+            if_none_match=inm,
+            if_modified_since=ims,
+            etag=entry.etag,
+            last_modified=last_modified or h.get(entry.headers, "date"),
         ):
             return Answer(304, validators_only(headers), None)
     body = entry.body

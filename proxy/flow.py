@@ -249,16 +249,29 @@ def on_response(
 
 
 # RFC 9111 section 3.2: fields a 304 does not update. Framing is each hop's own
-# (hop-by-hop fields never reach here), ``Content-Range`` describes another message.
-_NOT_UPDATED = frozenset({"content-length", "content-range", "transfer-encoding"})
+# (hop-by-hop fields never reach here); the rest describe the stored bytes (their
+# length, range, coding, digest and validator), which a 304 does not change: the
+# section lets a cache keep what assures the stored response's integrity, and the
+# http-cache-tests suite requires these five kept.
+_NOT_UPDATED = frozenset(
+    {
+        "content-length",
+        "transfer-encoding",
+        "content-range",
+        "content-encoding",
+        "content-md5",
+        "etag",
+    }
+)
 
 
 def refreshed_headers(entry: StoredResponse, not_modified: Headers) -> Headers:
     """The stored headers of ``entry`` updated from a 304 (RFC 9111 section 3.2):
     every field the 304 carries replaces the stored lines of that name, except
-    ``_NOT_UPDATED``. The result is the app's response as it now stands: the ETag
-    sidecache computed (when the app sent none) and its own ``Via`` element are
-    taken out, ``policy.build_entry`` adds them again."""
+    ``_NOT_UPDATED`` (framing, and what describes the stored bytes). The result is
+    the app's response as it now stands: the ETag sidecache computed (when the app
+    sent none) and its own ``Via`` element are taken out, ``policy.build_entry``
+    adds them again."""
     replaced = {n.lower() for n, _ in not_modified} - _NOT_UPDATED
     kept = [(n, v) for n, v in _as_received(entry) if n.lower() not in replaced]
     kept.extend((n, v) for n, v in not_modified if n.lower() in replaced)

@@ -123,6 +123,11 @@ class Tiers:
         deadline = time.monotonic() + shared.lock_timeout
         while time.monotonic() < deadline:
             await asyncio.sleep(CLUSTER_POLL)
+            # The lock first, then the entry: a holder stores before it unlocks, so
+            # a lock seen free means its entry, if any, is there to be read now.
+            held = await shared.locked(key)
+            if held is None:
+                return Turn(None, None)
             since = self.epoch(route, path)
             found = await shared.get(key)
             if (
@@ -132,9 +137,6 @@ class Tiers:
                 and self._adopt(found, since)
             ):
                 return Turn(None, found)
-            held = await shared.locked(key)
-            if held is None:
-                return Turn(None, None)
             if not held:  # the holder is gone without storing: our turn
                 taken = await shared.lock(key, token)
                 if taken is None:

@@ -180,6 +180,22 @@ def test_conditional_and_range_answers(
     assert dict(answer.headers).get("Content-Range") == range_said
 
 
+@pytest.mark.parametrize(
+    ("since", "status"),
+    [("Tue, 24 Nov 2026 12:00:00 GMT", 304), ("Tue, 24 Nov 2026 11:00:00 GMT", 200)],
+)
+def test_if_modified_since_without_last_modified_is_compared_with_date(
+    since: str, status: int
+) -> None:
+    """RFC 9111 section 4.3.2."""
+    dated = replace(
+        ENTRY,
+        headers=(("Date", "Tue, 24 Nov 2026 12:00:00 GMT"), ("ETag", '"v1"')),
+    )
+    answer = from_entry(Serve(dated), ROUTE, req(If_Modified_Since=since), 110.0)
+    assert answer.status == status
+
+
 def test_a_range_on_an_entry_that_is_not_200_is_ignored() -> None:
     answer = from_entry(Serve(replace(ENTRY, status=203)), ROUTE, req(Range="bytes=0-1"), 110.0)
     assert (answer.status, answer.body) == (203, b"0123456789")

@@ -382,23 +382,31 @@ def stored(headers: Headers, origin_etag: str | None = ETAG) -> StoredResponse:
             (("x-tag", "c"),),
             (("X-Keep", "k"), ("ETag", ETAG), ("x-tag", "c")),
         ),
-        # A new validator replaces the old one.
+        # What describes the stored bytes is not updated: framing, range, coding,
+        # digest and validator; the stored Content-Type stays when not sent.
         (
-            (("ETag", ETAG), ("Via", "1.1 sidecache")),
-            ETAG,
-            (("ETag", '"v2"'),),
-            (("ETag", '"v2"'),),
-        ),
-        # Framing and Content-Range are not updated; the stored Content-Type stays.
-        (
-            (("Content-Type", "image/jpeg"), ("ETag", ETAG), ("Via", "1.1 sidecache")),
+            (
+                ("Content-Type", "image/jpeg"),
+                ("Content-Encoding", "gzip"),
+                ("Content-MD5", "md5-a"),
+                ("ETag", ETAG),
+                ("Via", "1.1 sidecache"),
+            ),
             ETAG,
             (
                 ("Content-Length", "0"),
                 ("Content-Range", "bytes */4"),
                 ("Transfer-Encoding", "chunked"),
+                ("Content-Encoding", "br"),
+                ("Content-MD5", "md5-b"),
+                ("ETag", '"v2"'),
             ),
-            (("Content-Type", "image/jpeg"), ("ETag", ETAG)),
+            (
+                ("Content-Type", "image/jpeg"),
+                ("Content-Encoding", "gzip"),
+                ("Content-MD5", "md5-a"),
+                ("ETag", ETAG),
+            ),
         ),
         # The ETag sidecache computed, and its own Via element, are not the app's.
         (
