@@ -290,6 +290,11 @@ def if_none_match_matches(header: str, etag: str) -> bool:
     return any(_opaque(candidate) == mine for candidate in header.split(","))
 
 
+# A plain hit's member but for its ttl: the hot path appends the ttl to it
+# (``cache_status`` below says the same, through its first branch).
+PLAIN_HIT = f"{PROXY_NAME}; hit; ttl="
+
+
 def cache_status(
     *,
     hit: bool,
@@ -308,7 +313,7 @@ def cache_status(
         and detail is None
         and not stored
     ):
-        return f"{PROXY_NAME}; hit; ttl={int(ttl)}"  # the plain hit, on the hot path
+        return PLAIN_HIT + str(int(ttl))
     parts = [PROXY_NAME]
     if hit:
         parts.append("hit")

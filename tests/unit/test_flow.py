@@ -39,7 +39,7 @@ from proxy.flow import (
     on_shared,
     refreshed_headers,
 )
-from proxy.policy import Lookup, NoStore, variant_of
+from proxy.policy import Freshness, Lookup, NoStore, freshness, variant_of
 
 # ttl 10 s, then 5 s of stale-while-revalidate, 30 s of stale-if-error: stored at
 # 100, fresh until 110, served stale while refreshed until 115, on errors until 140.
@@ -429,3 +429,17 @@ def test_refreshed_headers(
 ) -> None:
     """RFC 9111 section 3.2: a 304 updates the stored header fields."""
     assert refreshed_headers(stored(entry_headers, origin_etag), not_modified) == expected
+
+
+@pytest.mark.parametrize("now", [99.0, 100.0, 109.9, 110.0, 112.0, 115.0, 139.9, 140.0, 500.0])
+@pytest.mark.parametrize(
+    "stored",
+    [PLAIN, TAGGED, replace(TAGGED, must_revalidate=True), replace(PLAIN, fresh_until=100.0)],
+)
+def test_on_lookup_serves_exactly_what_policy_calls_fresh(
+    stored: StoredResponse, now: float
+) -> None:
+    """The hit path reads freshness itself (``now < fresh_until``): it must agree
+    with ``policy.freshness`` everywhere."""
+    served = isinstance(on_lookup(stored, LOOKUP, req(), now), Serve)
+    assert served is (freshness(stored, ROUTE, now) is Freshness.FRESH)
