@@ -432,15 +432,18 @@ def _timestamp(year: int, month: str, day: int, hh: int, mm: int, ss: int) -> fl
     return float(calendar.timegm((year, number, day, hh, mm, ss)))
 
 
-def parse_age(values: Sequence[str]) -> float:
-    """The ``Age`` of a response: the first member of its first line (RFC 9111
-    section 5.1 asks for one non-negative integer; ``Age: 7200, 0`` is read as 7200,
-    the value more likely to be right about staleness), parameters ignored,
-    capped at ``MAX_DELTA``; 0 when it is not a non-negative integer."""
+def parse_age(values: Sequence[str]) -> float | None:
+    """The ``Age`` of a response, capped at ``MAX_DELTA``: 0 without one, None when
+    it is invalid. Valid is exactly one field line of one non-negative integer
+    (RFC 9111 section 5.1: digits only); anything else (``abc``, ``-7200``,
+    ``7200.0``, a list such as ``0, 0`` or ``0,7200``, two lines, ``7200;foo=bar``)
+    is invalid, and section 4.2.1 lets a cache consider such a response stale:
+    erring that way costs a conditional request, never a wrong answer."""
     if not values:
         return 0.0
-    first = values[0].split(",", 1)[0].split(";", 1)[0]
-    return parse_delta(first.strip(" \t")) or 0.0
+    if len(values) > 1:
+        return None
+    return parse_delta(values[0].strip(" \t"))
 
 
 # -- the assessment -------------------------------------------------------------------
@@ -537,7 +540,8 @@ def assess(
     date_value = date if date is not None else received
     # RFC 9111 section 4.2.3.
     apparent_age = max(0.0, received - date) if received is not None and date is not None else 0.0
-    age = max(apparent_age, parse_age(_all(headers, "age")) + max(0.0, response_delay))
+    declared = parse_age(_all(headers, "age"))
+    age = max(apparent_age, (declared or 0.0) + max(0.0, response_delay))
 
     found = lifetime(d, headers, date=date_value, now=received)
     if found is not None:
@@ -553,4 +557,8 @@ def assess(
         basis, seconds, fresh_for = Basis.NONE, 0.0, 0.0
     if d.no_cache:
         fresh_for = 0.0  # stored, but revalidated before every reuse (5.2.2.4)
+    elif declared is None and basis is not Basis.DEFAULT:
+        # An invalid Age: stale on arrival (RFC 9111 section 4.2.1). A route
+        # default counts from arrival and never reads the age.
+        fresh_for = 0.0
     return Assessment(d, basis, seconds, age, fresh_for)

@@ -381,7 +381,7 @@ def build_entry(
         stored_at=now,
         fresh_until=now,
         stale_until=now,
-        initial_age=parse_age(h.get_all(headers, "age")),
+        initial_age=parse_age(h.get_all(headers, "age")) or 0.0,
         vary=vary,
         base_key=lookup.key,
     )

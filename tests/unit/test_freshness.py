@@ -214,24 +214,70 @@ def test_two_digit_years_more_than_50_years_ahead_are_in_the_past() -> None:
     assert parse_http_date("Friday, 01-Jan-60 00:00:00 GMT", None) == 2840140800.0  # 2060
 
 
+# Valid: exactly one line of digits. Invalid (None): anything else, the
+# conformance suite's age-parse-* values among them.
 @pytest.mark.parametrize(
     ("lines", "age"),
     [
         ([], 0.0),
         (["7200"], 7200.0),
-        (["abc"], 0.0),
-        (["-7200"], 0.0),
-        (["7200.0"], 0.0),
-        (["7200, 0"], 7200.0),  # the first member of the first line
-        (["0, 7200"], 0.0),
-        (["7200", "0"], 7200.0),
-        (["0", "7200"], 0.0),
-        (["7200;foo=bar"], 7200.0),
+        (["0"], 0.0),
+        ([" 7200\t"], 7200.0),  # surrounding whitespace is not the value
+        (["003600"], 3600.0),
         (["99999999999"], float(MAX_DELTA)),
+        (["abc"], None),
+        (["-7200"], None),
+        (["+7200"], None),
+        (["7200.0"], None),
+        (["7200,0"], None),
+        (["0,7200"], None),  # age-parse-prefix wants this one reused: not here
+        (["0, 0"], None),
+        (["3600, 3600"], None),
+        (["7200", "0"], None),
+        (["0", "7200"], None),
+        (["0", "0"], None),
+        (["7200;foo=bar"], None),
+        (["7200;foo=111"], None),
+        (['"7200"'], None),
+        (["7 200"], None),
+        (["\u0667\u0662"], None),  # digits, but not ASCII ones
+        ([""], None),
     ],
 )
-def test_age_header(lines: list[str], age: float) -> None:
+def test_age_header(lines: list[str], age: float | None) -> None:
     assert parse_age(lines) == age
+
+
+@pytest.mark.parametrize(
+    "age", ["abc", "-7200", "7200.0", "7200,0", "0, 0", "3600, 3600", "7200;foo=bar", ""]
+)
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [("Cache-Control", "max-age=3600")],
+        [("Cache-Control", "s-maxage=3600")],
+        [("Expires", date(3600))],
+        [("Last-Modified", date(-365 * 86400))],  # heuristic
+    ],
+)
+def test_an_invalid_age_makes_a_response_stale_on_arrival(age: str, headers: H) -> None:
+    a = assess(200, [("Date", date(0)), *headers, ("Age", age)], response_time=NOW)
+    assert a.fresh_for == 0.0 and a.lifetime > 0.0
+    assert a.age == 0.0  # what the Age a hit shows starts from: the value is unusable
+    valid = assess(200, [("Date", date(0)), *headers, ("Age", "10")], response_time=NOW)
+    assert valid.fresh_for == a.lifetime - 10.0
+
+
+@pytest.mark.parametrize("lines", [["0", "0"], ["0", "7200"], ["7200", "0"]])
+def test_two_age_lines_make_a_response_stale_on_arrival(lines: list[str]) -> None:
+    headers = [("Cache-Control", "max-age=3600"), *(("Age", v) for v in lines)]
+    assert assess(200, headers, response_time=NOW).fresh_for == 0.0
+
+
+def test_an_invalid_age_leaves_the_route_default_alone() -> None:
+    """The route's ttl counts from arrival and never reads the age."""
+    a = assess(200, [("Age", "abc")], response_time=NOW, default_ttl=60)
+    assert (a.basis, a.fresh_for) == (Basis.DEFAULT, 60.0)
 
 
 # (status, headers, default ttl) -> (basis, lifetime, age, fresh for); the response

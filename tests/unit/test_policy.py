@@ -571,6 +571,26 @@ def test_store_refusal_on_origin_routes(
 
 
 @pytest.mark.parametrize(
+    ("headers", "fresh_until", "initial_age"),
+    [
+        ((("Cache-Control", "max-age=3600"), ("Age", "abc")), 1000.0, 0.0),
+        ((("Cache-Control", "max-age=3600"), ("Age", "0"), ("Age", "0")), 1000.0, 0.0),
+        ((("Cache-Control", "max-age=3600"), ("Age", "60")), 4540.0, 60.0),
+        ((("Age", "abc"),), 1300.0, 0.0),  # the route default ignores ages
+    ],
+)
+def test_an_invalid_age_stores_an_entry_stale(
+    headers: Headers, fresh_until: float, initial_age: float
+) -> None:
+    e = origin_entry(replace(ORIGIN, ttl=300), (*headers, *ETAG))
+    assert (e.fresh_until, e.initial_age) == (fresh_until, initial_age)
+    # Without a validator or a default, nothing would let it be reused.
+    if fresh_until == 1000.0:
+        assert refusal(ORIGIN, 200, headers) is NoStore.NO_FRESHNESS
+        assert refusal(ORIGIN, 200, (*headers, *ETAG)) is None
+
+
+@pytest.mark.parametrize(
     ("cache_control", "expected"),
     [
         ("max-age=60", NoStore.AUTHORIZATION),
