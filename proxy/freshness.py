@@ -30,6 +30,16 @@ HEURISTIC_CAP = 86400.0
 # RFC 9110 section 15.1: statuses a cache may reuse with a heuristic lifetime
 # (and, here, with the route's default one) when the app gives no explicit one.
 HEURISTICALLY_CACHEABLE = frozenset({200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501})
+# The final statuses RFC 9110 defines (section 15; 306 is unused): their caching
+# rules are the general ones, which sidecache implements. A response that says
+# ``must-understand`` is stored only with one of these (RFC 9111 section 5.2.2.3).
+UNDERSTOOD_STATUSES = frozenset(
+    {200, 201, 202, 203, 204, 205, 206}
+    | {300, 301, 302, 303, 304, 305, 307, 308}
+    | set(range(400, 418))
+    | {421, 422, 426}
+    | set(range(500, 506))
+)
 
 Headers = Sequence[tuple[str, str]]
 
@@ -271,6 +281,9 @@ class Directives:
     public: bool = False
     must_revalidate: bool = False
     proxy_revalidate: bool = False
+    # RFC 9111 section 5.2.2.3: store only with a status in ``UNDERSTOOD_STATUSES``,
+    # and then ``no-store`` is ignored (``policy.store_refusal``).
+    must_understand: bool = False
     # None: absent. 0 when present but invalid: RFC 9111 section 4.2.1 encourages
     # caches to consider a response with invalid freshness information stale.
     max_age: float | None = None
@@ -319,6 +332,7 @@ def from_cache_control(values: Iterable[str]) -> Directives:
         public="public" in cc,
         must_revalidate="must-revalidate" in cc,
         proxy_revalidate="proxy-revalidate" in cc,
+        must_understand="must-understand" in cc,
         max_age=_explicit(cc["max-age"]) if "max-age" in cc else None,
         s_maxage=_explicit(cc["s-maxage"]) if "s-maxage" in cc else None,
         stale_while_revalidate=_window(cc.get("stale-while-revalidate")),
@@ -326,7 +340,15 @@ def from_cache_control(values: Iterable[str]) -> Directives:
     )
 
 
-_SF_FLAGS = ("no-store", "no-cache", "private", "public", "must-revalidate", "proxy-revalidate")
+_SF_FLAGS = (
+    "no-store",
+    "no-cache",
+    "private",
+    "public",
+    "must-revalidate",
+    "proxy-revalidate",
+    "must-understand",
+)
 _SF_DELTAS = ("max-age", "s-maxage", "stale-while-revalidate", "stale-if-error")
 
 
@@ -355,6 +377,7 @@ def from_cdn_cache_control(values: Sequence[str]) -> Directives | None:
         public=flags["public"],
         must_revalidate=flags["must-revalidate"],
         proxy_revalidate=flags["proxy-revalidate"],
+        must_understand=flags["must-understand"],
         max_age=deltas.get("max-age"),
         s_maxage=deltas.get("s-maxage"),
         stale_while_revalidate=deltas.get("stale-while-revalidate", 0.0),

@@ -1,5 +1,5 @@
 """``freshness: origin`` end to end, for the headers an app may send oddly: an
-invalid ``Age``."""
+invalid ``Age``, ``must-understand``."""
 
 from __future__ import annotations
 
@@ -81,3 +81,18 @@ async def test_an_invalid_age_makes_a_response_stale_on_arrival(
     assert asked(app, "/aged") == 2
     valid = url(proxy, "/valid", ("Cache-Control", "max-age=3600"), ("Age", "10"))
     assert [await x_cache(client, valid) for _ in range(2)] == ["MISS", "HIT"]
+
+
+async def test_must_understand_stores_only_statuses_sidecache_knows(
+    sidecache: Factory, app: TestServer, client: aiohttp.ClientSession
+) -> None:
+    proxy = await start(sidecache, app)
+    unknown = url(proxy, "/599", ("Cache-Control", "max-age=3600, must-understand"), status=599)
+    assert [await x_cache(client, unknown) for _ in range(2)] == ["MISS", "MISS"]
+    assert asked(app, "/599") == 2
+    plain = url(proxy, "/599-plain", ("Cache-Control", "max-age=3600"), status=599)
+    assert [await x_cache(client, plain) for _ in range(2)] == ["MISS", "HIT"]
+    # With a status it knows, must-understand overrides no-store (RFC 9111 5.2.2.3).
+    known = url(proxy, "/200", ("Cache-Control", "no-store, must-understand, max-age=60"))
+    assert [await x_cache(client, known) for _ in range(2)] == ["MISS", "HIT"]
+    assert asked(app, "/200") == 1

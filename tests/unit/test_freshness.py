@@ -9,6 +9,7 @@ import pytest
 from proxy.freshness import (
     HEURISTIC_CAP,
     MAX_DELTA,
+    UNDERSTOOD_STATUSES,
     Basis,
     Directives,
     assess,
@@ -158,6 +159,33 @@ H = list[tuple[str, str]]
 )
 def test_directives(headers: H, expected: Directives) -> None:
     assert directives(headers) == expected
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ([("Cache-Control", "must-understand")], Directives(must_understand=True)),
+        (
+            [("Cache-Control", "no-store, Must-Understand, max-age=60")],
+            Directives(no_store=True, must_understand=True, max_age=60),
+        ),
+        (
+            [("CDN-Cache-Control", "must-understand, no-store")],
+            Directives(no_store=True, must_understand=True, targeted=True),
+        ),
+        ([("CDN-Cache-Control", "must-understand=?0")], Directives(targeted=True)),
+    ],
+)
+def test_must_understand_is_read(headers: H, expected: Directives) -> None:
+    assert directives(headers) == expected
+
+
+def test_the_understood_statuses_are_those_rfc_9110_defines() -> None:
+    defined = {200, 201, 202, 203, 204, 205, 206, 300, 301, 302, 303, 304, 305, 307, 308}
+    defined |= {400, 401, 402, 403, 404, 405, 406, 407, 408, 409, 410, 411, 412, 413}
+    defined |= {414, 415, 416, 417, 421, 422, 426, 500, 501, 502, 503, 504, 505}
+    assert defined == UNDERSTOOD_STATUSES
+    assert {306, 418, 429, 451, 499, 599}.isdisjoint(UNDERSTOOD_STATUSES)
 
 
 @pytest.mark.parametrize(

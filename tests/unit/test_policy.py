@@ -570,6 +570,41 @@ def test_store_refusal_on_origin_routes(
     assert refusal(route, status, headers) is expected
 
 
+MU = "max-age=3600, must-understand"
+
+
+# RFC 9111 section 5.2.2.3. Statuses a ``statuses`` list would refuse stay refused.
+@pytest.mark.parametrize(
+    ("route", "status", "cache_control", "expected"),
+    [
+        (ORIGIN, 599, MU, NoStore.MUST_UNDERSTAND),
+        (ORIGIN, 499, MU, NoStore.MUST_UNDERSTAND),
+        (ORIGIN, 429, MU, NoStore.MUST_UNDERSTAND),
+        (ORIGIN, 599, "max-age=3600", None),  # without it, any status may be stored
+        (ORIGIN, 200, MU, None),
+        (ORIGIN, 404, MU, None),
+        (ORIGIN, 500, MU, None),
+        # With a status it understands, sidecache ignores no-store.
+        (ORIGIN, 200, "no-store, must-understand, max-age=60", None),
+        (ORIGIN, 410, "must-understand, no-store, max-age=60", None),
+        (ORIGIN, 599, "no-store, must-understand, max-age=60", NoStore.MUST_UNDERSTAND),
+        (ORIGIN, 200, "no-store, max-age=60", NoStore.NO_STORE),
+        # Not private, though, nor without a lifetime.
+        (ORIGIN, 200, "private, must-understand, max-age=60", NoStore.PRIVATE),
+        (ORIGIN, 200, "no-store, must-understand", NoStore.NO_FRESHNESS),
+        (replace(ORIGIN, statuses=(200,)), 500, MU, NoStore.STATUS),
+        (ORIGIN, 206, MU, NoStore.STATUS),
+        # A route route reads no-store as always, and the route decides the status.
+        (PHOTO, 200, "no-store, must-understand, max-age=60", NoStore.NO_STORE),
+        (replace(PHOTO, statuses=(599,)), 599, MU, None),
+    ],
+)
+def test_must_understand(
+    route: Route, status: int, cache_control: str, expected: NoStore | None
+) -> None:
+    assert refusal(route, status, (("Cache-Control", cache_control),)) is expected
+
+
 @pytest.mark.parametrize(
     ("headers", "fresh_until", "initial_age"),
     [
