@@ -3,7 +3,8 @@ the response, read as a shared cache must (RFC 9111).
 
 Owns the parsing of ``Cache-Control`` (RFC 9111 section 5.2), of
 ``CDN-Cache-Control`` (RFC 9213: a Structured Field dictionary, RFC 8941), of
-HTTP-dates (RFC 9110 section 5.6.7) and of ``Age``, and the arithmetic built on
+``Surrogate-Control`` (W3C Edge Architecture), of HTTP-dates (RFC 9110 section
+5.6.7) and of ``Age``, and the arithmetic built on
 them: the freshness lifetime (RFC 9111 section 4.2.1), the heuristic lifetime
 (4.2.2) and the age a response already has when it arrives (4.2.3). Routes are
 not known here: ``policy`` says which statuses may get a default lifetime and
@@ -40,6 +41,9 @@ UNDERSTOOD_STATUSES = frozenset(
     | {421, 422, 426}
     | set(range(500, 506))
 )
+# The device name ``Surrogate-Control`` directives may be targeted at
+# (``max-age=60;sidecache``), announced to the app in ``Surrogate-Capability``.
+SURROGATE_DEVICE = "sidecache"
 
 Headers = Sequence[tuple[str, str]]
 
@@ -291,8 +295,8 @@ class Directives:
     # RFC 5861; 0 when absent or invalid (an invalid window allows nothing).
     stale_while_revalidate: float = 0.0
     stale_if_error: float = 0.0
-    # From ``CDN-Cache-Control`` (RFC 9213): ``Cache-Control`` and ``Expires`` are
-    # then ignored.
+    # From ``CDN-Cache-Control`` (RFC 9213) or ``Surrogate-Control``:
+    # ``Cache-Control`` and ``Expires`` are then ignored.
     targeted: bool = False
 
     @property
@@ -386,13 +390,62 @@ def from_cdn_cache_control(values: Sequence[str]) -> Directives | None:
     )
 
 
+def from_surrogate_control(
+    values: Iterable[str], device: str = SURROGATE_DEVICE
+) -> Directives | None:
+    """``Surrogate-Control`` (W3C Edge Architecture, section 3) as directives, or None
+    when it says nothing to ``device``.
+
+    Read are ``max-age`` and ``no-store``, untargeted or targeted at ``device``
+    (``max-age=60;sidecache``); one targeted at it replaces an untargeted one of the
+    same name. Ignored: directives targeted at another device, unknown ones
+    (``content``, ``no-store-remote``, extensions), and a ``max-age`` that is not
+    delta-seconds (``max-age =60``, ``max-age= 60``, ``max-age=-1``). Names and
+    device tokens are case-insensitive; the stale part of ``max-age=60+30`` is
+    dropped (no stale window is given); values above ``MAX_DELTA`` are capped.
+    The first occurrence of a directive counts, as in ``Cache-Control``."""
+    untargeted: dict[str, float | None] = {}
+    targeted: dict[str, float | None] = {}
+    for value in values:
+        for member in split_list(value):
+            control, *targets = split_list(member, ";")
+            if len(targets) > 1:
+                continue
+            if targets and targets[0].lower() != device:
+                continue
+            name, sep, arg = control.partition("=")
+            key = name.lower()
+            found = targeted if targets else untargeted
+            if not _TOKEN.fullmatch(name) or key in found:
+                continue
+            if key == "no-store" and not sep:
+                found[key] = None
+            elif key == "max-age" and sep:
+                unquoted = _unquote(arg)
+                delta = parse_delta((arg if unquoted is None else unquoted).partition("+")[0])
+                if delta is not None:
+                    found[key] = delta
+    chosen = {**untargeted, **targeted}
+    if not chosen:
+        return None
+    return Directives(no_store="no-store" in chosen, max_age=chosen.get("max-age"), targeted=True)
+
+
 def directives(headers: Headers) -> Directives:
     """The directives that apply: ``CDN-Cache-Control`` when it is present and
     valid (RFC 9213 section 2.1: it then replaces ``Cache-Control``), else
+    ``Surrogate-Control`` when it gives sidecache a ``max-age`` or ``no-store``
+    (read the same way: ``Cache-Control`` and ``Expires`` are then ignored, as
+    Fastly and Varnish set-ups use it to give the edge its own lifetime), else
     ``Cache-Control``."""
     cdn = _all(headers, "cdn-cache-control")
     if cdn:
         targeted = from_cdn_cache_control(cdn)
+        if targeted is not None:
+            return targeted
+    surrogate = _all(headers, "surrogate-control")
+    if surrogate:
+        targeted = from_surrogate_control(surrogate)
         if targeted is not None:
             return targeted
     return from_cache_control(_all(headers, "cache-control"))

@@ -1,5 +1,6 @@
-"""``freshness: origin`` end to end, for the headers an app may send oddly: an
-invalid ``Age``, ``must-understand``."""
+"""``freshness: origin`` end to end, for the headers an app may send oddly or
+that only some caches read: an invalid ``Age``, ``must-understand``,
+``Surrogate-Control`` and the ``Surrogate-Capability`` a fill announces."""
 
 from __future__ import annotations
 
@@ -96,3 +97,101 @@ async def test_must_understand_stores_only_statuses_sidecache_knows(
     known = url(proxy, "/200", ("Cache-Control", "no-store, must-understand, max-age=60"))
     assert [await x_cache(client, known) for _ in range(2)] == ["MISS", "HIT"]
     assert asked(app, "/200") == 1
+
+
+async def test_fills_announce_the_surrogate_and_its_targeted_lifetime_wins(
+    sidecache: Factory, app: TestServer, client: aiohttp.ClientSession
+) -> None:
+    proxy = await start(sidecache, app)
+    target = url(
+        proxy,
+        "/targeted",
+        ("Cache-Control", "no-store"),
+        ("Surrogate-Control", "max-age=10000;sidecache"),
+    )
+    headers = {"Surrogate-Capability": 'client="ESI/1.0"'}
+    for expected in ("MISS", "HIT"):
+        async with client.get(target, headers=headers) as r:
+            await r.read()
+            assert r.headers["X-Cache"] == expected
+            # Forwarded to the client as the app sent it, Cache-Control too.
+            assert r.headers.getall("Surrogate-Control") == ["max-age=10000;sidecache"]
+            assert r.headers["Cache-Control"] == "no-store"
+    (fill,) = app.app[SEEN]["/targeted"]
+    assert fill.getall("Surrogate-Capability") == ['sidecache="Surrogate/1.0"']
+
+
+@pytest.mark.parametrize(
+    ("lines", "expected"),
+    [
+        # Surrogate-Control's no-store wins over a fresh Cache-Control and Expires.
+        (
+            [
+                ("Cache-Control", "max-age=10000"),
+                ("Surrogate-Control", "no-store"),
+                ("Expires", "Fri, 01 Jan 2100 00:00:00 GMT"),
+            ],
+            ["MISS", "MISS"],
+        ),
+        # Its max-age=0 wins over a future Expires.
+        (
+            [("Surrogate-Control", "max-age=0"), ("Expires", "Fri, 01 Jan 2100 00:00:00 GMT")],
+            ["MISS", "MISS"],
+        ),
+        # Targeted at another device: ignored, and nothing else gives a lifetime.
+        ([("Surrogate-Control", "max-age=3600;not-for-you")], ["MISS", "MISS"]),
+        # Alone, with an extension, in any case, capped: a lifetime.
+        ([("Surrogate-Control", "foobar, MaX-aGe=99999999999")], ["MISS", "HIT"]),
+    ],
+)
+async def test_surrogate_control_takes_precedence(
+    sidecache: Factory,
+    app: TestServer,
+    client: aiohttp.ClientSession,
+    lines: list[tuple[str, str]],
+    expected: list[str],
+) -> None:
+    proxy = await start(sidecache, app)
+    target = url(proxy, "/s", *lines)
+    assert [await x_cache(client, target) for _ in range(2)] == expected
+
+
+@pytest.mark.parametrize(
+    ("cache_control", "surrogate", "hit_until"), [(3600, 1, 1), (1, 3600, 3600)]
+)
+async def test_the_surrogate_lifetime_replaces_the_cache_control_one(
+    sidecache: Factory,
+    app: TestServer,
+    client: aiohttp.ClientSession,
+    cache_control: int,
+    surrogate: int,
+    hit_until: float,
+) -> None:
+    clock = Clock()
+    proxy = await start(sidecache, app, clock)
+    target = url(
+        proxy,
+        "/lifetime",
+        ("Cache-Control", f"max-age={cache_control}"),
+        ("Surrogate-Control", f"max-age={surrogate}"),
+    )
+    assert await x_cache(client, target) == "MISS"
+    clock.now += hit_until - 0.1
+    assert await x_cache(client, target) == "HIT"
+    clock.now += 0.1
+    assert await x_cache(client, target) == "MISS"
+
+
+async def test_a_route_route_does_not_read_surrogate_control(
+    sidecache: Factory, app: TestServer, client: aiohttp.ClientSession
+) -> None:
+    clock = Clock()
+    proxy = await start(sidecache, app, clock, freshness="route", ttl="5m")
+    short = url(proxy, "/short", ("Surrogate-Control", "max-age=1"))
+    assert await x_cache(client, short) == "MISS"
+    clock.now += 2
+    assert await x_cache(client, short) == "HIT"  # the route's ttl
+    refused = url(
+        proxy, "/refused", ("Cache-Control", "no-store"), ("Surrogate-Control", "max-age=60")
+    )
+    assert [await x_cache(client, refused) for _ in range(2)] == ["MISS", "MISS"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from email.utils import formatdate
 
 import pytest
@@ -14,6 +15,7 @@ from proxy.freshness import (
     Directives,
     assess,
     directives,
+    from_surrogate_control,
     parse_age,
     parse_cache_control,
     parse_http_date,
@@ -188,6 +190,109 @@ def test_the_understood_statuses_are_those_rfc_9110_defines() -> None:
     assert {306, 418, 429, 451, 499, 599}.isdisjoint(UNDERSTOOD_STATUSES)
 
 
+SC = Directives(targeted=True)
+
+
+# Surrogate-Control lines -> the directives sidecache takes from them, None when
+# none is for it (then Cache-Control applies).
+@pytest.mark.parametrize(
+    ("lines", "expected"),
+    [
+        ([], None),
+        ([""], None),
+        (["max-age=3600"], replace(SC, max_age=3600)),
+        (["no-store"], replace(SC, no_store=True)),
+        (["no-store, max-age=60"], replace(SC, no_store=True, max_age=60)),
+        (["MaX-aGe=3600"], replace(SC, max_age=3600)),  # names in any case
+        (["NO-STORE"], replace(SC, no_store=True)),
+        (["max-age=2147483648"], replace(SC, max_age=MAX_DELTA)),
+        (["max-age=99999999999"], replace(SC, max_age=MAX_DELTA)),  # capped
+        (["max-age=0"], replace(SC, max_age=0)),
+        (['max-age="60"'], replace(SC, max_age=60)),
+        (["max-age=60+30"], replace(SC, max_age=60)),  # the stale part dropped
+        (["foobar, max-age=3600"], replace(SC, max_age=3600)),  # extensions ignored
+        (['content="ESI/1.0", max-age=60'], replace(SC, max_age=60)),
+        (['content="ESI/1.0"'], None),
+        (["no-store-remote"], None),  # sidecache sits next to the app
+        (["foo"], None),
+        # Targeting: at sidecache (any case, any spaces) or nobody in particular.
+        (["max-age=3600;sidecache"], replace(SC, max_age=3600)),
+        (["max-age=3600 ; SideCache"], replace(SC, max_age=3600)),
+        (["no-store;sidecache"], replace(SC, no_store=True)),
+        (["max-age=3600;not-for-you"], None),
+        (["no-store;other, max-age=60"], replace(SC, max_age=60)),
+        (["max-age=60;sidecache;other"], None),  # one device token at most
+        # One targeted at sidecache replaces an untargeted one of the same name.
+        (["max-age=60, max-age=3600;sidecache"], replace(SC, max_age=3600)),
+        (["max-age=3600;sidecache, max-age=60"], replace(SC, max_age=3600)),
+        (["no-store, max-age=60;sidecache"], replace(SC, no_store=True, max_age=60)),
+        # The first occurrence counts, across lines too.
+        (["max-age=60, max-age=3600"], replace(SC, max_age=60)),
+        (["max-age=60", "max-age=3600"], replace(SC, max_age=60)),
+        # A max-age that is not delta-seconds is ignored, not read as stale.
+        (["max-age =100"], None),
+        (["max-age= 100"], None),
+        (["max-age=-1"], None),
+        (["max-age=1.5"], None),
+        (["max-age"], None),
+        (["max-age=abc, max-age=60"], replace(SC, max_age=60)),
+        (["no-store=1"], None),
+    ],
+)
+def test_surrogate_control_parsing(lines: list[str], expected: Directives | None) -> None:
+    assert from_surrogate_control(lines) == expected
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        # Surrogate-Control replaces Cache-Control, both ways, when it says
+        # something to sidecache.
+        (
+            [("Cache-Control", "max-age=3600"), ("Surrogate-Control", "max-age=1")],
+            replace(SC, max_age=1),
+        ),
+        (
+            [("Cache-Control", "max-age=1"), ("Surrogate-Control", "max-age=3600")],
+            replace(SC, max_age=3600),
+        ),
+        (
+            [("Cache-Control", "no-store"), ("Surrogate-Control", "max-age=10000;sidecache")],
+            replace(SC, max_age=10000),
+        ),
+        (
+            [("Cache-Control", "max-age=10000"), ("Surrogate-Control", "no-store")],
+            replace(SC, no_store=True),
+        ),
+        (
+            [("Cache-Control", "private, must-revalidate"), ("Surrogate-Control", "max-age=60")],
+            replace(SC, max_age=60),
+        ),
+        # Nothing for sidecache: Cache-Control applies.
+        (
+            [("Cache-Control", "max-age=1"), ("Surrogate-Control", "max-age=3600;not-for-you")],
+            Directives(max_age=1),
+        ),
+        (
+            [("Cache-Control", "max-age=1"), ("Surrogate-Control", "max-age =100")],
+            Directives(max_age=1),
+        ),
+        ([("Cache-Control", "no-store"), ("Surrogate-Control", "foo")], Directives(no_store=True)),
+        # A valid CDN-Cache-Control comes first (RFC 9213); an invalid one does not.
+        (
+            [("CDN-Cache-Control", "max-age=5"), ("Surrogate-Control", "max-age=3600")],
+            Directives(max_age=5, targeted=True),
+        ),
+        (
+            [("CDN-Cache-Control", "max-age =5"), ("Surrogate-Control", "max-age=3600")],
+            replace(SC, max_age=3600),
+        ),
+    ],
+)
+def test_surrogate_control_precedence(headers: H, expected: Directives) -> None:
+    assert directives(headers) == expected
+
+
 @pytest.mark.parametrize(
     ("headers", "no_stale", "shareable"),
     [
@@ -285,6 +390,7 @@ def test_age_header(lines: list[str], age: float | None) -> None:
         [("Cache-Control", "max-age=3600")],
         [("Cache-Control", "s-maxage=3600")],
         [("Expires", date(3600))],
+        [("Surrogate-Control", "max-age=3600")],
         [("Last-Modified", date(-365 * 86400))],  # heuristic
     ],
 )
@@ -385,6 +491,37 @@ def test_an_invalid_age_leaves_the_route_default_alone() -> None:
             [("CDN-Cache-Control", "public"), ("Date", date(0)), ("Expires", date(600))],
             30,
             (Basis.DEFAULT, 30, 0, 30),
+        ),
+        # Surrogate-Control: its max-age, and Expires ignored with it.
+        (
+            200,
+            [("Surrogate-Control", "max-age=0"), ("Date", date(0)), ("Expires", date(10000))],
+            None,
+            (Basis.MAX_AGE, 0, 0, 0),
+        ),
+        (
+            200,
+            [("Surrogate-Control", "max-age=3600"), ("Date", date(0)), ("Expires", date(-10000))],
+            None,
+            (Basis.MAX_AGE, 3600, 0, 3600),
+        ),
+        (
+            200,
+            [("Surrogate-Control", "max-age=3600"), ("Date", date(0)), ("Expires", "0")],
+            None,
+            (Basis.MAX_AGE, 3600, 0, 3600),
+        ),
+        (
+            200,
+            [("Surrogate-Control", "max-age=3600"), ("Date", date(0)), ("Age", "7200")],
+            None,
+            (Basis.MAX_AGE, 3600, 7200, 0),
+        ),
+        (
+            200,
+            [("Surrogate-Control", "max-age=3600;not-for-you"), ("Date", date(0))],
+            None,
+            (Basis.NONE, 0, 0, 0),
         ),
         # The age already spent: Age, and Date against the arrival (apparent age).
         (

@@ -606,6 +606,80 @@ def test_must_understand(
 
 
 @pytest.mark.parametrize(
+    ("route", "headers", "expected"),
+    [
+        # The conformance suite's surrogate-* responses.
+        (ORIGIN, (("Surrogate-Control", "max-age=3600"),), None),
+        (
+            ORIGIN,
+            (
+                ("Surrogate-Control", "max-age=0"),
+                *DATE,
+                ("Expires", "Sun, 06 Nov 1994 11:35:17 GMT"),
+            ),
+            NoStore.NO_FRESHNESS,
+        ),
+        (
+            ORIGIN,
+            (("Cache-Control", "max-age=10000"), ("Surrogate-Control", "no-store")),
+            NoStore.NO_STORE,
+        ),
+        (
+            ORIGIN,
+            (("Cache-Control", "no-store"), ("Surrogate-Control", "max-age=10000;sidecache")),
+            None,
+        ),
+        (
+            ORIGIN,
+            (("Cache-Control", "no-store"), ("Surrogate-Control", "max-age=10000;other")),
+            NoStore.NO_STORE,
+        ),
+        (ORIGIN, (("Surrogate-Control", "max-age=3600;other"),), NoStore.NO_FRESHNESS),
+        # Set-Cookie is never stored, whatever Surrogate-Control says.
+        (
+            ORIGIN,
+            (("Surrogate-Control", "max-age=60"), ("Set-Cookie", "a=b")),
+            NoStore.SET_COOKIE,
+        ),
+        # A route route does not read it: Cache-Control's no-store, and the ttl.
+        (
+            PHOTO,
+            (("Cache-Control", "no-store"), ("Surrogate-Control", "max-age=10000")),
+            NoStore.NO_STORE,
+        ),
+    ],
+)
+def test_surrogate_control_on_store(
+    route: Route, headers: Headers, expected: NoStore | None
+) -> None:
+    assert refusal(route, 200, headers) is expected
+
+
+@pytest.mark.parametrize(
+    ("route", "fresh_until"),
+    [(ORIGIN, 1000.0 + 3600), (replace(ORIGIN, ttl=60), 1000.0 + 3600), (PHOTO, 1300.0)],
+)
+def test_a_surrogate_lifetime_is_the_entry_lifetime_on_origin_routes_only(
+    route: Route, fresh_until: float
+) -> None:
+    headers = (
+        ("Cache-Control", "max-age=1, no-cache"),
+        ("Surrogate-Control", "max-age=3600"),
+        ("Date", "Sun, 06 Nov 1994 08:49:37 GMT"),
+        ("Expires", "Sun, 06 Nov 1994 08:49:38 GMT"),
+    )
+    e = origin_entry(route, headers)
+    assert (e.fresh_until, e.must_revalidate) == (fresh_until, False)
+
+
+def test_a_surrogate_lifetime_is_still_refused_to_a_request_with_authorization() -> None:
+    """Surrogate-Control says nothing about sharing (RFC 9111 section 3.5)."""
+    headers = (("Cache-Control", "public"), ("Surrogate-Control", "max-age=60"))
+    assert refusal(ORIGIN, 200, headers, authorized=True) is NoStore.AUTHORIZATION
+    assert refusal(ORIGIN, 200, headers) is None
+
+
+@pytest.mark.parametrize(
     ("headers", "fresh_until", "initial_age"),
     [
         ((("Cache-Control", "max-age=3600"), ("Age", "abc")), 1000.0, 0.0),
@@ -656,6 +730,7 @@ def test_a_response_to_a_request_with_authorization_must_say_it_may_be_shared(
         ((*DATE, ("Expires", "0")), None),
         ((("Cache-Control", "no-store"), ("CDN-Cache-Control", "max-age=60")), NoStore.NO_STORE),
         ((("CDN-Cache-Control", "private"),), None),
+        ((("Surrogate-Control", "no-store"),), None),
     ],
 )
 def test_route_routes_read_only_what_they_always_read(
