@@ -523,6 +523,21 @@ def test_an_invalid_age_leaves_the_route_default_alone() -> None:
             None,
             (Basis.NONE, 0, 0, 0),
         ),
+        # An invalid Date counts as absent: Expires minus the arrival (RFC 9110
+        # section 6.6.1), as does a Date given twice.
+        (200, [("Date", "foo"), ("Expires", date(10))], None, (Basis.EXPIRES, 10, 0, 10)),
+        (
+            200,
+            [("Date", date(-100)), ("Date", date(-100)), ("Expires", date(10))],
+            None,
+            (Basis.EXPIRES, 10, 0, 10),
+        ),
+        (
+            200,
+            [("Date", "foo"), ("Last-Modified", date(-1000))],
+            None,
+            (Basis.HEURISTIC, 100, 0, 100),
+        ),
         # The age already spent: Age, and Date against the arrival (apparent age).
         (
             200,

@@ -679,6 +679,21 @@ def test_a_surrogate_lifetime_is_still_refused_to_a_request_with_authorization()
     assert refusal(ORIGIN, 200, headers) is None
 
 
+def test_an_invalid_date_counts_as_absent() -> None:
+    """RFC 9110 section 6.6.1: Expires then counts from when the response arrived
+    (``wall``), which a caller must pass for it to be of use."""
+    wall = 784111777.0  # DATE's instant
+    headers = (("Date", "foo"), ("Expires", "Sun, 06 Nov 1994 08:49:47 GMT"))  # wall + 10 s
+    kwargs: dict[str, Any] = {"content_length": 10, "max_object_bytes": 1000}
+    assert store_refusal(ORIGIN, 200, headers, wall=wall, **kwargs) is None  # type: ignore[arg-type]
+    e = origin_entry(ORIGIN, headers, wall=wall)
+    assert (e.fresh_until, e.initial_age) == (1010.0, 0.0)
+    late = origin_entry(ORIGIN, headers, wall=wall + 4)
+    assert late.fresh_until == 1006.0
+    # Without the arrival time there is nothing to count Expires from.
+    assert refusal(ORIGIN, 200, headers) is NoStore.NO_FRESHNESS
+
+
 @pytest.mark.parametrize(
     ("headers", "fresh_until", "initial_age"),
     [
