@@ -11,6 +11,10 @@ response (``proxy.framing``) are dropped with the connection and logged instead
 of failing the response or being read as the next one; and the app's interim
 ``1xx`` responses, which aiohttp's client reads and drops
 (``ClientResponse.start``), are handed to the caller's ``interim`` callback first.
+
+And how long connections are reused (``proxy.reuse``): the pool keeps an idle
+connection for ``upstream.keepalive_timeout`` at most, less when the app's
+``Keep-Alive: timeout`` says it closes sooner (``_Connector``).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
@@ -26,12 +31,16 @@ from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import aiohttp
 from aiohttp.client_proto import ResponseHandler
+from aiohttp.client_reqrep import ConnectionKey
+from aiohttp.connector import Connection
 from aiohttp.http_parser import RawResponseMessage
 from aiohttp.streams import StreamReader
+from aiohttp.tracing import Trace
 from yarl import URL
 
 from proxy.entry import Headers
 from proxy.framing import Framing, Phase
+from proxy.reuse import idle_budget
 
 if TYPE_CHECKING:
     from proxy.config import UpstreamConfig
@@ -153,15 +162,23 @@ class _FramedProtocol(ResponseHandler):
     fail the whole response ("Bad status line"), and bytes arriving later would
     be taken for the next request's response. Here each read is cut where the
     response ends (``proxy.framing``); the excess is dropped, the connection
-    closed so that it is never reused, and a warning logged."""
+    closed so that it is never reused, and a warning logged.
+
+    It also notes the ``Keep-Alive`` values of the last response, for the pool
+    (``_Connector``)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(loop)
         self._framing = Framing()
         self._exchange: _Exchange | None = None
+        # The last final response's ``Keep-Alive`` values, and until when (the
+        # connector's clock) the connection may be reused, set on its release.
+        self.keep_alive: tuple[str, ...] = ()
+        self.idle_until = float("inf")
 
     def set_response_params(self, **params: Any) -> None:
         self._exchange = _EXCHANGE.get()
+        self.keep_alive = ()
         self._framing.start(head_request=bool(params.get("skip_payload", False)))
         super().set_response_params(**params)
 
@@ -211,6 +228,8 @@ class _FramedProtocol(ResponseHandler):
 
     async def read(self) -> tuple[RawResponseMessage, StreamReader]:
         message, payload = await super().read()
+        if message.code >= 200:
+            self.keep_alive = tuple(message.headers.getall("Keep-Alive", ()))
         sink = self._exchange.interim if self._exchange is not None else None
         # aiohttp's ClientResponse.start reads interim responses and drops them.
         if sink is not None and 100 <= message.code < 200 and message.code != 101:
@@ -220,19 +239,63 @@ class _FramedProtocol(ResponseHandler):
 
 
 class _Connector(aiohttp.TCPConnector):
-    """A TCP connector whose connections read responses with ``_FramedProtocol``."""
+    """A TCP connector whose connections read responses with ``_FramedProtocol``,
+    and are reused only within their idle budget (``proxy.reuse.idle_budget``).
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    aiohttp keeps one idle time for the whole pool, on its own clock; here each
+    connection gets a deadline when it is released (``_release``) on ``clock``,
+    and one past it is closed before aiohttp picks the next pooled connection
+    (``_get``). ``keepalive_timeout`` None: connections are never kept."""
+
+    def __init__(
+        self,
+        *,
+        keepalive_timeout: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        **kwargs: Any,
+    ) -> None:
+        if keepalive_timeout is None:
+            super().__init__(force_close=True, **kwargs)
+        else:
+            super().__init__(keepalive_timeout=keepalive_timeout, **kwargs)
         framed = functools.partial(_FramedProtocol, loop=self._loop)
         self._factory = cast("functools.partial[ResponseHandler]", framed)
+        self._idle = keepalive_timeout
+        self._clock = clock
+
+    def _release(
+        self, key: ConnectionKey, protocol: ResponseHandler, *, should_close: bool = False
+    ) -> None:
+        if self._idle is not None and isinstance(protocol, _FramedProtocol):
+            budget = idle_budget(self._idle, protocol.keep_alive)
+            protocol.idle_until = self._clock() + budget
+            should_close = should_close or budget <= 0
+        super()._release(key, protocol, should_close=should_close)
+
+    async def _get(self, key: ConnectionKey, traces: list[Trace]) -> Connection | None:
+        # aiohttp reuses the first connected one from the left: close those whose
+        # budget ran out until that one is within its own.
+        now = self._clock()
+        for protocol, _ in self._conns.get(key, ()):
+            if not protocol.is_connected():
+                continue  # aiohttp drops it
+            if not isinstance(protocol, _FramedProtocol) or now < protocol.idle_until:
+                break
+            protocol.close()
+        return await super()._get(key, traces)
 
 
 class Upstream:
     """The pooled client for one upstream base URL."""
 
-    def __init__(self, config: UpstreamConfig) -> None:
+    def __init__(
+        self,
+        config: UpstreamConfig,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.config = config
+        self._clock = clock
         self.base = URL(config.url)
         self.host_header = self.base.raw_authority
         self._session: aiohttp.ClientSession | None = None
@@ -250,7 +313,8 @@ class Upstream:
         connector = _Connector(
             limit=self.config.max_connections,
             limit_per_host=0,
-            keepalive_timeout=30,
+            keepalive_timeout=self.config.keepalive_timeout,
+            clock=self._clock,
             ttl_dns_cache=10,
         )
         self._session = aiohttp.ClientSession(
@@ -266,7 +330,7 @@ class Upstream:
         # Readiness asks on its own connections, outside the pool and the admission
         # slots: an app busy with max_connections requests still answers, and is ready.
         self._probe_session = aiohttp.ClientSession(
-            connector=_Connector(limit=PROBE_CONNECTIONS, force_close=True),
+            connector=_Connector(limit=PROBE_CONNECTIONS),
             timeout=aiohttp.ClientTimeout(sock_connect=self.config.connect_timeout),
             auto_decompress=False,
             cookie_jar=aiohttp.DummyCookieJar(),
