@@ -120,7 +120,7 @@ class Sidecache:
         store = MemoryLRUCache(config.cache.max_bytes, clock=self.clock)
         store.apply_lifetimes(route_lifetimes(config))
         stats = Stats(started_at=self.clock())
-        upstream = Upstream(config.upstream, clock=self.clock)
+        upstream = Upstream(config.upstream, clock=self.clock, on_retry=stats.upstream_retried)
         await upstream.start()
         coalescer = Coalescer()
         store.on_purge(coalescer.detach)  # every purge, whoever asks for it

@@ -12,9 +12,13 @@ of failing the response or being read as the next one; and the app's interim
 ``1xx`` responses, which aiohttp's client reads and drops
 (``ClientResponse.start``), are handed to the caller's ``interim`` callback first.
 
-And how long connections are reused (``proxy.reuse``): the pool keeps an idle
+And how connections are reused (``proxy.reuse``): the pool keeps an idle
 connection for ``upstream.keepalive_timeout`` at most, less when the app's
-``Keep-Alive: timeout`` says it closes sooner (``_Connector``).
+``Keep-Alive: timeout`` says it closes sooner (``_Connector``); a request that
+fails on a reused connection before any byte of its response is sent once more
+on a new connection when it can be (``Upstream.request``). aiohttp's own retry
+is off: it would take another pooled connection, which the app may have closed
+as well, and could not be counted.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, assert_never, cast
 
 import aiohttp
 from aiohttp.client_proto import ResponseHandler
@@ -40,7 +44,7 @@ from yarl import URL
 
 from proxy.entry import Headers
 from proxy.framing import Framing, Phase
-from proxy.reuse import idle_budget
+from proxy.reuse import REPLAY_BYTES, Replay, idle_budget, replay
 
 if TYPE_CHECKING:
     from proxy.config import UpstreamConfig
@@ -141,16 +145,35 @@ class UpstreamResponse:
 
 
 @dataclass(frozen=True, slots=True)
+class ClientBody:
+    """A client's request body of declared ``length``, not read yet: read whole
+    before it is sent up to ``proxy.reuse.REPLAY_BYTES``, so that it can be sent
+    again on a new connection; streamed if larger."""
+
+    content: StreamReader
+    length: int
+
+    @property
+    def replayable(self) -> bool:
+        return self.length <= REPLAY_BYTES
+
+
+@dataclass(slots=True)
 class _Exchange:
-    """The request a connection is answering: for its log lines and its 1xx."""
+    """One attempt at a request: what its connection needs for log lines and 1xx,
+    and what the connection saw, for the retry rule (``proxy.reuse.replay``)."""
 
     method: str
     path: str  # without the query: its values may be secrets
     interim: InterimSink | None
+    fresh: bool = False  # a retry: only a new connection may carry it
+    reused: bool = False  # set by the connection: it had carried a request before
+    answered: bool = False  # set by the connection: a byte of the response arrived
 
 
-# Set around each request: aiohttp gives the connection its response parameters
-# in the requesting task (``set_response_params``), where the protocol reads it.
+# Set around each attempt: aiohttp takes a pooled connection (``_Connector._get``)
+# and gives it its response parameters (``set_response_params``) in the requesting
+# task, where the connector and the protocol read it.
 _EXCHANGE: ContextVar[_Exchange | None] = ContextVar("sidecache_upstream_exchange", default=None)
 
 
@@ -164,20 +187,26 @@ class _FramedProtocol(ResponseHandler):
     response ends (``proxy.framing``); the excess is dropped, the connection
     closed so that it is never reused, and a warning logged.
 
-    It also notes the ``Keep-Alive`` values of the last response, for the pool
-    (``_Connector``)."""
+    It also notes, for the retry rule, whether a request is not the first on the
+    connection and whether any byte of its response arrived, and the ``Keep-Alive``
+    values of the last response, for the pool (``_Connector``)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(loop)
         self._framing = Framing()
         self._exchange: _Exchange | None = None
+        self._uses = 0
         # The last final response's ``Keep-Alive`` values, and until when (the
         # connector's clock) the connection may be reused, set on its release.
         self.keep_alive: tuple[str, ...] = ()
         self.idle_until = float("inf")
 
     def set_response_params(self, **params: Any) -> None:
-        self._exchange = _EXCHANGE.get()
+        # Called once per request sent on this connection, before it is written.
+        exchange = self._exchange = _EXCHANGE.get()
+        if exchange is not None:
+            exchange.reused = self._uses > 0
+        self._uses += 1
         self.keep_alive = ()
         self._framing.start(head_request=bool(params.get("skip_payload", False)))
         super().set_response_params(**params)
@@ -194,6 +223,8 @@ class _FramedProtocol(ResponseHandler):
         super().feed_data(data, size)
 
     def data_received(self, data: bytes) -> None:
+        if data and self._exchange is not None:
+            self._exchange.answered = True
         framing = self._framing
         if not data or framing.phase is Phase.UNTRACKED:
             super().data_received(data)
@@ -273,6 +304,9 @@ class _Connector(aiohttp.TCPConnector):
         super()._release(key, protocol, should_close=should_close)
 
     async def _get(self, key: ConnectionKey, traces: list[Trace]) -> Connection | None:
+        exchange = _EXCHANGE.get()
+        if exchange is not None and exchange.fresh:
+            return None  # a retry goes on a new connection, never another pooled one
         # aiohttp reuses the first connected one from the left: close those whose
         # budget ran out until that one is within its own.
         now = self._clock()
@@ -293,9 +327,11 @@ class Upstream:
         config: UpstreamConfig,
         *,
         clock: Callable[[], float] = time.monotonic,
+        on_retry: Callable[[], None] = lambda: None,
     ) -> None:
         self.config = config
         self._clock = clock
+        self._on_retry = on_retry
         self.base = URL(config.url)
         self.host_header = self.base.raw_authority
         self._session: aiohttp.ClientSession | None = None
@@ -327,6 +363,10 @@ class Upstream:
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
             raise_for_status=False,
         )
+        # Retries are ours (``_send``): aiohttp's would resend an idempotent request
+        # on another pooled connection, uncounted. (No public switch: aiohttp's own
+        # test client turns it off the same way.)
+        self._session._retry_connection = False
         # Readiness asks on its own connections, outside the pool and the admission
         # slots: an app busy with max_connections requests still answers, and is ready.
         self._probe_session = aiohttp.ClientSession(
@@ -366,31 +406,91 @@ class Upstream:
         ``interim`` is awaited with each interim response (``1xx``, ``101`` aside)
         the app sends before its final one, in order, before this yields.
 
+        ``body``: None, ``bytes``, a ``ClientBody`` (read whole first if small
+        enough to be sent again), or any other async iterable of bytes (streamed).
+        A request that fails on a reused connection before any byte of its response
+        arrived is sent once more on a new connection if it has no body or its
+        body is in memory (``proxy.reuse.replay``); each such retry is reported to
+        ``on_retry``.
+
         The response is released (the connection returned to the pool, or closed
         if the body was not read to its end) when the block exits.
         """
         assert self._session is not None, "Upstream.start() was not awaited"
         url = URL(str(self.base) + target, encoded=True)
-        exchange = _EXCHANGE.set(_Exchange(method, target.partition("?")[0], interim))
+        exchange = _Exchange(method, target.partition("?")[0], interim)
         with translate_errors():
-            try:
-                async with asyncio.timeout(self.config.timeout if relayed else None):
-                    resp = await self._session.request(
-                        method,
-                        url,
-                        headers=headers,
-                        data=body,
-                        allow_redirects=False,
-                        compress=None,
-                        chunked=None,
-                        timeout=self._relay_timeout if relayed else self._whole_timeout,
+            async with asyncio.timeout(self.config.timeout if relayed else None):
+                if isinstance(body, ClientBody):
+                    body = (
+                        await body.content.readexactly(body.length)
+                        if body.replayable
+                        else body.content
                     )
-            finally:
-                _EXCHANGE.reset(exchange)
+                resp = await self._send(exchange, url, headers, body, relayed=relayed)
         try:
             yield UpstreamResponse(resp)
         finally:
             resp.release()
+
+    async def _send(
+        self, exchange: _Exchange, url: URL, headers: Headers, body: Any, *, relayed: bool
+    ) -> aiohttp.ClientResponse:
+        """Send the request; once more on a new connection if ``proxy.reuse`` allows."""
+        try:
+            with translate_errors():
+                return await self._attempt(exchange, url, headers, body, relayed=relayed)
+        except UpstreamUnavailable as exc:
+            decision = replay(
+                reused=exchange.reused,
+                answered=exchange.answered,
+                replayable=body is None or isinstance(body, bytes),
+            )
+            match decision:
+                case Replay.RETRY:
+                    # Any method, a POST with its body too: the app closed the idle
+                    # connection without reading the request (proxy.reuse.replay).
+                    log.info(
+                        "upstream closed a reused connection before answering %s %s (%s): %s",
+                        exchange.method,
+                        exchange.path,
+                        exc,
+                        decision.value,
+                    )
+                case Replay.ANSWERED | Replay.STREAMED:
+                    log.info(
+                        "upstream failed on a reused connection for %s %s, not sent again: %s",
+                        exchange.method,
+                        exchange.path,
+                        decision.value,
+                    )
+                    raise
+                case Replay.NEW_CONNECTION:
+                    raise
+                case _:
+                    assert_never(decision)
+        self._on_retry()
+        again = _Exchange(exchange.method, exchange.path, exchange.interim, fresh=True)
+        return await self._attempt(again, url, headers, body, relayed=relayed)
+
+    async def _attempt(
+        self, exchange: _Exchange, url: URL, headers: Headers, body: Any, *, relayed: bool
+    ) -> aiohttp.ClientResponse:
+        assert self._session is not None
+        token = _EXCHANGE.set(exchange)
+        try:
+            return await self._session.request(
+                exchange.method,
+                url,
+                headers=headers,
+                data=body,
+                allow_redirects=False,
+                compress=None,
+                chunked=None,
+                timeout=self._relay_timeout if relayed else self._whole_timeout,
+            )
+        finally:
+            _EXCHANGE.reset(token)
 
     async def probe(self) -> bool:
         """Does the upstream answer HTTP at all? Used by ``/readyz`` (the caller bounds it).

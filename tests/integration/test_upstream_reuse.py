@@ -1,9 +1,12 @@
-"""Reusing upstream connections (proxy/reuse.py, proxy/upstream.py): a pooled
-connection is not reused past the app's ``Keep-Alive`` hint nor
-``upstream.keepalive_timeout``.
+"""Reusing upstream connections (proxy/reuse.py, proxy/upstream.py): a request on
+a pooled connection the app has just closed is sent again on a new one when it
+can be, and a pooled connection is not reused past the app's ``Keep-Alive`` hint
+nor ``upstream.keepalive_timeout``.
 
-The upstream here is written on raw asyncio streams and numbers its
-connections, so that reuse is seen from the app's side.
+The upstream here is written on raw asyncio streams, so that it can close a
+connection at the exact moment a request arrives on it, without answering: the
+deterministic form of an app's idle timeout firing as a pooled connection is
+reused. It numbers its connections, so that reuse is seen from the app's side.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ ROUTES = [{"name": "cached", "match": "/cached/{id}", "ttl": "5m"}]
 # The pool's own idle time out of the way: the test decides when a connection is
 # stale, by the app closing it or by the injected clock.
 LONG_IDLE = {"keepalive_timeout": "1h"}
+SMALL = b"s" * 1000
+LARGE = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -113,6 +118,103 @@ async def send(
 ) -> tuple[int, str, str]:
     async with client.request(method, proxy.url.with_path(path), data=body) as r:
         return r.status, r.headers.get("X-Cache", ""), await r.text()
+
+
+async def retries(client: aiohttp.ClientSession, proxy: Running) -> tuple[int, int]:
+    """``upstream.retries`` of /stats and ``sidecache_upstream_retries_total``."""
+    async with client.get(proxy.control / "stats") as r:
+        stats = await r.json()
+    async with client.get(proxy.control / "metrics") as r:
+        text = await r.text()
+    metric = [x for x in text.splitlines() if x.startswith("sidecache_upstream_retries_total ")]
+    return stats["upstream"].get("retries", -1), int(float(metric[0].split()[1])) if metric else -1
+
+
+async def chunks() -> AsyncIterator[bytes]:
+    for _ in range(LARGE // 16384):
+        yield b"c" * 16384
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "x_cache"),
+    [
+        ("GET", "/cached/1", None, "MISS"),  # a cache fill
+        ("GET", "/elsewhere", None, "BYPASS"),
+        ("HEAD", "/elsewhere", None, "BYPASS"),
+        ("DELETE", "/cached/1", None, "BYPASS"),
+        ("PUT", "/cached/1", None, "BYPASS"),
+        ("PUT", "/cached/1", SMALL, "BYPASS"),
+        ("POST", "/cached/1", SMALL, "BYPASS"),
+        ("POST", "/cached/1", None, "BYPASS"),
+        ("POST", "/elsewhere", b"p" * (64 * 1024), "BYPASS"),  # the largest kept
+    ],
+)
+async def test_a_request_on_a_connection_the_app_closed_is_sent_again(
+    sidecache: Factory,
+    reuse_upstream: ReuseUpstream,
+    client: aiohttp.ClientSession,
+    method: str,
+    path: str,
+    body: bytes | None,
+    x_cache: str,
+) -> None:
+    reuse_upstream.close_second = True
+    proxy = await sidecache(ROUTES, upstream_url=reuse_upstream.url, upstream=LONG_IDLE)
+    assert await send(client, proxy, "GET", "/warm") == (200, "BYPASS", "GET 0")
+    size = len(body or b"")
+    status, cache, text = await send(client, proxy, method, path, body)
+    # The app's answer, from a second connection, and the request handled once.
+    assert (status, cache) == (200, x_cache)
+    assert text == ("" if method == "HEAD" else f"{method} {size}")
+    assert reuse_upstream.dropped == [Seen(1, method, path, -1)]
+    assert reuse_upstream.answered[1:] == [Seen(2, method, path, size)]
+    assert await retries(client, proxy) == (1, 1)
+
+
+@pytest.mark.parametrize("kind", ["chunked", "over-64KiB"])
+async def test_a_streamed_body_is_not_sent_again(
+    sidecache: Factory, reuse_upstream: ReuseUpstream, client: aiohttp.ClientSession, kind: str
+) -> None:
+    body = chunks() if kind == "chunked" else b"q" * (64 * 1024 + 1)
+    reuse_upstream.close_second = True
+    proxy = await sidecache(ROUTES, upstream_url=reuse_upstream.url, upstream=LONG_IDLE)
+    assert await send(client, proxy, "GET", "/warm") == (200, "BYPASS", "GET 0")
+    status, cache, _ = await send(client, proxy, "POST", "/elsewhere", body)
+    # Part of the body is gone to the closed connection: the honest answer is 502.
+    assert (status, cache) == (502, "BYPASS")
+    assert [seen.method for seen in reuse_upstream.answered] == ["GET"]
+    assert await retries(client, proxy) == (0, 0)
+    # The next request has a connection of its own again, and gets its answer.
+    assert await send(client, proxy, "GET", "/after") == (200, "BYPASS", "GET 0")
+
+
+async def test_a_request_that_fails_on_a_new_connection_is_not_sent_again(
+    sidecache: Factory, reuse_upstream: ReuseUpstream, client: aiohttp.ClientSession
+) -> None:
+    reuse_upstream.close_second = True
+    proxy = await sidecache(ROUTES, upstream_url=reuse_upstream.url, upstream=LONG_IDLE)
+    await send(client, proxy, "GET", "/warm")
+    # The retry also lands on a connection that the app then closes: one retry only.
+    assert await send(client, proxy, "GET", "/again") == (200, "BYPASS", "GET 0")
+    assert await send(client, proxy, "GET", "/again") == (200, "BYPASS", "GET 0")
+    assert [s.connection for s in reuse_upstream.answered] == [1, 2, 3]
+    assert await retries(client, proxy) == (2, 2)
+
+
+async def test_the_retry_takes_a_new_connection_not_another_pooled_one(
+    sidecache: Factory, reuse_upstream: ReuseUpstream, client: aiohttp.ClientSession
+) -> None:
+    reuse_upstream.close_second = True
+    reuse_upstream.together = 2
+    proxy = await sidecache(ROUTES, upstream_url=reuse_upstream.url, upstream=LONG_IDLE)
+    warm = await asyncio.gather(send(client, proxy, "GET", "/a"), send(client, proxy, "GET", "/b"))
+    assert warm == [(200, "BYPASS", "GET 0")] * 2
+    # Both pooled connections are closed by the app on their next request: the
+    # retry must not take the other one.
+    assert await send(client, proxy, "POST", "/c", SMALL) == (200, "BYPASS", "POST 1000")
+    assert len(reuse_upstream.dropped) == 1
+    assert reuse_upstream.answered[-1] == Seen(3, "POST", "/c", len(SMALL))
+    assert await retries(client, proxy) == (1, 1)
 
 
 async def connections_of(

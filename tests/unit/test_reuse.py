@@ -1,11 +1,11 @@
 """Reusing upstream connections (proxy/reuse.py): the idle budget from the app's
-``Keep-Alive`` hint."""
+``Keep-Alive`` hint, and which failed requests are sent again."""
 
 from __future__ import annotations
 
 import pytest
 
-from proxy.reuse import hinted_timeout, idle_budget
+from proxy.reuse import Replay, hinted_timeout, idle_budget, replay
 
 
 @pytest.mark.parametrize(
@@ -52,3 +52,21 @@ def test_the_keep_alive_timeout_hint(values: tuple[str, ...], seconds: float | N
 )
 def test_the_idle_budget(default: float, values: tuple[str, ...], budget: float) -> None:
     assert idle_budget(default, values) == budget
+
+
+@pytest.mark.parametrize(
+    ("reused", "answered", "replayable", "decision"),
+    [
+        (True, False, True, Replay.RETRY),
+        (True, False, False, Replay.STREAMED),
+        (True, True, True, Replay.ANSWERED),
+        (True, True, False, Replay.ANSWERED),
+        (False, False, True, Replay.NEW_CONNECTION),
+        (False, True, True, Replay.NEW_CONNECTION),
+        (False, False, False, Replay.NEW_CONNECTION),
+    ],
+)
+def test_which_failed_requests_are_sent_again(
+    reused: bool, answered: bool, replayable: bool, decision: Replay
+) -> None:
+    assert replay(reused=reused, answered=answered, replayable=replayable) is decision
