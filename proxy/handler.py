@@ -71,7 +71,7 @@ from proxy.routes import RouteTable
 from proxy.shared import SharedTier
 from proxy.stats import CacheOutcome, Histogram, Stats
 from proxy.store import MemoryLRUCache
-from proxy.upstream import Upstream, UpstreamBusy, UpstreamError, UpstreamResponse
+from proxy.upstream import ClientBody, Upstream, UpstreamBusy, UpstreamError, UpstreamResponse
 
 if TYPE_CHECKING:
     from proxy.config import Config, RouteConfig
@@ -853,7 +853,7 @@ class Proxy:
                 return _too_large(limit)  # refused before a byte of it is read
             if length is not None:
                 headers = (*headers, ("Content-Length", str(length)))
-                body = request.content
+                body = ClientBody(request.content, length)  # small: kept to be sent again
             else:
                 body = _Limited(request.content, limit)
             if request.headers.get("Expect", "").lower() == "100-continue":
