@@ -94,7 +94,8 @@ def from_entry(serve: Serve, route: RouteConfig, request: RequestHeaders, now: f
             if_none_match=inm,
             if_modified_since=ims,
             etag=entry.etag,
-            last_modified=last_modified or h.get(entry.headers, "date"),
+            last_modified=last_modified,
+            date=h.get(entry.headers, "date"),
         ):
             return Answer(304, validators_only(headers), None)
     body = entry.body

@@ -163,6 +163,10 @@ class UpstreamConfig(BaseModel):
     # A pass-through body relayed to a client may hold its upstream slot this long
     # after the response head, at most (a slow client's download is cut then).
     stream_timeout: PositiveDuration = 600.0
+    # An idle pooled connection is not reused after this (nor after the app's
+    # ``Keep-Alive: timeout`` less a margin): below gunicorn's 2 s, the shortest
+    # idle time of the common app servers, so that the app does not close it first.
+    keepalive_timeout: PositiveDuration = 1.5
 
     @field_validator("url", mode="before")
     @classmethod

@@ -3,7 +3,8 @@ the response, read as a shared cache must (RFC 9111).
 
 Owns the parsing of ``Cache-Control`` (RFC 9111 section 5.2), of
 ``CDN-Cache-Control`` (RFC 9213: a Structured Field dictionary, RFC 8941), of
-HTTP-dates (RFC 9110 section 5.6.7) and of ``Age``, and the arithmetic built on
+``Surrogate-Control`` (W3C Edge Architecture), of HTTP-dates (RFC 9110 section
+5.6.7) and of ``Age``, and the arithmetic built on
 them: the freshness lifetime (RFC 9111 section 4.2.1), the heuristic lifetime
 (4.2.2) and the age a response already has when it arrives (4.2.3). Routes are
 not known here: ``policy`` says which statuses may get a default lifetime and
@@ -30,6 +31,19 @@ HEURISTIC_CAP = 86400.0
 # RFC 9110 section 15.1: statuses a cache may reuse with a heuristic lifetime
 # (and, here, with the route's default one) when the app gives no explicit one.
 HEURISTICALLY_CACHEABLE = frozenset({200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501})
+# The final statuses RFC 9110 defines (section 15; 306 is unused): their caching
+# rules are the general ones, which sidecache implements. A response that says
+# ``must-understand`` is stored only with one of these (RFC 9111 section 5.2.2.3).
+UNDERSTOOD_STATUSES = frozenset(
+    {200, 201, 202, 203, 204, 205, 206}
+    | {300, 301, 302, 303, 304, 305, 307, 308}
+    | set(range(400, 418))
+    | {421, 422, 426}
+    | set(range(500, 506))
+)
+# The device name ``Surrogate-Control`` directives may be targeted at
+# (``max-age=60;sidecache``), announced to the app in ``Surrogate-Capability``.
+SURROGATE_DEVICE = "sidecache"
 
 Headers = Sequence[tuple[str, str]]
 
@@ -271,6 +285,9 @@ class Directives:
     public: bool = False
     must_revalidate: bool = False
     proxy_revalidate: bool = False
+    # RFC 9111 section 5.2.2.3: store only with a status in ``UNDERSTOOD_STATUSES``,
+    # and then ``no-store`` is ignored (``policy.store_refusal``).
+    must_understand: bool = False
     # None: absent. 0 when present but invalid: RFC 9111 section 4.2.1 encourages
     # caches to consider a response with invalid freshness information stale.
     max_age: float | None = None
@@ -278,8 +295,8 @@ class Directives:
     # RFC 5861; 0 when absent or invalid (an invalid window allows nothing).
     stale_while_revalidate: float = 0.0
     stale_if_error: float = 0.0
-    # From ``CDN-Cache-Control`` (RFC 9213): ``Cache-Control`` and ``Expires`` are
-    # then ignored.
+    # From ``CDN-Cache-Control`` (RFC 9213) or ``Surrogate-Control``:
+    # ``Cache-Control`` and ``Expires`` are then ignored.
     targeted: bool = False
 
     @property
@@ -319,6 +336,7 @@ def from_cache_control(values: Iterable[str]) -> Directives:
         public="public" in cc,
         must_revalidate="must-revalidate" in cc,
         proxy_revalidate="proxy-revalidate" in cc,
+        must_understand="must-understand" in cc,
         max_age=_explicit(cc["max-age"]) if "max-age" in cc else None,
         s_maxage=_explicit(cc["s-maxage"]) if "s-maxage" in cc else None,
         stale_while_revalidate=_window(cc.get("stale-while-revalidate")),
@@ -326,7 +344,15 @@ def from_cache_control(values: Iterable[str]) -> Directives:
     )
 
 
-_SF_FLAGS = ("no-store", "no-cache", "private", "public", "must-revalidate", "proxy-revalidate")
+_SF_FLAGS = (
+    "no-store",
+    "no-cache",
+    "private",
+    "public",
+    "must-revalidate",
+    "proxy-revalidate",
+    "must-understand",
+)
 _SF_DELTAS = ("max-age", "s-maxage", "stale-while-revalidate", "stale-if-error")
 
 
@@ -355,6 +381,7 @@ def from_cdn_cache_control(values: Sequence[str]) -> Directives | None:
         public=flags["public"],
         must_revalidate=flags["must-revalidate"],
         proxy_revalidate=flags["proxy-revalidate"],
+        must_understand=flags["must-understand"],
         max_age=deltas.get("max-age"),
         s_maxage=deltas.get("s-maxage"),
         stale_while_revalidate=deltas.get("stale-while-revalidate", 0.0),
@@ -363,13 +390,62 @@ def from_cdn_cache_control(values: Sequence[str]) -> Directives | None:
     )
 
 
+def from_surrogate_control(
+    values: Iterable[str], device: str = SURROGATE_DEVICE
+) -> Directives | None:
+    """``Surrogate-Control`` (W3C Edge Architecture, section 3) as directives, or None
+    when it says nothing to ``device``.
+
+    Read are ``max-age`` and ``no-store``, untargeted or targeted at ``device``
+    (``max-age=60;sidecache``); one targeted at it replaces an untargeted one of the
+    same name. Ignored: directives targeted at another device, unknown ones
+    (``content``, ``no-store-remote``, extensions), and a ``max-age`` that is not
+    delta-seconds (``max-age =60``, ``max-age= 60``, ``max-age=-1``). Names and
+    device tokens are case-insensitive; the stale part of ``max-age=60+30`` is
+    dropped (no stale window is given); values above ``MAX_DELTA`` are capped.
+    The first occurrence of a directive counts, as in ``Cache-Control``."""
+    untargeted: dict[str, float | None] = {}
+    targeted: dict[str, float | None] = {}
+    for value in values:
+        for member in split_list(value):
+            control, *targets = split_list(member, ";")
+            if len(targets) > 1:
+                continue
+            if targets and targets[0].lower() != device:
+                continue
+            name, sep, arg = control.partition("=")
+            key = name.lower()
+            found = targeted if targets else untargeted
+            if not _TOKEN.fullmatch(name) or key in found:
+                continue
+            if key == "no-store" and not sep:
+                found[key] = None
+            elif key == "max-age" and sep:
+                unquoted = _unquote(arg)
+                delta = parse_delta((arg if unquoted is None else unquoted).partition("+")[0])
+                if delta is not None:
+                    found[key] = delta
+    chosen = {**untargeted, **targeted}
+    if not chosen:
+        return None
+    return Directives(no_store="no-store" in chosen, max_age=chosen.get("max-age"), targeted=True)
+
+
 def directives(headers: Headers) -> Directives:
     """The directives that apply: ``CDN-Cache-Control`` when it is present and
     valid (RFC 9213 section 2.1: it then replaces ``Cache-Control``), else
+    ``Surrogate-Control`` when it gives sidecache a ``max-age`` or ``no-store``
+    (read the same way: ``Cache-Control`` and ``Expires`` are then ignored, as
+    Fastly and Varnish set-ups use it to give the edge its own lifetime), else
     ``Cache-Control``."""
     cdn = _all(headers, "cdn-cache-control")
     if cdn:
         targeted = from_cdn_cache_control(cdn)
+        if targeted is not None:
+            return targeted
+    surrogate = _all(headers, "surrogate-control")
+    if surrogate:
+        targeted = from_surrogate_control(surrogate)
         if targeted is not None:
             return targeted
     return from_cache_control(_all(headers, "cache-control"))
@@ -432,15 +508,18 @@ def _timestamp(year: int, month: str, day: int, hh: int, mm: int, ss: int) -> fl
     return float(calendar.timegm((year, number, day, hh, mm, ss)))
 
 
-def parse_age(values: Sequence[str]) -> float:
-    """The ``Age`` of a response: the first member of its first line (RFC 9111
-    section 5.1 asks for one non-negative integer; ``Age: 7200, 0`` is read as 7200,
-    the value more likely to be right about staleness), parameters ignored,
-    capped at ``MAX_DELTA``; 0 when it is not a non-negative integer."""
+def parse_age(values: Sequence[str]) -> float | None:
+    """The ``Age`` of a response, capped at ``MAX_DELTA``: 0 without one, None when
+    it is invalid. Valid is exactly one field line of one non-negative integer
+    (RFC 9111 section 5.1: digits only); anything else (``abc``, ``-7200``,
+    ``7200.0``, a list such as ``0, 0`` or ``0,7200``, two lines, ``7200;foo=bar``)
+    is invalid, and section 4.2.1 lets a cache consider such a response stale:
+    erring that way costs a conditional request, never a wrong answer."""
     if not values:
         return 0.0
-    first = values[0].split(",", 1)[0].split(";", 1)[0]
-    return parse_delta(first.strip(" \t")) or 0.0
+    if len(values) > 1:
+        return None
+    return parse_delta(values[0].strip(" \t"))
 
 
 # -- the assessment -------------------------------------------------------------------
@@ -537,7 +616,8 @@ def assess(
     date_value = date if date is not None else received
     # RFC 9111 section 4.2.3.
     apparent_age = max(0.0, received - date) if received is not None and date is not None else 0.0
-    age = max(apparent_age, parse_age(_all(headers, "age")) + max(0.0, response_delay))
+    declared = parse_age(_all(headers, "age"))
+    age = max(apparent_age, (declared or 0.0) + max(0.0, response_delay))
 
     found = lifetime(d, headers, date=date_value, now=received)
     if found is not None:
@@ -553,4 +633,8 @@ def assess(
         basis, seconds, fresh_for = Basis.NONE, 0.0, 0.0
     if d.no_cache:
         fresh_for = 0.0  # stored, but revalidated before every reuse (5.2.2.4)
+    elif declared is None and basis is not Basis.DEFAULT:
+        # An invalid Age: stale on arrival (RFC 9111 section 4.2.1). A route
+        # default counts from arrival and never reads the age.
+        fresh_for = 0.0
     return Assessment(d, basis, seconds, age, fresh_for)

@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable
 
 from proxy.entry import Headers
+from proxy.freshness import SURROGATE_DEVICE
 from proxy.keys import normalise_accept_encoding
 
 # What must never reach a relayed head inside a field: it would end the line.
@@ -129,6 +130,11 @@ _FRAMING = frozenset({"content-length", "expect"})
 _CONDITIONAL = frozenset(
     {"if-none-match", "if-modified-since", "if-match", "if-unmodified-since", "if-range", "range"}
 )
+# W3C Edge Architecture, section 2: a cache fill announces that sidecache reads
+# ``Surrogate-Control`` (``freshness.from_surrogate_control``), by the device name
+# its directives may be targeted at. It replaces the client's own: what is stored
+# for everybody is asked for with sidecache's capabilities, not a client's claim.
+SURROGATE_CAPABILITY = f'{SURROGATE_DEVICE}="Surrogate/1.0"'
 
 
 def connection_tokens(headers: Iterable[tuple[str, str]]) -> frozenset[str]:
@@ -165,14 +171,14 @@ def request_headers_for_upstream(
     whole representation comes back, and the ``UNKEYED`` inputs, except those the
     route puts in its key (``keyed``, lower-case names); likewise ``NEGOTIATION``
     headers (and ``Sec-CH-*``) not in ``keyed``, and it sends ``Accept-Encoding``
-    normalised.
+    normalised and sidecache's own ``Surrogate-Capability``.
     """
     items = tuple(headers)
     drop = _PROXY_SET_REQUEST | _FRAMING
     if fill:
         keyed_names = frozenset(keyed)
         drop = drop | _CONDITIONAL | ((UNKEYED | NEGOTIATION) - keyed_names)
-        drop = drop | {"accept-encoding"}
+        drop = drop | {"accept-encoding", "surrogate-capability"}
     kept = end_to_end(items, drop)
     if fill:
         kept = tuple(
@@ -186,6 +192,7 @@ def request_headers_for_upstream(
         coding = normalise_accept_encoding(", ".join(codings)) if codings else None
         if coding is not None:
             kept = (*kept, ("Accept-Encoding", coding))
+        kept = (*kept, ("Surrogate-Capability", SURROGATE_CAPABILITY))
     via = [v for n, v in kept if n.lower() == "via"]
     out = [(n, v) for n, v in kept if n.lower() != "via"]
     out.append(("Via", ", ".join([*via, VIA_VALUE])))

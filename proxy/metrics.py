@@ -66,6 +66,11 @@ class StatsCollector(Collector):
         upstream.add_metric(["rejected"], s.upstream_rejected)
         yield upstream
         yield CounterMetricFamily(
+            "sidecache_upstream_retries",
+            "Requests sent again on a new connection after a reused one failed unanswered",
+            s.upstream_retries,
+        )
+        yield CounterMetricFamily(
             "sidecache_coalesced",
             "Clients that waited for another client's fill",
             s.upstream_coalesced,

@@ -30,7 +30,13 @@ from proxy.keys import loose_path, normalise_host, request_host, resolutions
 from proxy.pacing import BodyCopy, SlowClient
 from proxy.stats import Stats
 from proxy.tiers import Tiers
-from proxy.upstream import Upstream, UpstreamBusy, UpstreamError, UpstreamResponse
+from proxy.upstream import (
+    ClientBody,
+    Upstream,
+    UpstreamBusy,
+    UpstreamError,
+    UpstreamResponse,
+)
 
 if TYPE_CHECKING:
     from proxy.config import Config
@@ -82,7 +88,7 @@ class Passthrough:
                 return too_large(limit, x_cache)  # refused before a byte of it is read
             if length is not None:
                 headers = (*headers, ("Content-Length", str(length)))
-                body = request.content
+                body = ClientBody(request.content, length)  # small: kept to be sent again
             else:
                 body = _Limited(request.content, limit)
             if request.headers.get("Expect", "").lower() == "100-continue":

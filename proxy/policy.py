@@ -20,6 +20,7 @@ from proxy import headers as h
 from proxy.entry import Body, Headers, StoredResponse
 from proxy.freshness import (
     HEURISTICALLY_CACHEABLE,
+    UNDERSTOOD_STATUSES,
     Assessment,
     Basis,
     assess,
@@ -197,6 +198,9 @@ class NoStore(enum.Enum):
     # ``origin`` routes: the request carried Authorization and the response does
     # not say it may be shared (RFC 9111 section 3.5).
     AUTHORIZATION = "authorization"
+    # ``origin`` routes: ``must-understand`` with a status whose caching rules
+    # sidecache does not know (RFC 9111 section 5.2.2.3).
+    MUST_UNDERSTAND = "must-understand"
 
 
 # Never stored as entries, whatever ``statuses`` says: not whole representations.
@@ -265,7 +269,12 @@ def store_refusal(
     else:
         assessment = origin_assessment(route, status, headers, wall=wall)
         d = assessment.directives
-    if d.no_store:
+    if assessment is not None and d.must_understand:
+        # RFC 9111 section 5.2.2.3: only a cache that knows the status's rules may
+        # store it, and one that does ignores no-store.
+        if status not in UNDERSTOOD_STATUSES:
+            return NoStore.MUST_UNDERSTAND
+    elif d.no_store:
         return NoStore.NO_STORE
     if d.private:
         return NoStore.PRIVATE
@@ -381,7 +390,7 @@ def build_entry(
         stored_at=now,
         fresh_until=now,
         stale_until=now,
-        initial_age=parse_age(h.get_all(headers, "age")),
+        initial_age=parse_age(h.get_all(headers, "age")) or 0.0,
         vary=vary,
         base_key=lookup.key,
     )

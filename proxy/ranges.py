@@ -8,18 +8,15 @@ Imports neither aiohttp nor asyncio.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 
+from proxy.freshness import parse_http_date
 from proxy.headers import if_none_match_matches
 
 
 def _http_date(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
+    """An HTTP-date (RFC 9110 section 5.6.7), or None: a conditional header that is
+    not one is ignored (section 13.1.3)."""
+    return parse_http_date(value) if value else None
 
 
 def not_modified(
@@ -28,17 +25,25 @@ def not_modified(
     if_modified_since: str | None,
     etag: str,
     last_modified: str | None,
+    date: str | None = None,
 ) -> bool:
     """RFC 9110 13.2.2: may a GET/HEAD be answered 304 from this stored response?
 
-    ``If-None-Match`` wins when present; ``If-Modified-Since`` is compared with the
-    stored ``Last-Modified`` only (no validator, no 304).
+    ``If-None-Match`` wins when present. ``If-Modified-Since`` is compared with the
+    stored ``Last-Modified``, or, without a valid one, with ``date`` (RFC 9111
+    section 4.3.2): the stored ``Date``, else the time the entry was stored, as an
+    HTTP-date. A representation is never modified after its ``Date`` (RFC 9110
+    section 8.8.2.1), so that is safe. Neither: no 304.
     """
     if if_none_match is not None:
         return if_none_match_matches(if_none_match, etag)
     since = _http_date(if_modified_since)
+    if since is None:
+        return False
     modified = _http_date(last_modified)
-    return since is not None and modified is not None and modified <= since
+    if modified is None:
+        modified = _http_date(date)
+    return modified is not None and modified <= since
 
 
 def _strong_match(header: str, etag: str) -> bool:

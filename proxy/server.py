@@ -90,9 +90,9 @@ class Sidecache:
             log.warning("running anyway (server.allow_unsafe_http_parser): %s", problem)
         store = MemoryLRUCache(config.cache.max_bytes, clock=self.clock)
         store.apply_lifetimes(route_lifetimes(config))
-        upstream = Upstream(config.upstream)
-        await upstream.start()
         stats = Stats(started_at=self.clock())
+        upstream = Upstream(config.upstream, clock=self.clock, on_retry=stats.upstream_retried)
+        await upstream.start()
         coalescer = Coalescer()
         store.on_purge(coalescer.detach)  # every purge, whoever asks for it
         shared = _make_shared(config, self.clock)

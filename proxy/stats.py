@@ -128,6 +128,9 @@ class Stats:
     upstream_queued: int = 0
     upstream_coalesced: int = 0
     upstream_rejected: int = 0  # refused after waiting queue_timeout for a slot
+    # Requests sent again on a new connection after a reused one failed unanswered
+    # (``proxy.reuse``): counted once in ``upstream_requests``.
+    upstream_retries: int = 0
     # Pass-through responses cut because the client read too slowly: not app errors.
     slow_clients: int = 0
     # Fills sent as conditional requests to revalidate a stale entry, and those the
@@ -157,6 +160,9 @@ class Stats:
     def upstream_failed(self) -> None:
         self.upstream_errors += 1
 
+    def upstream_retried(self) -> None:
+        self.upstream_retries += 1
+
     def coalesced(self) -> None:
         self.upstream_coalesced += 1
 
@@ -185,6 +191,7 @@ class Stats:
                 "queued": self.upstream_queued,
                 "coalesced": self.upstream_coalesced,
                 "rejected": self.upstream_rejected,
+                "retries": self.upstream_retries,
                 "slow_clients": self.slow_clients,
                 "revalidations": self.upstream_revalidations,
                 "revalidated": self.upstream_revalidated,

@@ -11,6 +11,14 @@ response (``proxy.framing``) are dropped with the connection and logged instead
 of failing the response or being read as the next one; and the app's interim
 ``1xx`` responses, which aiohttp's client reads and drops
 (``ClientResponse.start``), are handed to the caller's ``interim`` callback first.
+
+And how connections are reused (``proxy.reuse``): the pool keeps an idle
+connection for ``upstream.keepalive_timeout`` at most, less when the app's
+``Keep-Alive: timeout`` says it closes sooner (``_Connector``); a request that
+fails on a reused connection before any byte of its response is sent once more
+on a new connection when it can be (``Upstream.request``). aiohttp's own retry
+is off: it would take another pooled connection, which the app may have closed
+as well, and could not be counted.
 """
 
 from __future__ import annotations
@@ -18,20 +26,25 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, assert_never, cast
 
 import aiohttp
 from aiohttp.client_proto import ResponseHandler
+from aiohttp.client_reqrep import ConnectionKey
+from aiohttp.connector import Connection
 from aiohttp.http_parser import RawResponseMessage
 from aiohttp.streams import StreamReader
+from aiohttp.tracing import Trace
 from yarl import URL
 
 from proxy.entry import Headers
 from proxy.framing import Framing, Phase
+from proxy.reuse import REPLAY_BYTES, Replay, idle_budget, replay
 
 if TYPE_CHECKING:
     from proxy.config import UpstreamConfig
@@ -132,16 +145,35 @@ class UpstreamResponse:
 
 
 @dataclass(frozen=True, slots=True)
+class ClientBody:
+    """A client's request body of declared ``length``, not read yet: read whole
+    before it is sent up to ``proxy.reuse.REPLAY_BYTES``, so that it can be sent
+    again on a new connection; streamed if larger."""
+
+    content: StreamReader
+    length: int
+
+    @property
+    def replayable(self) -> bool:
+        return self.length <= REPLAY_BYTES
+
+
+@dataclass(slots=True)
 class _Exchange:
-    """The request a connection is answering: for its log lines and its 1xx."""
+    """One attempt at a request: what its connection needs for log lines and 1xx,
+    and what the connection saw, for the retry rule (``proxy.reuse.replay``)."""
 
     method: str
     path: str  # without the query: its values may be secrets
     interim: InterimSink | None
+    fresh: bool = False  # a retry: only a new connection may carry it
+    reused: bool = False  # set by the connection: it had carried a request before
+    answered: bool = False  # set by the connection: a byte of the response arrived
 
 
-# Set around each request: aiohttp gives the connection its response parameters
-# in the requesting task (``set_response_params``), where the protocol reads it.
+# Set around each attempt: aiohttp takes a pooled connection (``_Connector._get``)
+# and gives it its response parameters (``set_response_params``) in the requesting
+# task, where the connector and the protocol read it.
 _EXCHANGE: ContextVar[_Exchange | None] = ContextVar("sidecache_upstream_exchange", default=None)
 
 
@@ -153,15 +185,29 @@ class _FramedProtocol(ResponseHandler):
     fail the whole response ("Bad status line"), and bytes arriving later would
     be taken for the next request's response. Here each read is cut where the
     response ends (``proxy.framing``); the excess is dropped, the connection
-    closed so that it is never reused, and a warning logged."""
+    closed so that it is never reused, and a warning logged.
+
+    It also notes, for the retry rule, whether a request is not the first on the
+    connection and whether any byte of its response arrived, and the ``Keep-Alive``
+    values of the last response, for the pool (``_Connector``)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(loop)
         self._framing = Framing()
         self._exchange: _Exchange | None = None
+        self._uses = 0
+        # The last final response's ``Keep-Alive`` values, and until when (the
+        # connector's clock) the connection may be reused, set on its release.
+        self.keep_alive: tuple[str, ...] = ()
+        self.idle_until = float("inf")
 
     def set_response_params(self, **params: Any) -> None:
-        self._exchange = _EXCHANGE.get()
+        # Called once per request sent on this connection, before it is written.
+        exchange = self._exchange = _EXCHANGE.get()
+        if exchange is not None:
+            exchange.reused = self._uses > 0
+        self._uses += 1
+        self.keep_alive = ()
         self._framing.start(head_request=bool(params.get("skip_payload", False)))
         super().set_response_params(**params)
 
@@ -177,6 +223,8 @@ class _FramedProtocol(ResponseHandler):
         super().feed_data(data, size)
 
     def data_received(self, data: bytes) -> None:
+        if data and self._exchange is not None:
+            self._exchange.answered = True
         framing = self._framing
         if not data or framing.phase is Phase.UNTRACKED:
             super().data_received(data)
@@ -211,6 +259,8 @@ class _FramedProtocol(ResponseHandler):
 
     async def read(self) -> tuple[RawResponseMessage, StreamReader]:
         message, payload = await super().read()
+        if message.code >= 200:
+            self.keep_alive = tuple(message.headers.getall("Keep-Alive", ()))
         sink = self._exchange.interim if self._exchange is not None else None
         # aiohttp's ClientResponse.start reads interim responses and drops them.
         if sink is not None and 100 <= message.code < 200 and message.code != 101:
@@ -220,19 +270,68 @@ class _FramedProtocol(ResponseHandler):
 
 
 class _Connector(aiohttp.TCPConnector):
-    """A TCP connector whose connections read responses with ``_FramedProtocol``."""
+    """A TCP connector whose connections read responses with ``_FramedProtocol``,
+    and are reused only within their idle budget (``proxy.reuse.idle_budget``).
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    aiohttp keeps one idle time for the whole pool, on its own clock; here each
+    connection gets a deadline when it is released (``_release``) on ``clock``,
+    and one past it is closed before aiohttp picks the next pooled connection
+    (``_get``). ``keepalive_timeout`` None: connections are never kept."""
+
+    def __init__(
+        self,
+        *,
+        keepalive_timeout: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        **kwargs: Any,
+    ) -> None:
+        if keepalive_timeout is None:
+            super().__init__(force_close=True, **kwargs)
+        else:
+            super().__init__(keepalive_timeout=keepalive_timeout, **kwargs)
         framed = functools.partial(_FramedProtocol, loop=self._loop)
         self._factory = cast("functools.partial[ResponseHandler]", framed)
+        self._idle = keepalive_timeout
+        self._clock = clock
+
+    def _release(
+        self, key: ConnectionKey, protocol: ResponseHandler, *, should_close: bool = False
+    ) -> None:
+        if self._idle is not None and isinstance(protocol, _FramedProtocol):
+            budget = idle_budget(self._idle, protocol.keep_alive)
+            protocol.idle_until = self._clock() + budget
+            should_close = should_close or budget <= 0
+        super()._release(key, protocol, should_close=should_close)
+
+    async def _get(self, key: ConnectionKey, traces: list[Trace]) -> Connection | None:
+        exchange = _EXCHANGE.get()
+        if exchange is not None and exchange.fresh:
+            return None  # a retry goes on a new connection, never another pooled one
+        # aiohttp reuses the first connected one from the left: close those whose
+        # budget ran out until that one is within its own.
+        now = self._clock()
+        for protocol, _ in self._conns.get(key, ()):
+            if not protocol.is_connected():
+                continue  # aiohttp drops it
+            if not isinstance(protocol, _FramedProtocol) or now < protocol.idle_until:
+                break
+            protocol.close()
+        return await super()._get(key, traces)
 
 
 class Upstream:
     """The pooled client for one upstream base URL."""
 
-    def __init__(self, config: UpstreamConfig) -> None:
+    def __init__(
+        self,
+        config: UpstreamConfig,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        on_retry: Callable[[], None] = lambda: None,
+    ) -> None:
         self.config = config
+        self._clock = clock
+        self._on_retry = on_retry
         self.base = URL(config.url)
         self.host_header = self.base.raw_authority
         self._session: aiohttp.ClientSession | None = None
@@ -250,7 +349,8 @@ class Upstream:
         connector = _Connector(
             limit=self.config.max_connections,
             limit_per_host=0,
-            keepalive_timeout=30,
+            keepalive_timeout=self.config.keepalive_timeout,
+            clock=self._clock,
             ttl_dns_cache=10,
         )
         self._session = aiohttp.ClientSession(
@@ -263,10 +363,14 @@ class Upstream:
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
             raise_for_status=False,
         )
+        # Retries are ours (``_send``): aiohttp's would resend an idempotent request
+        # on another pooled connection, uncounted. (No public switch: aiohttp's own
+        # test client turns it off the same way.)
+        self._session._retry_connection = False
         # Readiness asks on its own connections, outside the pool and the admission
         # slots: an app busy with max_connections requests still answers, and is ready.
         self._probe_session = aiohttp.ClientSession(
-            connector=_Connector(limit=PROBE_CONNECTIONS, force_close=True),
+            connector=_Connector(limit=PROBE_CONNECTIONS),
             timeout=aiohttp.ClientTimeout(sock_connect=self.config.connect_timeout),
             auto_decompress=False,
             cookie_jar=aiohttp.DummyCookieJar(),
@@ -302,31 +406,91 @@ class Upstream:
         ``interim`` is awaited with each interim response (``1xx``, ``101`` aside)
         the app sends before its final one, in order, before this yields.
 
+        ``body``: None, ``bytes``, a ``ClientBody`` (read whole first if small
+        enough to be sent again), or any other async iterable of bytes (streamed).
+        A request that fails on a reused connection before any byte of its response
+        arrived is sent once more on a new connection if it has no body or its
+        body is in memory (``proxy.reuse.replay``); each such retry is reported to
+        ``on_retry``.
+
         The response is released (the connection returned to the pool, or closed
         if the body was not read to its end) when the block exits.
         """
         assert self._session is not None, "Upstream.start() was not awaited"
         url = URL(str(self.base) + target, encoded=True)
-        exchange = _EXCHANGE.set(_Exchange(method, target.partition("?")[0], interim))
+        exchange = _Exchange(method, target.partition("?")[0], interim)
         with translate_errors():
-            try:
-                async with asyncio.timeout(self.config.timeout if relayed else None):
-                    resp = await self._session.request(
-                        method,
-                        url,
-                        headers=headers,
-                        data=body,
-                        allow_redirects=False,
-                        compress=None,
-                        chunked=None,
-                        timeout=self._relay_timeout if relayed else self._whole_timeout,
+            async with asyncio.timeout(self.config.timeout if relayed else None):
+                if isinstance(body, ClientBody):
+                    body = (
+                        await body.content.readexactly(body.length)
+                        if body.replayable
+                        else body.content
                     )
-            finally:
-                _EXCHANGE.reset(exchange)
+                resp = await self._send(exchange, url, headers, body, relayed=relayed)
         try:
             yield UpstreamResponse(resp)
         finally:
             resp.release()
+
+    async def _send(
+        self, exchange: _Exchange, url: URL, headers: Headers, body: Any, *, relayed: bool
+    ) -> aiohttp.ClientResponse:
+        """Send the request; once more on a new connection if ``proxy.reuse`` allows."""
+        try:
+            with translate_errors():
+                return await self._attempt(exchange, url, headers, body, relayed=relayed)
+        except UpstreamUnavailable as exc:
+            decision = replay(
+                reused=exchange.reused,
+                answered=exchange.answered,
+                replayable=body is None or isinstance(body, bytes),
+            )
+            match decision:
+                case Replay.RETRY:
+                    # Any method, a POST with its body too: the app closed the idle
+                    # connection without reading the request (proxy.reuse.replay).
+                    log.info(
+                        "upstream closed a reused connection before answering %s %s (%s): %s",
+                        exchange.method,
+                        exchange.path,
+                        exc,
+                        decision.value,
+                    )
+                case Replay.ANSWERED | Replay.STREAMED:
+                    log.info(
+                        "upstream failed on a reused connection for %s %s, not sent again: %s",
+                        exchange.method,
+                        exchange.path,
+                        decision.value,
+                    )
+                    raise
+                case Replay.NEW_CONNECTION:
+                    raise
+                case _:
+                    assert_never(decision)
+        self._on_retry()
+        again = _Exchange(exchange.method, exchange.path, exchange.interim, fresh=True)
+        return await self._attempt(again, url, headers, body, relayed=relayed)
+
+    async def _attempt(
+        self, exchange: _Exchange, url: URL, headers: Headers, body: Any, *, relayed: bool
+    ) -> aiohttp.ClientResponse:
+        assert self._session is not None
+        token = _EXCHANGE.set(exchange)
+        try:
+            return await self._session.request(
+                exchange.method,
+                url,
+                headers=headers,
+                data=body,
+                allow_redirects=False,
+                compress=None,
+                chunked=None,
+                timeout=self._relay_timeout if relayed else self._whole_timeout,
+            )
+        finally:
+            _EXCHANGE.reset(token)
 
     async def probe(self) -> bool:
         """Does the upstream answer HTTP at all? Used by ``/readyz`` (the caller bounds it).

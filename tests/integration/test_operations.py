@@ -71,6 +71,7 @@ async def test_metrics_agree_exactly_with_stats(
     )
     assert m[("sidecache_upstream_requests_total", (("outcome", "error"),))] == up["errors"]
     assert m[("sidecache_coalesced_total", ())] == up["coalesced"]
+    assert m[("sidecache_upstream_retries_total", ())] == up["retries"]
     assert m[("sidecache_slow_clients_total", ())] == up["slow_clients"]
     assert m[("sidecache_cache_bytes", ())] == s["cache"]["bytes"]
     assert m[("sidecache_cache_entries", ())] == s["cache"]["entries"]

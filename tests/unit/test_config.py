@@ -121,6 +121,7 @@ def test_defaults() -> None:
         30.0,
     )
     assert (c.upstream.read_timeout, c.upstream.stream_timeout) == (15.0, 600.0)
+    assert c.upstream.keepalive_timeout == 1.5
     assert c.server.send_timeout == 60.0
     assert (c.cache.max_bytes, c.cache.max_object_bytes) == (1024**3, 16 * 1024**2)
     assert c.routes == ()
@@ -389,3 +390,11 @@ def test_a_reload_does_not_look_listen_host_names_up() -> None:
         load_config(path, environ={})
     # A reload (on the event loop) skips the lookup: listen changes need a restart.
     assert load_config(path, environ={}, resolve_hosts=False).listen.host.endswith(".invalid")
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"), [("500ms", 0.5), ("4s", 4.0), (2, 2.0), ("1m", 60.0)]
+)
+def test_upstream_keepalive_timeout_is_a_duration(value: object, seconds: float) -> None:
+    data = {"upstream": {"url": "http://127.0.0.1:8000", "keepalive_timeout": value}}
+    assert parse_config(data, environ={}).upstream.keepalive_timeout == seconds

@@ -284,3 +284,24 @@ def test_interim_for_client_writes_undecodable_bytes_back_as_received() -> None:
     value = b"</caf\xe9.css>".decode("utf-8", "surrogateescape")
     head = h.interim_for_client(103, "Early Hints", (("Link", value),))
     assert head is not None and b"Link: </caf\xe9.css>\r\n" in head
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        (),
+        (("Surrogate-Capability", 'sidecache="ESI/1.0"'),),
+        (("surrogate-capability", 'edge="Surrogate/1.0"'), ("Surrogate-Capability", "x")),
+    ],
+)
+def test_fills_announce_sidecache_as_a_surrogate_and_only_sidecache(
+    given: tuple[tuple[str, str], ...],
+) -> None:
+    """W3C Edge Architecture: the device name Surrogate-Control may target, and
+    never a client's claim on what is stored for everybody."""
+    assert _fill(given)["surrogate-capability"] == ['sidecache="Surrogate/1.0"']
+    assert _fill(given, ("surrogate-capability",))["surrogate-capability"] == [
+        'sidecache="Surrogate/1.0"'
+    ]
+    # Pass-through: as sent, nothing added.
+    assert _fill(given, fill=False).get("surrogate-capability", []) == [v for _, v in given]

@@ -570,6 +570,150 @@ def test_store_refusal_on_origin_routes(
     assert refusal(route, status, headers) is expected
 
 
+MU = "max-age=3600, must-understand"
+
+
+# RFC 9111 section 5.2.2.3. Statuses a ``statuses`` list would refuse stay refused.
+@pytest.mark.parametrize(
+    ("route", "status", "cache_control", "expected"),
+    [
+        (ORIGIN, 599, MU, NoStore.MUST_UNDERSTAND),
+        (ORIGIN, 499, MU, NoStore.MUST_UNDERSTAND),
+        (ORIGIN, 429, MU, NoStore.MUST_UNDERSTAND),
+        (ORIGIN, 599, "max-age=3600", None),  # without it, any status may be stored
+        (ORIGIN, 200, MU, None),
+        (ORIGIN, 404, MU, None),
+        (ORIGIN, 500, MU, None),
+        # With a status it understands, sidecache ignores no-store.
+        (ORIGIN, 200, "no-store, must-understand, max-age=60", None),
+        (ORIGIN, 410, "must-understand, no-store, max-age=60", None),
+        (ORIGIN, 599, "no-store, must-understand, max-age=60", NoStore.MUST_UNDERSTAND),
+        (ORIGIN, 200, "no-store, max-age=60", NoStore.NO_STORE),
+        # Not private, though, nor without a lifetime.
+        (ORIGIN, 200, "private, must-understand, max-age=60", NoStore.PRIVATE),
+        (ORIGIN, 200, "no-store, must-understand", NoStore.NO_FRESHNESS),
+        (replace(ORIGIN, statuses=(200,)), 500, MU, NoStore.STATUS),
+        (ORIGIN, 206, MU, NoStore.STATUS),
+        # A route route reads no-store as always, and the route decides the status.
+        (PHOTO, 200, "no-store, must-understand, max-age=60", NoStore.NO_STORE),
+        (replace(PHOTO, statuses=(599,)), 599, MU, None),
+    ],
+)
+def test_must_understand(
+    route: Route, status: int, cache_control: str, expected: NoStore | None
+) -> None:
+    assert refusal(route, status, (("Cache-Control", cache_control),)) is expected
+
+
+@pytest.mark.parametrize(
+    ("route", "headers", "expected"),
+    [
+        # The conformance suite's surrogate-* responses.
+        (ORIGIN, (("Surrogate-Control", "max-age=3600"),), None),
+        (
+            ORIGIN,
+            (
+                ("Surrogate-Control", "max-age=0"),
+                *DATE,
+                ("Expires", "Sun, 06 Nov 1994 11:35:17 GMT"),
+            ),
+            NoStore.NO_FRESHNESS,
+        ),
+        (
+            ORIGIN,
+            (("Cache-Control", "max-age=10000"), ("Surrogate-Control", "no-store")),
+            NoStore.NO_STORE,
+        ),
+        (
+            ORIGIN,
+            (("Cache-Control", "no-store"), ("Surrogate-Control", "max-age=10000;sidecache")),
+            None,
+        ),
+        (
+            ORIGIN,
+            (("Cache-Control", "no-store"), ("Surrogate-Control", "max-age=10000;other")),
+            NoStore.NO_STORE,
+        ),
+        (ORIGIN, (("Surrogate-Control", "max-age=3600;other"),), NoStore.NO_FRESHNESS),
+        # Set-Cookie is never stored, whatever Surrogate-Control says.
+        (
+            ORIGIN,
+            (("Surrogate-Control", "max-age=60"), ("Set-Cookie", "a=b")),
+            NoStore.SET_COOKIE,
+        ),
+        # A route route does not read it: Cache-Control's no-store, and the ttl.
+        (
+            PHOTO,
+            (("Cache-Control", "no-store"), ("Surrogate-Control", "max-age=10000")),
+            NoStore.NO_STORE,
+        ),
+    ],
+)
+def test_surrogate_control_on_store(
+    route: Route, headers: Headers, expected: NoStore | None
+) -> None:
+    assert refusal(route, 200, headers) is expected
+
+
+@pytest.mark.parametrize(
+    ("route", "fresh_until"),
+    [(ORIGIN, 1000.0 + 3600), (replace(ORIGIN, ttl=60), 1000.0 + 3600), (PHOTO, 1300.0)],
+)
+def test_a_surrogate_lifetime_is_the_entry_lifetime_on_origin_routes_only(
+    route: Route, fresh_until: float
+) -> None:
+    headers = (
+        ("Cache-Control", "max-age=1, no-cache"),
+        ("Surrogate-Control", "max-age=3600"),
+        ("Date", "Sun, 06 Nov 1994 08:49:37 GMT"),
+        ("Expires", "Sun, 06 Nov 1994 08:49:38 GMT"),
+    )
+    e = origin_entry(route, headers)
+    assert (e.fresh_until, e.must_revalidate) == (fresh_until, False)
+
+
+def test_a_surrogate_lifetime_is_still_refused_to_a_request_with_authorization() -> None:
+    """Surrogate-Control says nothing about sharing (RFC 9111 section 3.5)."""
+    headers = (("Cache-Control", "public"), ("Surrogate-Control", "max-age=60"))
+    assert refusal(ORIGIN, 200, headers, authorized=True) is NoStore.AUTHORIZATION
+    assert refusal(ORIGIN, 200, headers) is None
+
+
+def test_an_invalid_date_counts_as_absent() -> None:
+    """RFC 9110 section 6.6.1: Expires then counts from when the response arrived
+    (``wall``), which a caller must pass for it to be of use."""
+    wall = 784111777.0  # DATE's instant
+    headers = (("Date", "foo"), ("Expires", "Sun, 06 Nov 1994 08:49:47 GMT"))  # wall + 10 s
+    kwargs: dict[str, Any] = {"content_length": 10, "max_object_bytes": 1000}
+    assert store_refusal(ORIGIN, 200, headers, wall=wall, **kwargs) is None  # type: ignore[arg-type]
+    e = origin_entry(ORIGIN, headers, wall=wall)
+    assert (e.fresh_until, e.initial_age) == (1010.0, 0.0)
+    late = origin_entry(ORIGIN, headers, wall=wall + 4)
+    assert late.fresh_until == 1006.0
+    # Without the arrival time there is nothing to count Expires from.
+    assert refusal(ORIGIN, 200, headers) is NoStore.NO_FRESHNESS
+
+
+@pytest.mark.parametrize(
+    ("headers", "fresh_until", "initial_age"),
+    [
+        ((("Cache-Control", "max-age=3600"), ("Age", "abc")), 1000.0, 0.0),
+        ((("Cache-Control", "max-age=3600"), ("Age", "0"), ("Age", "0")), 1000.0, 0.0),
+        ((("Cache-Control", "max-age=3600"), ("Age", "60")), 4540.0, 60.0),
+        ((("Age", "abc"),), 1300.0, 0.0),  # the route default ignores ages
+    ],
+)
+def test_an_invalid_age_stores_an_entry_stale(
+    headers: Headers, fresh_until: float, initial_age: float
+) -> None:
+    e = origin_entry(replace(ORIGIN, ttl=300), (*headers, *ETAG))
+    assert (e.fresh_until, e.initial_age) == (fresh_until, initial_age)
+    # Without a validator or a default, nothing would let it be reused.
+    if fresh_until == 1000.0:
+        assert refusal(ORIGIN, 200, headers) is NoStore.NO_FRESHNESS
+        assert refusal(ORIGIN, 200, (*headers, *ETAG)) is None
+
+
 @pytest.mark.parametrize(
     ("cache_control", "expected"),
     [
@@ -601,6 +745,7 @@ def test_a_response_to_a_request_with_authorization_must_say_it_may_be_shared(
         ((*DATE, ("Expires", "0")), None),
         ((("Cache-Control", "no-store"), ("CDN-Cache-Control", "max-age=60")), NoStore.NO_STORE),
         ((("CDN-Cache-Control", "private"),), None),
+        ((("Surrogate-Control", "no-store"),), None),
     ],
 )
 def test_route_routes_read_only_what_they_always_read(

@@ -36,6 +36,53 @@ def test_not_modified(
     )
 
 
+DATE = "Tue, 24 Nov 2026 12:00:00 GMT"  # two hours after LM
+
+
+# RFC 9111 section 4.3.2: without a Last-Modified, If-Modified-Since is evaluated
+# against the stored Date (``date``: the caller passes the time it stored the
+# entry when there is none).
+@pytest.mark.parametrize(
+    ("ims", "last_modified", "date", "expected"),
+    [
+        ("Tue, 24 Nov 2026 12:00:00 GMT", None, DATE, True),
+        ("Tue, 24 Nov 2026 13:00:00 GMT", None, DATE, True),
+        ("Tue, 24 Nov 2026 11:59:59 GMT", None, DATE, False),
+        ("Tuesday, 24-Nov-26 12:00:00 GMT", None, DATE, True),  # RFC 850
+        ("Tue Nov 24 12:00:00 2026", None, DATE, True),  # asctime
+        ("Tue, 24 Nov 2026 12:00:00 GMT", None, None, False),
+        ("Tue, 24 Nov 2026 12:00:00 GMT", None, "foo", False),
+        ("not a date", None, DATE, False),
+        (None, None, DATE, False),
+        # A valid Last-Modified is the one compared; the Date only stands in.
+        ("Tue, 24 Nov 2026 11:00:00 GMT", LM, DATE, True),
+        ("Tue, 24 Nov 2026 09:00:00 GMT", LM, DATE, False),
+        ("Tue, 24 Nov 2026 12:00:00 GMT", "yesterday", DATE, True),
+        ("Tue, 24 Nov 2026 11:00:00 GMT", "yesterday", DATE, False),
+        # Not an HTTP-date (RFC 9110 section 13.1.3): ignored.
+        ("Tue, 24 Nov 2026 12:00:00 +0000", None, DATE, False),
+        ("Tue, 24 Nov 2026 12:00:00", None, DATE, False),
+    ],
+)
+def test_if_modified_since_without_last_modified_uses_the_date(
+    ims: str | None, last_modified: str | None, date: str | None, expected: bool
+) -> None:
+    assert (
+        not_modified(
+            if_none_match=None,
+            if_modified_since=ims,
+            etag=ETAG,
+            last_modified=last_modified,
+            date=date,
+        )
+        is expected
+    )
+    # If-None-Match still wins.
+    assert not not_modified(
+        if_none_match='"zzz"', if_modified_since=ims, etag=ETAG, last_modified=None, date=date
+    )
+
+
 @pytest.mark.parametrize(
     ("header", "size", "expected"),
     [

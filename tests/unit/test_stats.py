@@ -30,6 +30,7 @@ def test_empty_snapshot_has_the_contract_shape() -> None:
             "queued": 0,
             "coalesced": 0,
             "rejected": 0,
+            "retries": 0,
             "slow_clients": 0,
             "revalidations": 0,
             "revalidated": 0,
@@ -77,6 +78,7 @@ def test_upstream_counters() -> None:
     s.upstream_started()
     s.upstream_failed()
     s.coalesced()
+    s.upstream_retried()
     s.upstream_in_flight, s.upstream_queued, s.upstream_rejected = 1, 2, 3
     s.upstream_queue_wait_s = 1.23456
     s.slow_clients = 4
@@ -88,6 +90,7 @@ def test_upstream_counters() -> None:
         "queued": 2,
         "coalesced": 1,
         "rejected": 3,
+        "retries": 1,
         "slow_clients": 4,
         "revalidations": 5,
         "revalidated": 3,
