@@ -268,17 +268,6 @@ def get_all(headers: Iterable[tuple[str, str]], name: str) -> list[str]:
     return [v for n, v in headers if n.lower() == lname]
 
 
-def cache_control_directives(values: Iterable[str]) -> dict[str, str | None]:
-    """Parse ``Cache-Control`` field values into lower-cased directives."""
-    directives: dict[str, str | None] = {}
-    for value in values:
-        for part in value.split(","):
-            name, sep, arg = part.strip().partition("=")
-            if name:
-                directives[name.strip().lower()] = arg.strip().strip('"') if sep else None
-    return directives
-
-
 def compute_etag(body: bytes | bytearray) -> str:
     """A strong validator derived from the body, for responses stored without one."""
     return '"sc-' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'

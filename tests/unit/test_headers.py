@@ -70,19 +70,6 @@ def test_with_via_appends() -> None:
 
 
 @pytest.mark.parametrize(
-    ("values", "expected"),
-    [
-        (["public, max-age=60"], {"public": None, "max-age": "60"}),
-        (["No-Store"], {"no-store": None}),
-        (["private", 'max-age="5"'], {"private": None, "max-age": "5"}),
-        ([" , ,"], {}),
-    ],
-)
-def test_cache_control_directives(values: list[str], expected: dict[str, str | None]) -> None:
-    assert h.cache_control_directives(values) == expected
-
-
-@pytest.mark.parametrize(
     ("header", "etag", "match"),
     [
         ('"a"', '"a"', True),
