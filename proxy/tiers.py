@@ -115,35 +115,49 @@ class Tiers:
         shared = self.shared
         assert shared is not None
         token = uuid.uuid4().hex
-        taken = await shared.lock(key, token)
-        if taken is None:
-            return Turn(None, None)
-        if taken:
-            return Turn(token, None)
         deadline = time.monotonic() + shared.lock_timeout
-        while time.monotonic() < deadline:
-            await asyncio.sleep(CLUSTER_POLL)
-            # The lock first, then the entry: a holder stores before it unlocks, so
-            # a lock seen free means its entry, if any, is there to be read now.
-            held = await shared.locked(key)
-            if held is None:
+        while True:
+            taken = await shared.lock(key, token)
+            if taken is None:
                 return Turn(None, None)
-            since = self.epoch(route, path)
-            found = await shared.get(key)
-            if (
-                found is not None
-                and found.key == key
-                and self.epoch(route, path) == since
-                and self._adopt(found, since)
-            ):
-                return Turn(None, found)
-            if not held:  # the holder is gone without storing: our turn
-                taken = await shared.lock(key, token)
-                if taken is None:
-                    return Turn(None, None)
-                if taken:
+            if taken:
+                # Asked before the lock, the tier may have missed an entry that a
+                # holder stored and released since: held now, it is looked at once
+                # more, and nobody else can be storing it meanwhile.
+                found = await self._stored(key, route, path)
+                if found is None:
                     return Turn(token, None)
-        return Turn(None, None)
+                await shared.unlock(key, token)
+                return Turn(None, found)
+            while True:
+                if time.monotonic() >= deadline:
+                    return Turn(None, None)
+                await asyncio.sleep(CLUSTER_POLL)
+                # The lock first, then the entry: a holder stores before it unlocks,
+                # so a lock seen free means its entry, if any, is there to be read now.
+                held = await shared.locked(key)
+                if held is None:
+                    return Turn(None, None)
+                found = await self._stored(key, route, path)
+                if found is not None:
+                    return Turn(None, found)
+                if not held:  # the holder is gone without storing: our turn
+                    break
+
+    async def _stored(self, key: str, route: str, path: str) -> StoredResponse | None:
+        """The shared tier's fresh entry for ``key``, kept in-process, unless a purge
+        touched its path or route while it was fetched."""
+        assert self.shared is not None
+        since = self.epoch(route, path)
+        found = await self.shared.get(key)
+        if (
+            found is not None
+            and found.key == key
+            and self.epoch(route, path) == since
+            and self._adopt(found, since)
+        ):
+            return found
+        return None
 
     async def unlock(self, key: str, token: str) -> None:
         if self.shared is not None:

@@ -438,3 +438,27 @@ async def test_a_purge_that_lands_during_a_shared_lookup_keeps_its_entry_out(
         assert found.entry is not None and local.lookup("k", clock.now) is not None
     finally:
         await shared.close()
+
+
+async def test_a_fill_finished_between_the_lookup_and_the_lock_is_not_fetched_again(
+    namespace: str,
+) -> None:
+    """A replica misses in the shared tier; before it asks for the fill lock, another
+    one takes the lock, stores the entry and releases it: the lock is free, and the
+    entry is there. Its turn is that entry, not a second upstream request."""
+    clock = Clock(1000.0)
+    other, shared = tier(namespace, clock), tier(namespace, clock)
+    local = MemoryLRUCache(64 * 1024 * 1024, clock=clock)
+    tiers = Tiers(local, shared, stats=Stats(started_at=clock.now), clock=clock)
+    try:
+        assert await tiers.lookup_shared("k", "photo", "/api/photo/1") == (True, None)
+        assert await other.lock("k", "token-other")  # the other replica's whole fill
+        assert await other.put(entry("k", clock.now))
+        await other.unlock("k", "token-other")
+        token, found = await tiers.turn("k", "photo", "/api/photo/1")
+        assert token is None and found is not None and found.body == BODY
+        assert local.lookup("k", clock.now) is not None  # kept in-process, as a hit would be
+        assert not await shared.locked("k")  # the lock taken to look is released
+    finally:
+        await other.close()
+        await shared.close()
