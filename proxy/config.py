@@ -32,7 +32,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from proxy.keys import normalise_host
+from proxy.keys import IPNetwork, normalise_host
 from proxy.routes import TemplateError, compile_template, shadowed
 
 DEFAULT_CONFIG_PATH = "config/sidecache.yaml"
@@ -405,6 +405,23 @@ def _host_pattern(value: object) -> str:
     return "*." + host if wildcard else host
 
 
+def _network(value: object) -> IPNetwork:
+    expected = "is not an IP address or CIDR range (e.g. '10.0.0.0/8', '::1')"
+    if not isinstance(value, str):
+        raise _fail(value, expected)
+    try:
+        return ipaddress.ip_network(value.strip(), strict=False)
+    except ValueError:
+        raise _fail(value, expected) from None
+
+
+# Loopback and private ranges: where an ingress or load balancer in front usually is.
+DEFAULT_TRUSTED_PROXIES: tuple[IPNetwork, ...] = tuple(
+    ipaddress.ip_network(n)
+    for n in ("127.0.0.0/8", "::1", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
+)
+
+
 class ServerConfig(BaseModel):
     """Limits on the clients of the public port, and the shutdown grace period."""
 
@@ -420,6 +437,11 @@ class ServerConfig(BaseModel):
     # Host names the public port answers for (``*.example.com`` for subdomains);
     # empty: every host, each cached apart. Others get 400 before any lookup.
     allowed_hosts: tuple[Annotated[str, BeforeValidator(_host_pattern)], ...] = ()
+    # Peers (the TCP peer address) whose X-Forwarded-* and Forwarded are believed:
+    # passed on, and keyed on cacheable routes. Empty: every peer's are replaced.
+    trusted_proxies: tuple[Annotated[IPNetwork, BeforeValidator(_network)], ...] = (
+        DEFAULT_TRUSTED_PROXIES
+    )
 
 
 DEFAULT_SENSITIVE_QUERY = (

@@ -57,7 +57,17 @@ from proxy.flow import (
     on_lookup,
     on_shared,
 )
-from proxy.keys import host_allowed, normalise_host, normalise_path, request_host, split_absolute
+from proxy.keys import (
+    FORWARDED_KEYED,
+    IPNetwork,
+    forwarded_inputs,
+    host_allowed,
+    normalise_host,
+    normalise_path,
+    request_host,
+    split_absolute,
+    trusted_peer,
+)
 from proxy.pacing import BodyCopy, SlowClient
 from proxy.passthrough import (
     Passthrough,
@@ -138,8 +148,19 @@ class Proxy:
         # path and the route table, and together they cost about a fifth of a hit.
         self._targets: dict[str, tuple[str | None, RouteConfig | None]] = {}
         self._allowed_hosts = config.server.allowed_hosts
+        self._trusted = config.server.trusted_proxies
         # raw Host -> normalised host, or "" when malformed or not allowed.
         self._hosts: dict[str, str] = {}
+
+    def _forwarded(self, request: web.BaseRequest) -> tuple[tuple[str, str], ...]:
+        """A trusted peer's forwarding headers, for the key; nothing from others.
+        Cheap when the request carries none: the peer is looked at only if it does."""
+        headers = request.headers
+        if not any(name in headers for name in FORWARDED_KEYED):
+            return ()
+        if not trusted_peer(request.remote, self._trusted):
+            return ()
+        return forwarded_inputs(headers.items())
 
     def _resolve(self, raw_path: str) -> tuple[str | None, RouteConfig | None]:
         """Normalise ``raw_path`` and find its route, memoised (bounded, reset on reload)."""
@@ -205,6 +226,7 @@ class Proxy:
             host=host,
             has_body=request.body_exists,
             raw_path=raw_path,
+            forwarded=self._forwarded(request) if route is not None else (),
         )
         if self._debug:
             log.debug("%s %s -> %s", request.method, raw_path if route else "-", decision)
@@ -269,7 +291,7 @@ class Proxy:
                     self.filler.start(
                         lookup,
                         key,
-                        (*_fill_headers(request, lookup), *conditions),
+                        (*_fill_headers(request, lookup, self._trusted), *conditions),
                         revalidating=entry if conditions else None,
                         background=True,
                     )
@@ -322,7 +344,7 @@ class Proxy:
         fill = self.filler.start(
             lookup,
             key,
-            (*_fill_headers(request, lookup), *step.conditions),
+            (*_fill_headers(request, lookup, self._trusted), *step.conditions),
             revalidating=step.stale if isinstance(step, Revalidate) else None,
             cluster=cluster is not False,
         )
@@ -552,6 +574,10 @@ async def _chunks_of(relay: Relay) -> AsyncIterator[bytes | memoryview]:
         yield chunk
 
 
-def _fill_headers(request: web.BaseRequest, lookup: Lookup) -> Headers:
+def _fill_headers(
+    request: web.BaseRequest, lookup: Lookup, trusted: tuple[IPNetwork, ...]
+) -> Headers:
     """What a fill sends upstream: no conditionals, no ``Range``, only keyed inputs."""
-    return upstream_headers(request, fill=True, keyed=(*lookup.route.vary, *lookup.learned))
+    return upstream_headers(
+        request, fill=True, trusted=trusted, keyed=(*lookup.route.vary, *lookup.learned)
+    )

@@ -161,6 +161,7 @@ def request_headers_for_upstream(
     host: str,
     fill: bool,
     keyed: Iterable[str] = (),
+    trusted: bool = False,
 ) -> Headers:
     """Headers to send upstream for a client request.
 
@@ -172,8 +173,20 @@ def request_headers_for_upstream(
     route puts in its key (``keyed``, lower-case names); likewise ``NEGOTIATION``
     headers (and ``Sec-CH-*``) not in ``keyed``, and it sends ``Accept-Encoding``
     normalised and sidecache's own ``Surrogate-Capability``.
+
+    ``trusted`` marks a request from a trusted peer (``server.trusted_proxies``):
+    the client's address is appended to its ``X-Forwarded-For``, and its
+    ``X-Forwarded-Proto``, ``X-Forwarded-Host`` and ``Forwarded`` are passed on
+    (each set from what sidecache saw when absent, ``Forwarded`` left absent).
+    Otherwise all four are set from what sidecache saw, the client's dropped.
     """
     items = tuple(headers)
+    if trusted:
+        forwarded_for = [v.strip() for n, v in items if n.lower() == "x-forwarded-for"]
+        scheme = ", ".join(get_all(items, "x-forwarded-proto")) or scheme
+        host = ", ".join(get_all(items, "x-forwarded-host")) or host
+        client_ip = ", ".join([*(v for v in forwarded_for if v), client_ip])
+        passed = tuple((n, v) for n, v in items if n.lower() == "forwarded")
     drop = _PROXY_SET_REQUEST | _FRAMING
     if fill:
         keyed_names = frozenset(keyed)
@@ -196,6 +209,8 @@ def request_headers_for_upstream(
     via = [v for n, v in kept if n.lower() == "via"]
     out = [(n, v) for n, v in kept if n.lower() != "via"]
     out.append(("Via", ", ".join([*via, VIA_VALUE])))
+    if trusted:
+        out.extend(passed)
     out.append(("X-Forwarded-For", client_ip))
     out.append(("X-Forwarded-Proto", scheme))
     if host:

@@ -14,8 +14,10 @@ Pure: imports neither aiohttp nor asyncio.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
 from urllib.parse import unquote, unquote_plus
 
 from proxy.freshness import split_list
@@ -105,12 +107,45 @@ def credential_digest(authorization: Sequence[str], cookie: Sequence[str]) -> st
     return h.hexdigest()
 
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# The forwarding headers a trusted peer's values of are passed on and keyed:
+# each can change the URLs, redirects and links the app renders.
+FORWARDED_KEYED = ("x-forwarded-proto", "x-forwarded-host", "forwarded")
+
+
+@lru_cache(maxsize=4096)
+def trusted_peer(remote: str | None, networks: tuple[IPNetwork, ...]) -> bool:
+    """Is the TCP peer ``remote`` in ``networks`` (``server.trusted_proxies``)?"""
+    if not remote or not networks:
+        return False
+    try:
+        address = ipaddress.ip_address(remote.partition("%")[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in networks)
+
+
+def forwarded_inputs(headers: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    """A trusted peer's forwarding headers that join the key: only those it sent,
+    every line of each joined (``Forwarded`` whole, its ``for=`` included)."""
+    found: dict[str, list[str]] = {}
+    for name, value in headers:
+        lname = name.lower()
+        if lname in FORWARDED_KEYED:
+            found.setdefault(lname, []).append(value.strip())
+    return tuple((n, ", ".join(found[n])) for n in FORWARDED_KEYED if n in found)
+
+
 def build_key(
     route: str,
     host: str,
     target: str,
     vary: Sequence[tuple[str, str | None]] = (),
     credentials: str | None = None,
+    forwarded: Sequence[tuple[str, str]] = (),
 ) -> str:
     """The cache key. ``target`` is the normalised path plus ``?query`` when non-empty.
 
@@ -121,6 +156,7 @@ def build_key(
     parts.extend(f"{name}:{value}" if value is not None else f"{name}!" for name, value in vary)
     if credentials is not None:
         parts.append("cred:" + credentials)
+    parts.extend(f"fwd:{name}:{value}" for name, value in forwarded)
     return "\n".join(parts)
 
 

@@ -26,7 +26,14 @@ from proxy.accesslog import SENT_KEY, STREAM_KEY, UPSTREAM_KEY
 from proxy.admission import Admission
 from proxy.body import VerbatimResponse, VerbatimStreamResponse, send_interim
 from proxy.entry import Headers
-from proxy.keys import loose_path, normalise_host, request_host, resolutions
+from proxy.keys import (
+    IPNetwork,
+    loose_path,
+    normalise_host,
+    request_host,
+    resolutions,
+    trusted_peer,
+)
 from proxy.pacing import BodyCopy, SlowClient
 from proxy.stats import Stats
 from proxy.tiers import Tiers
@@ -64,6 +71,7 @@ class Passthrough:
 
     def apply(self, config: Config) -> None:
         self.max_body_bytes = config.server.max_body_bytes
+        self.trusted_proxies = config.server.trusted_proxies
         self.stream_timeout = config.upstream.stream_timeout
         self.send_timeout = config.server.send_timeout
 
@@ -79,7 +87,7 @@ class Passthrough:
         """Proxy the request unchanged, streaming both bodies; store nothing.
         ``x_cache`` and ``status`` (``Cache-Status``) are said on the answer;
         ``invalidate``: the paths a success drops (``policy.Bypass``)."""
-        headers = upstream_headers(request, fill=False)
+        headers = upstream_headers(request, fill=False, trusted=self.trusted_proxies)
         body: object = None
         limit = self.max_body_bytes
         if request.body_exists:
@@ -213,9 +221,14 @@ class Passthrough:
 
 
 def upstream_headers(
-    request: web.BaseRequest, *, fill: bool, keyed: tuple[str, ...] = ()
+    request: web.BaseRequest,
+    *,
+    fill: bool,
+    trusted: tuple[IPNetwork, ...],
+    keyed: tuple[str, ...] = (),
 ) -> Headers:
-    """What goes upstream for ``request`` (``headers.request_headers_for_upstream``)."""
+    """What goes upstream for ``request`` (``headers.request_headers_for_upstream``);
+    ``trusted`` is ``server.trusted_proxies``."""
     return h.request_headers_for_upstream(
         request.headers.items(),
         client_ip=request.remote or "",
@@ -223,6 +236,7 @@ def upstream_headers(
         host=request_host(request.raw_path, request.headers.get("Host")) or "",
         fill=fill,
         keyed=keyed,
+        trusted=trusted_peer(request.remote, trusted),
     )
 
 

@@ -13,6 +13,7 @@ an argument. Pure: imports neither aiohttp nor asyncio.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
@@ -109,10 +110,13 @@ def decide(
     host: str,
     has_body: bool,
     raw_path: str | None = None,
+    forwarded: Sequence[tuple[str, str]] = (),
 ) -> Decision:
     """Decide how to handle a request. ``path`` is the normalised path, None if
     ambiguous; ``raw_path`` the path as received, which an unsafe request
-    invalidates under every path the app may resolve it to (``keys.resolutions``)."""
+    invalidates under every path the app may resolve it to (``keys.resolutions``).
+    ``forwarded`` holds a trusted peer's forwarding headers (``keys.forwarded_inputs``),
+    which the app sees on a fill and so join the key."""
     invalidate: frozenset[str] | None = None
     if method not in SAFE_METHODS:
         if raw_path is not None:
@@ -158,7 +162,7 @@ def decide(
         return Bypass(BypassReason.AMBIGUOUS, route)
     target = f"{path}?{query}" if query else path
     vary = [(name, _value(name, headers)) for name in route.vary] if route.vary else ()
-    key = build_key(route.name, host, target, vary, creds)
+    key = build_key(route.name, host, target, vary, creds, forwarded)
     return Lookup(
         route,
         key,

@@ -25,7 +25,9 @@ async def echo(
 async def test_request_headers_hop_by_hop_dropped_forwarding_headers_set(
     sidecache: Factory, upstream: TestServer, client: aiohttp.ClientSession
 ) -> None:
-    proxy = await sidecache([])
+    # No trusted peer: the client's forwarding headers are replaced (a trusted
+    # peer's are passed on: test_trusted_proxies.py).
+    proxy = await sidecache([], server={"trusted_proxies": []})
     r, seen = await echo(
         client,
         proxy.url / "echo",

@@ -109,7 +109,9 @@ async def test_unkeyed_inputs_never_reach_a_cache_fill(
     name: str,
     value: str,
 ) -> None:
-    proxy = await sidecache()
+    # From a peer that is not a trusted proxy (the test client's 127.0.0.1 is
+    # trusted by default): a trusted one's X-Forwarded-Host and Forwarded are keyed.
+    proxy = await sidecache(server={"trusted_proxies": ["10.0.0.0/8"]})
     async with client.get(proxy.url / "api/photo/1", headers={name: value}) as r:
         assert r.headers["X-Cache"] == "MISS"
     seen = {k.lower(): v for k, v in upstream.app[LAST]["headers"]}  # type: ignore[union-attr]

@@ -398,3 +398,30 @@ def test_a_reload_does_not_look_listen_host_names_up() -> None:
 def test_upstream_keepalive_timeout_is_a_duration(value: object, seconds: float) -> None:
     data = {"upstream": {"url": "http://127.0.0.1:8000", "keepalive_timeout": value}}
     assert parse_config(data, environ={}).upstream.keepalive_timeout == seconds
+
+
+def test_trusted_proxies_default_to_loopback_and_private_ranges() -> None:
+    assert [str(n) for n in parse_config(MINIMAL).server.trusted_proxies] == [
+        "127.0.0.0/8",
+        "::1/128",
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "fc00::/7",
+    ]
+    given = {**MINIMAL, "server": {"trusted_proxies": ["203.0.113.7", " 2001:db8::/32"]}}
+    assert [str(n) for n in parse_config(given).server.trusted_proxies] == [
+        "203.0.113.7/32",
+        "2001:db8::/32",
+    ]
+    assert parse_config({**MINIMAL, "server": {"trusted_proxies": []}}).server.trusted_proxies == ()
+
+
+@pytest.mark.parametrize("bad", ["10.0.0.0/33", "example.com", "10.0.0", 7])
+def test_a_trusted_proxy_that_is_no_address_is_a_config_error(bad: object) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({**MINIMAL, "server": {"trusted_proxies": ["10.0.0.0/8", bad]}}, environ={})
+    assert str(info.value) == (
+        f"<config>: server.trusted_proxies[1]: {bad!r} is not an IP address or CIDR range "
+        "(e.g. '10.0.0.0/8', '::1')"
+    )

@@ -292,3 +292,67 @@ def test_fills_announce_sidecache_as_a_surrogate_and_only_sidecache(
     ]
     # Pass-through: as sent, nothing added.
     assert _fill(given, fill=False).get("surrogate-capability", []) == [v for _, v in given]
+
+
+TRUSTED_GIVEN = (
+    ("X-Forwarded-For", "203.0.113.7"),
+    ("X-Forwarded-For", "198.51.100.2"),
+    ("X-Forwarded-Proto", "https"),
+    ("X-Forwarded-Host", "shop.example"),
+    ("Forwarded", "for=203.0.113.7;proto=https"),
+)
+
+
+@pytest.mark.parametrize(
+    ("given", "trusted", "expected"),
+    [
+        (
+            TRUSTED_GIVEN,
+            True,
+            {
+                "x-forwarded-for": ["203.0.113.7, 198.51.100.2, 10.0.0.5"],
+                "x-forwarded-proto": ["https"],
+                "x-forwarded-host": ["shop.example"],
+                "forwarded": ["for=203.0.113.7;proto=https"],
+            },
+        ),
+        (
+            TRUSTED_GIVEN,
+            False,
+            {
+                "x-forwarded-for": ["10.0.0.5"],
+                "x-forwarded-proto": ["http"],
+                "x-forwarded-host": ["photos.example"],
+            },
+        ),
+        (
+            (),
+            True,
+            {
+                "x-forwarded-for": ["10.0.0.5"],
+                "x-forwarded-proto": ["http"],
+                "x-forwarded-host": ["photos.example"],
+            },
+        ),
+    ],
+)
+@pytest.mark.parametrize("fill", [False, True])
+def test_a_trusted_peer_forwarding_headers_are_passed_on_others_replaced(
+    given: tuple[tuple[str, str], ...],
+    trusted: bool,
+    expected: dict[str, list[str]],
+    fill: bool,
+) -> None:
+    out = h.request_headers_for_upstream(
+        given,
+        client_ip="10.0.0.5",
+        scheme="http",
+        host="photos.example",
+        fill=fill,
+        trusted=trusted,
+    )
+    got: dict[str, list[str]] = {}
+    for n, v in out:
+        if n.lower().startswith(("x-forwarded", "forwarded")):
+            got.setdefault(n.lower(), []).append(v)
+    assert got == expected

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 
+from proxy.config import DEFAULT_TRUSTED_PROXIES
 from proxy.keys import (
+    IPNetwork,
     build_key,
     credential_digest,
+    forwarded_inputs,
     host_allowed,
     loose_path,
     normalise_accept_encoding,
@@ -17,6 +22,7 @@ from proxy.keys import (
     resolutions,
     select_query,
     split_absolute,
+    trusted_peer,
 )
 
 
@@ -392,3 +398,62 @@ def test_field_values_are_normalised_before_keying(
     name: str, value: str | None, expected: str | None
 ) -> None:
     assert normalise_field(name, value) == expected
+
+
+def _networks(*cidrs: str) -> tuple[IPNetwork, ...]:
+    return tuple(ipaddress.ip_network(c) for c in cidrs)
+
+
+@pytest.mark.parametrize(
+    ("remote", "networks", "trusted"),
+    [
+        ("127.0.0.1", DEFAULT_TRUSTED_PROXIES, True),
+        ("10.1.2.3", DEFAULT_TRUSTED_PROXIES, True),
+        ("172.31.0.1", DEFAULT_TRUSTED_PROXIES, True),
+        ("172.32.0.1", DEFAULT_TRUSTED_PROXIES, False),
+        ("192.168.1.1", DEFAULT_TRUSTED_PROXIES, True),
+        ("::1", DEFAULT_TRUSTED_PROXIES, True),
+        ("fd00::1", DEFAULT_TRUSTED_PROXIES, True),
+        ("::ffff:10.0.0.1", DEFAULT_TRUSTED_PROXIES, True),
+        ("fe80::1%eth0", _networks("fe80::/10"), True),
+        ("203.0.113.7", DEFAULT_TRUSTED_PROXIES, False),
+        ("2001:db8::1", DEFAULT_TRUSTED_PROXIES, False),
+        ("127.0.0.1", (), False),
+        ("127.0.0.1", _networks("10.0.0.0/8"), False),
+        ("203.0.113.7", _networks("203.0.113.7/32"), True),
+        (None, DEFAULT_TRUSTED_PROXIES, False),
+        ("", DEFAULT_TRUSTED_PROXIES, False),
+        ("not-an-address", DEFAULT_TRUSTED_PROXIES, False),
+    ],
+)
+def test_trusted_peer(remote: str | None, networks: tuple[IPNetwork, ...], trusted: bool) -> None:
+    assert trusted_peer(remote, networks) is trusted
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ((), ()),
+        ((("Accept", "a"), ("X-Forwarded-For", "1.2.3.4")), ()),  # the address is not keyed
+        (
+            (("Forwarded", "proto=https"), ("X-Forwarded-Proto", "https ")),
+            (("x-forwarded-proto", "https"), ("forwarded", "proto=https")),
+        ),
+        (
+            (("X-Forwarded-Host", "a"), ("x-forwarded-host", "b")),
+            (("x-forwarded-host", "a, b"),),
+        ),
+    ],
+)
+def test_forwarded_inputs(
+    headers: tuple[tuple[str, str], ...], expected: tuple[tuple[str, str], ...]
+) -> None:
+    assert forwarded_inputs(headers) == expected
+
+
+def test_forwarded_inputs_split_the_key_only_when_present() -> None:
+    base = ("photo", "photos.example", "/api/photo/1")
+    assert build_key(*base, forwarded=()) == build_key(*base)
+    http = build_key(*base, forwarded=[("x-forwarded-proto", "http")])
+    https = build_key(*base, forwarded=[("x-forwarded-proto", "https")])
+    assert len({build_key(*base), http, https}) == 3
