@@ -25,7 +25,9 @@ LARGE = 200_000  # above body.SLICED_ABOVE: written by SlicedPayload
 class RawUpstream:
     """Answers every GET with ``size`` bytes, ``Cache-Control: max-age=60`` and only
     the headers its query names (``server=``, ``type=``); counts and keeps the
-    request heads. A ``gated`` query waits for ``gate`` before answering."""
+    request heads. A ``gated`` query waits for ``gate`` before answering; a
+    ``chunked`` one sends its body chunked (a streamed answer), ``status=304`` a
+    ``304`` with no body."""
 
     port: int = 0
     heads: list[bytes] = field(default_factory=list)
@@ -46,14 +48,19 @@ class RawUpstream:
                 if "gated" in query:
                     await self.gate.wait()
                 size = int(query.get("size", ["1000"])[0])
-                lines = [
-                    "HTTP/1.1 200 OK",
-                    f"Content-Length: {size}",
-                    "Cache-Control: max-age=60",
-                ]
+                status = query.get("status", ["200"])[0]
+                chunked = "chunked" in query
+                body = b"" if status == "304" else b"b" * size
+                lines = [f"HTTP/1.1 {status} {'Not Modified' if status == '304' else 'OK'}"]
+                if chunked:
+                    lines.append("Transfer-Encoding: chunked")
+                    body = (b"%x\r\n" % len(body) + body + b"\r\n" if body else b"") + b"0\r\n\r\n"
+                elif status != "304":
+                    lines.append(f"Content-Length: {size}")
+                lines.append("Cache-Control: max-age=60")
                 lines += [f"Server: {v}" for v in query.get("server", [])]
                 lines += [f"Content-Type: {v}" for v in query.get("type", [])]
-                writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + b"b" * size)
+                writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
@@ -198,3 +205,46 @@ async def test_a_utf8_header_value_reaches_the_app_byte_for_byte(
     assert await raw_exchange(proxy, head) == b"HTTP/1.1 200 OK\r\n"
     (arrived,) = raw_upstream.heads
     assert b"\r\nX-Tag: " + value + b"\r\n" in arrived
+
+
+@pytest.mark.parametrize("server", [None, "photo-app/1.0"])
+async def test_streamed_answers_and_an_app_304_carry_only_the_app_server(
+    sidecache: Factory, raw_upstream: RawUpstream, client: aiohttp.ClientSession, server: str | None
+) -> None:
+    proxy = await proxy_for(sidecache, raw_upstream)
+    named = f"&server={server}" if server else ""
+    # A chunked answer: streamed to the client who caused the fill, then a hit,
+    # and streamed through on a pass-through.
+    url = proxy.url.with_path("/api/photo/c").with_query(f"chunked=1&size={LARGE}{named}")
+    for x_cache in ("MISS", "HIT"):
+        status, received, body = await fetch(client, url)
+        assert (status, received["x-cache"], len(body)) == (200, [x_cache], LARGE)
+        app_said(received, server)
+    status, received, body = await fetch(client, url.with_path("/elsewhere").with_query(url.query))
+    assert (status, received["x-cache"], len(body)) == (200, ["BYPASS"], LARGE)
+    app_said(received, server)
+    # The app's own 304, relayed on a pass-through and to a conditional miss.
+    for path, x_cache in (("/elsewhere", "BYPASS"), ("/api/photo/n", "MISS")):
+        url = proxy.url.with_path(path).with_query(f"status=304{named}")
+        status, received, _ = await fetch(client, url, **{"If-None-Match": '"a"'})
+        assert (status, received["x-cache"]) == (304, [x_cache])
+        assert received.get("server") == ([server] if server is not None else None)
+
+
+async def test_own_answers_name_no_server(
+    sidecache: Factory, raw_upstream: RawUpstream, client: aiohttp.ClientSession
+) -> None:
+    proxy = await sidecache(
+        [{"name": "photo", "match": "/api/photo/{id}", "ttl": "5m"}],
+        upstream_url=raw_upstream.url,
+        upstream={"timeout": "0.2s"},
+        server={"max_body_bytes": 10},
+    )
+    async with client.post(proxy.url / "elsewhere", data=b"x" * 100) as r:
+        assert r.status == 413
+        assert "Server" not in r.headers
+    for path in ("/elsewhere", "/api/photo/slow"):
+        async with client.get(proxy.url.with_path(path).with_query(gated="1")) as r:
+            assert r.status == 504
+            assert "Server" not in r.headers
+    raw_upstream.gate.set()
