@@ -185,7 +185,7 @@ def _add_app_flags(parser: argparse.ArgumentParser, *, port: int, photos: int) -
         "--db",
         default=None,
         help="database URL: sqlite:///FILE or postgresql://... "
-        "(default: a SQLite file in ~/.cache/sidecache)",
+        "(default: a SQLite file in $XDG_CACHE_HOME/sidecache, else ~/.cache/sidecache)",
     )
     parser.add_argument("--pool-size", type=int, default=20, help="connection pool size (20)")
     parser.add_argument("--max-overflow", type=int, default=50, help="pool overflow (50)")
