@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from proxy.config import Config, ConfigError, load_config, parse_duration
+from proxy.demo.run import default_db_url
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -264,3 +265,15 @@ def test_the_dockerfile_health_check_labels_and_ports_match_the_default_config()
     assert _dockerfile_env()["SIDECACHE_CONFIG"] in labels
     assert f'port.public="{config.listen.port}"' in labels
     assert f'port.control="{config.control.listen.port} ' in labels
+
+
+def test_the_demo_database_goes_to_the_images_data_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The image's user has no home: its default path must come from XDG_CACHE_HOME.
+    data = tmp_path / _dockerfile_env()["XDG_CACHE_HOME"].lstrip("/")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(data))
+    monkeypatch.setenv("HOME", str(tmp_path / "no-such-home"))
+    assert default_db_url() == f"sqlite:///{data / 'sidecache' / 'demo.sqlite3'}"
+    assert (data / "sidecache").is_dir()
+    assert not (tmp_path / "no-such-home").exists()
