@@ -1,5 +1,7 @@
 # sidecache: the caching sidecar. Build: docker build -t sidecache .
 # Run:   docker run -p 8080:8080 -v $PWD/config:/etc/sidecache:ro sidecache
+# With the demo app (its SQLAlchemy, drivers and Pillow; not needed by the proxy):
+#        docker build --build-arg EXTRAS=[demo] -t sidecache-demo .
 # Beside an app: deploy/docker-compose.yaml and deploy/kubernetes/ (README,
 # "Deploying beside your app").
 FROM python:3.11.10-slim-bookworm
@@ -21,7 +23,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY proxy ./proxy
-RUN pip install . && useradd --system --uid 10001 --no-create-home sidecache
+ARG EXTRAS=""
+RUN pip install ".${EXTRAS}" && useradd --system --uid 10001 --no-create-home sidecache
 RUN mkdir -p /data && chown sidecache:sidecache /data
 COPY config/sidecache.yaml /etc/sidecache/sidecache.yaml
 

@@ -218,8 +218,11 @@ def test_the_termination_grace_covers_prestop_and_the_drain() -> None:
 def test_the_images_are_this_version() -> None:
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     deployment = _manifests()["Deployment"]
-    for container in deployment["spec"]["template"]["spec"]["containers"]:
-        assert container["image"] == f"sidecache:{version}"
+    assert _container(deployment, "sidecache")["image"] == f"sidecache:{version}"
+    assert _container(deployment, "app")["image"] == f"sidecache-demo:{version}"
+    services = _yaml(DEPLOY / "docker-compose.yaml")["services"]
+    assert services["sidecache"]["build"] == ".."  # lean: no demo extra
+    assert services["app"]["build"] == {"context": "..", "args": {"EXTRAS": "[demo]"}}
 
 
 # --- Dockerfile ----------------------------------------------------------------------------
