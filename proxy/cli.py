@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from proxy.demo.run import UpstreamOptions
 
 EXIT_USAGE = 2
+# What the 'demo' extra installs: `upstream` and `demo` need it, the proxy does not.
+DEMO_MODULES = frozenset({"sqlalchemy", "aiosqlite", "asyncpg", "PIL"})
 
 
 def _add_config_flag(parser: argparse.ArgumentParser) -> None:
@@ -185,7 +187,7 @@ def _add_app_flags(parser: argparse.ArgumentParser, *, port: int, photos: int) -
         "--db",
         default=None,
         help="database URL: sqlite:///FILE or postgresql://... "
-        "(default: a SQLite file in ~/.cache/sidecache)",
+        "(default: a SQLite file in $XDG_CACHE_HOME/sidecache, else ~/.cache/sidecache)",
     )
     parser.add_argument("--pool-size", type=int, default=20, help="connection pool size (20)")
     parser.add_argument("--max-overflow", type=int, default=50, help="pool overflow (50)")
@@ -353,6 +355,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except DatabaseUnavailable as exc:
         print(f"sidecache: {exc}", file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] not in DEMO_MODULES:
+            raise
+        print(
+            f"sidecache: the demo app needs the 'demo' extra ({exc.name} is not installed): "
+            "pip install 'sidecache[demo]'",
+            file=sys.stderr,
+        )
         return 1
     except OSError as exc:
         # A port already in use, or an address that cannot be bound.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import re
 import signal
 import sys
@@ -50,10 +52,12 @@ class Served:
 
 
 @asynccontextmanager
-async def serving(path: Path) -> AsyncIterator[Served]:
-    """``sidecache serve -c path`` as a process, once it listens; killed if left running."""
+async def serving(path: Path, argv: list[str] | None = None) -> AsyncIterator[Served]:
+    """``sidecache serve -c path`` (or ``argv`` with ``$SIDECACHE_CONFIG`` = path) as a
+    process, once it listens; killed if left running."""
+    command = argv or [sys.executable, "-m", "proxy", "serve", "-c", str(path)]
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "proxy", "serve", "-c", str(path),
+        *command, env={**os.environ, "SIDECACHE_CONFIG": str(path)},
         cwd=ROOT, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert proc.stderr is not None
@@ -126,6 +130,40 @@ async def test_sigterm_lets_in_flight_requests_finish(
         async with asyncio.timeout(20):
             assert await served.proc.wait() == 0
     assert upstream.app[HITS]["GET /api/photo/2"] == 0
+
+
+def image_command() -> list[str]:
+    """The Dockerfile's ENTRYPOINT + CMD, run from this environment's scripts."""
+    found: dict[str, list[str]] = {}
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        word, _, rest = line.partition(" ")
+        if word in ("ENTRYPOINT", "CMD"):
+            found[word] = json.loads(rest)
+    program, *args = found["ENTRYPOINT"] + found["CMD"]
+    return [str(Path(sys.executable).parent / program), *args]
+
+
+async def test_the_images_command_as_pid_1_drains_and_exits_0_on_sigterm(
+    tmp_path: Path, upstream: TestServer
+) -> None:
+    path = tmp_path / "sidecache.yaml"
+    path.write_text(CONFIG.format(port=upstream.port, routes=PHOTO))
+    command = image_command()
+    assert command[1:] == ["serve"]  # the config comes from $SIDECACHE_CONFIG, as in the image
+    async with serving(path, command) as served, aiohttp.ClientSession() as client:
+        base = f"http://127.0.0.1:{served.public}"
+        in_flight = asyncio.create_task(client.get(f"{base}/gated/photo/1"))
+        async with asyncio.timeout(20):
+            await upstream.app[ARRIVED].wait()
+        served.proc.send_signal(signal.SIGTERM)
+        await served.wait_log(b"stopping: finishing in-flight requests")
+        upstream.app[GATE].set()
+        async with asyncio.timeout(20):
+            r = await in_flight
+            assert r.status == 200
+            assert len(await r.read()) == 1000
+        async with asyncio.timeout(20):
+            assert await served.proc.wait() == 0
 
 
 async def test_sigterm_keeps_the_control_port_up_and_drains_within_one_grace_period(

@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.slow
 def test_the_image_install_steps_give_a_working_sidecache(tmp_path: Path) -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
-    assert "RUN pip install ." in dockerfile
+    assert 'ARG EXTRAS=""' in dockerfile  # lean by default
+    assert 'RUN pip install ".${EXTRAS}"' in dockerfile
     assert 'ENTRYPOINT ["sidecache"]' in dockerfile
     assert "USER sidecache" in dockerfile
     src = _mkdir(tmp_path / "src")
@@ -62,6 +63,26 @@ def test_the_image_install_steps_give_a_working_sidecache(tmp_path: Path) -> Non
     ).stdout
     assert str(env_dir) in where
     assert sys.executable != str(python)
+    # The sidecar image is lean: the demo app's dependencies are an extra, and
+    # the demo commands say so instead of failing with a traceback.
+    lean = subprocess.run(
+        [str(python), "-c", "import importlib.util as u; print(u.find_spec('sqlalchemy'))"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=True,
+    ).stdout
+    assert lean.strip() == "None"
+    demo = subprocess.run(
+        [str(env_dir / "bin" / "sidecache"), "upstream", "--db", "sqlite:///x.sqlite3"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert demo.returncode == 1
+    assert "pip install 'sidecache[demo]'" in demo.stderr
 
 
 def _mkdir(path: Path) -> Path:
