@@ -59,6 +59,8 @@ class BypassReason(enum.Enum):
     # ``Connection`` names a header the key holds: the hop would lose an input
     # that the key says the app saw.
     CONNECTION = "connection-option"
+    # A WebSocket handshake: tunnelled to the app, never a cache lookup.
+    UPGRADE = "upgrade"
 
 
 # Decisions are immutable values. NamedTuple rather than a frozen dataclass: one
@@ -113,6 +115,12 @@ def decide(
     """Decide how to handle a request. ``path`` is the normalised path, None if
     ambiguous; ``raw_path`` the path as received, which an unsafe request
     invalidates under every path the app may resolve it to (``keys.resolutions``)."""
+    if (
+        method == "GET"
+        and "Upgrade" in headers
+        and h.websocket_upgrade(headers.get("Connection"), headers.get("Upgrade"))
+    ):
+        return Bypass(BypassReason.UPGRADE, route)
     invalidate: frozenset[str] | None = None
     if method not in SAFE_METHODS:
         if raw_path is not None:

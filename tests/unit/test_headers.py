@@ -292,3 +292,32 @@ def test_fills_announce_sidecache_as_a_surrogate_and_only_sidecache(
     ]
     # Pass-through: as sent, nothing added.
     assert _fill(given, fill=False).get("surrogate-capability", []) == [v for _, v in given]
+
+
+@pytest.mark.parametrize(
+    ("connection", "upgrade", "expected"),
+    [
+        ("Upgrade", "websocket", True),
+        ("keep-alive, upgrade", "WebSocket", True),
+        ("Upgrade", "h2c, websocket", True),
+        ("Upgrade", "websocket/13", True),
+        (None, "websocket", False),
+        ("Upgrade", None, False),
+        ("close", "websocket", False),
+        ("Upgrade", "h2c", False),
+        ("Upgrade-ish", "websocket", False),
+    ],
+)
+def test_websocket_upgrade(connection: str | None, upgrade: str | None, expected: bool) -> None:
+    assert h.websocket_upgrade(connection, upgrade) is expected
+
+
+def test_the_tunnel_handshake_leaves_the_clients_websocket_fields_out() -> None:
+    sent = (
+        ("Cookie", "s=1"),
+        ("Sec-WebSocket-Key", "abc"),
+        ("Sec-WebSocket-Version", "13"),
+        ("sec-websocket-extensions", "permessage-deflate"),
+        ("Origin", "http://app"),
+    )
+    assert h.tunnel_handshake_headers(sent) == (("Cookie", "s=1"), ("Origin", "http://app"))
