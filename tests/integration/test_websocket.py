@@ -127,20 +127,20 @@ async def test_tunnels_hold_no_admission_slot(
 
 
 async def test_one_tunnel_over_max_tunnels_is_refused_with_503(
-    sidecache: Factory, ws_app: TestServer, client: aiohttp.ClientSession
+    sidecache: Factory, ws_app: TestServer, client: aiohttp.ClientSession, access: AccessLines
 ) -> None:
-    proxy = await sidecache(upstream_url=_url(ws_app), upstream={"max_tunnels": 2})
+    proxy = await sidecache(
+        upstream_url=_url(ws_app), upstream={"max_tunnels": 2}, log={"access": "json"}
+    )
     first = await client.ws_connect(proxy.url / "ws/echo")
     second = await client.ws_connect(proxy.url / "ws/echo")
     with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
         await client.ws_connect(proxy.url / "ws/echo")
     assert refused.value.status == 503
     await first.close()
-    async with asyncio.timeout(10):
-        await ws_app.app[WS_APP_CLOSES].get()  # the app saw the first one end
-    # ... and its place is free again once its handler has returned.
-    while len(proxy.runtime.proxy.tunnels) == 2:  # noqa: ASYNC110
-        await asyncio.sleep(0.01)
+    # Its place is free again once it is accounted for (its access-log line).
+    await access.first(lambda line: line.get("status") == 101)
+    assert len(proxy.runtime.proxy.tunnels) == 1
     third = await client.ws_connect(proxy.url / "ws/echo")
     await third.send_str("x")
     assert await third.receive_str() == "x"
