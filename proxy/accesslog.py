@@ -54,7 +54,9 @@ def body_bytes(request: web.BaseRequest, response: web.StreamResponse) -> int:
         return sent if sent is not None else response.content_length or 0
     if isinstance(response, VerbatimStreamResponse):
         return response.body_sent
-    return 0  # not one of ours: nothing it wrote was counted
+    # A WebSocket tunnel counts the message bytes it relayed to the client.
+    tunnelled: int = request.get(SENT_KEY, 0)
+    return tunnelled
 
 
 class AccessLog:

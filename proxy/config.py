@@ -167,6 +167,9 @@ class UpstreamConfig(BaseModel):
     # ``Keep-Alive: timeout`` less a margin): below gunicorn's 2 s, the shortest
     # idle time of the common app servers, so that the app does not close it first.
     keepalive_timeout: PositiveDuration = 1.5
+    # WebSocket tunnels open at once (``proxy.tunnel``): each holds two sockets, not
+    # an admission slot; one more is refused with 503.
+    max_tunnels: int = Field(1000, ge=1)
 
     @field_validator("url", mode="before")
     @classmethod

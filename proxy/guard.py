@@ -82,6 +82,15 @@ class GuardedServer(web.Server):
         super().__init__(handler, **kwargs)
         self._header_timeout = header_timeout
 
+    def pre_shutdown(self) -> None:
+        """Close keep-alive connections after their request, but not upgraded ones:
+        aiohttp's protocol drops every byte received once it is closing, which
+        would freeze a WebSocket tunnel for the whole grace period (tunnels are
+        closed after it: ``proxy.tunnel``)."""
+        for conn in self.connections:
+            if not conn._upgraded:
+                conn.close()
+
     def requests_in_progress(self) -> int:
         """Requests being handled or answered now, on every connection."""
         return sum(1 for conn in self.connections if conn._request_in_progress)

@@ -78,10 +78,11 @@ from proxy.passthrough import (
     prepared,
     upstream_headers,
 )
-from proxy.policy import Bypass, Lookup, decide, variant_of
+from proxy.policy import Bypass, BypassReason, Lookup, decide, variant_of
 from proxy.routes import RouteTable
 from proxy.stats import CacheOutcome, Histogram, Stats
 from proxy.tiers import Tiers
+from proxy.tunnel import Tunnels
 from proxy.upstream import Upstream, UpstreamBusy, UpstreamError
 
 if TYPE_CHECKING:
@@ -128,6 +129,7 @@ class Proxy:
         self.passthrough = Passthrough(
             config, upstream=upstream, admission=admission, tiers=tiers, stats=stats
         )
+        self.tunnels = Tunnels(config.upstream.max_tunnels, upstream=upstream, stats=stats)
         # The hit path's two calls, bound once.
         self._lookup = tiers.local.lookup
         self._vary_spec = tiers.local.vary_spec
@@ -138,6 +140,7 @@ class Proxy:
         self.config = config
         self.filler.apply(config)
         self.passthrough.apply(config)
+        self.tunnels.trusted_proxies = config.server.trusted_proxies
         self.send_timeout = config.server.send_timeout
         self.access = AccessLog(config.log.access, config.log.sensitive_query)
         self._access_on = self.access.enabled
@@ -258,6 +261,10 @@ class Proxy:
                 response = await self._cut_accounted(
                     request, self._not_fresh(request, decision, step, key), started, name
                 )
+            case Bypass(reason=BypassReason.UPGRADE):
+                status = h.cache_status(hit=False, fwd="bypass", detail="upgrade")
+                tunnel = self.tunnels.open(request, target, status)
+                response = await self._cut_accounted(request, tunnel, started, name)
             case Bypass():
                 forward = self.passthrough.forward(
                     request,

@@ -339,3 +339,22 @@ def cache_status(
     if detail is not None:
         parts.append(f"detail={detail}")
     return "; ".join(parts)
+
+
+def websocket_upgrade(connection: str | None, upgrade: str | None) -> bool:
+    """Does a request ask to switch to WebSocket (``Connection: Upgrade`` and
+    ``Upgrade: websocket``, RFC 6455 section 4.1)? Other protocols are not
+    tunnelled: their ``Upgrade`` is dropped like any hop-by-hop header."""
+    if connection is None or upgrade is None:
+        return False
+    options = {o.strip().lower() for o in connection.split(",")}
+    protocols = {p.strip().partition("/")[0].lower() for p in upgrade.split(",")}
+    return "upgrade" in options and "websocket" in protocols
+
+
+def tunnel_handshake_headers(headers: Headers) -> Headers:
+    """What of a pass-through request's headers goes with the WebSocket handshake
+    the proxy makes upstream: all but the ``Sec-WebSocket-*`` of the client's own
+    handshake (the upstream hop has its own key, version and extensions; the
+    subprotocols are offered separately)."""
+    return tuple((n, v) for n, v in headers if not n.lower().startswith("sec-websocket-"))

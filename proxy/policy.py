@@ -60,6 +60,8 @@ class BypassReason(enum.Enum):
     # ``Connection`` names a header the key holds: the hop would lose an input
     # that the key says the app saw.
     CONNECTION = "connection-option"
+    # A WebSocket handshake: tunnelled to the app, never a cache lookup.
+    UPGRADE = "upgrade"
 
 
 # Decisions are immutable values. NamedTuple rather than a frozen dataclass: one
@@ -117,6 +119,12 @@ def decide(
     invalidates under every path the app may resolve it to (``keys.resolutions``).
     ``forwarded`` holds a trusted peer's forwarding headers (``keys.forwarded_inputs``),
     which the app sees on a fill and so join the key."""
+    if (
+        method == "GET"
+        and "Upgrade" in headers
+        and h.websocket_upgrade(headers.get("Connection"), headers.get("Upgrade"))
+    ):
+        return Bypass(BypassReason.UPGRADE, route)
     invalidate: frozenset[str] | None = None
     if method not in SAFE_METHODS:
         if raw_path is not None:

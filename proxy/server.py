@@ -49,6 +49,9 @@ SWEEP_INTERVAL = 10.0
 DRAIN_POLL = 0.05
 # Once the grace period is over, what is still running is cut within this.
 CUT_TIMEOUT = 0.1
+# How long open WebSocket tunnels get for their closing handshakes once the grace
+# period is over; what is left then is cut.
+TUNNEL_CLOSE_WAIT = 1.0
 
 
 class Sidecache:
@@ -217,6 +220,7 @@ class Sidecache:
         # end: /healthz still answers, /readyz says "draining", /stats is readable.
         if self.runtime is not None:
             self.runtime.draining = True
+            self.runtime.proxy.tunnels.draining = True  # no new ones
         public_sites, other_sites = self._sites[:1], self._sites[1:]
         public_runners, other_runners = self._runners[:1], self._runners[1:]
         for site in public_sites:
@@ -228,6 +232,9 @@ class Sidecache:
             await self.runtime.coalescer.close(max(0.0, deadline - loop.time()))
         if self._public is not None:
             await _drain(self._public, deadline)
+        if self.runtime is not None:
+            # WebSocket tunnels last until closed: the grace period is over.
+            await self.runtime.proxy.tunnels.close(TUNNEL_CLOSE_WAIT)
         for runner in public_runners:
             await runner.cleanup()  # cuts what the grace period did not see finish
         for site in other_sites:

@@ -319,6 +319,12 @@ class _Connector(aiohttp.TCPConnector):
         return await super()._get(key, traces)
 
 
+# The largest WebSocket message relayed (aiohttp's default; a tunnel relays whole
+# messages), and how long a closing handshake is waited for.
+TUNNEL_MAX_MESSAGE = 4 * 1024 * 1024
+TUNNEL_CLOSE_TIMEOUT = 5.0
+
+
 class Upstream:
     """The pooled client for one upstream base URL."""
 
@@ -336,6 +342,7 @@ class Upstream:
         self.host_header = self.base.raw_authority
         self._session: aiohttp.ClientSession | None = None
         self._probe_session: aiohttp.ClientSession | None = None
+        self._tunnel_session: aiohttp.ClientSession | None = None
         self._whole_timeout = aiohttp.ClientTimeout(
             total=config.timeout,
             sock_connect=config.connect_timeout,
@@ -377,11 +384,43 @@ class Upstream:
             raise_for_status=False,
         )
 
+        # WebSocket tunnels hold their connection for as long as they last: their
+        # own pool, bounded by ``max_tunnels``, never the requests' connections.
+        self._tunnel_session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self.config.max_tunnels, force_close=True),
+            timeout=aiohttp.ClientTimeout(
+                total=self.config.timeout, sock_connect=self.config.connect_timeout
+            ),
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            skip_auto_headers=("User-Agent",),
+            raise_for_status=False,
+        )
+
     async def close(self) -> None:
-        for session in (self._session, self._probe_session):
+        for session in (self._session, self._probe_session, self._tunnel_session):
             if session is not None:
                 await session.close()
-        self._session = self._probe_session = None
+        self._session = self._probe_session = self._tunnel_session = None
+
+    async def websocket(
+        self, target: str, headers: Headers, protocols: tuple[str, ...]
+    ) -> aiohttp.ClientWebSocketResponse:
+        """Open a WebSocket to the app for ``target``: the handshake is bounded by
+        ``timeout``, the tunnel's silences are not (the ends decide). Raises
+        ``aiohttp.WSServerHandshakeError`` when the app refuses it, and aiohttp's
+        other client errors when it cannot be reached."""
+        assert self._tunnel_session is not None, "Upstream.start() was not awaited"
+        url = URL(str(self.base) + target, encoded=True)
+        return await self._tunnel_session.ws_connect(
+            url,
+            headers=headers,
+            protocols=protocols,
+            autoclose=False,
+            autoping=True,
+            max_msg_size=TUNNEL_MAX_MESSAGE,
+            timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=TUNNEL_CLOSE_TIMEOUT),
+        )
 
     @asynccontextmanager
     async def request(

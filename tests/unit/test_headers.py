@@ -356,3 +356,32 @@ def test_a_trusted_peer_forwarding_headers_are_passed_on_others_replaced(
         if n.lower().startswith(("x-forwarded", "forwarded")):
             got.setdefault(n.lower(), []).append(v)
     assert got == expected
+
+
+@pytest.mark.parametrize(
+    ("connection", "upgrade", "expected"),
+    [
+        ("Upgrade", "websocket", True),
+        ("keep-alive, upgrade", "WebSocket", True),
+        ("Upgrade", "h2c, websocket", True),
+        ("Upgrade", "websocket/13", True),
+        (None, "websocket", False),
+        ("Upgrade", None, False),
+        ("close", "websocket", False),
+        ("Upgrade", "h2c", False),
+        ("Upgrade-ish", "websocket", False),
+    ],
+)
+def test_websocket_upgrade(connection: str | None, upgrade: str | None, expected: bool) -> None:
+    assert h.websocket_upgrade(connection, upgrade) is expected
+
+
+def test_the_tunnel_handshake_leaves_the_clients_websocket_fields_out() -> None:
+    sent = (
+        ("Cookie", "s=1"),
+        ("Sec-WebSocket-Key", "abc"),
+        ("Sec-WebSocket-Version", "13"),
+        ("sec-websocket-extensions", "permessage-deflate"),
+        ("Origin", "http://app"),
+    )
+    assert h.tunnel_handshake_headers(sent) == (("Cookie", "s=1"), ("Origin", "http://app"))

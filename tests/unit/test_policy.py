@@ -100,6 +100,17 @@ def run(
         ({"headers": {"Authorization": "Bearer a"}}, BypassReason.CREDENTIALS, None),
         ({"headers": {"Cookie": "s=1"}}, BypassReason.CREDENTIALS, None),
         ({"query": "a=#"}, BypassReason.AMBIGUOUS, None),
+        # A WebSocket handshake is tunnelled, never looked up, on any path.
+        (
+            {"headers": {"Connection": "keep-alive, Upgrade", "Upgrade": "websocket"}},
+            BypassReason.UPGRADE,
+            None,
+        ),
+        (
+            {"route": None, "headers": {"Connection": "upgrade", "Upgrade": "WebSocket"}},
+            BypassReason.UPGRADE,
+            None,
+        ),
     ],
 )
 def test_bypass_decisions(
@@ -942,3 +953,21 @@ def test_vary_values_are_normalised_before_keying(
     assert (key_of(route, a) == key_of(route, b)) is same
     learned = variant_of("k", (name,), CIMultiDict(a)) == variant_of("k", (name,), CIMultiDict(b))
     assert learned is same
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Upgrade": "websocket"},  # no Connection: Upgrade
+        {"Connection": "close", "Upgrade": "websocket"},
+        {"Connection": "Upgrade", "Upgrade": "h2c"},  # not tunnelled: Upgrade is dropped
+    ],
+)
+def test_other_upgrades_are_looked_up(headers: dict[str, str]) -> None:
+    assert isinstance(run(headers=headers), Lookup)
+
+
+def test_only_a_get_is_a_websocket_handshake() -> None:
+    decision = run(method="POST", headers={"Connection": "Upgrade", "Upgrade": "websocket"})
+    assert isinstance(decision, Bypass)
+    assert decision.reason is BypassReason.METHOD
