@@ -19,6 +19,7 @@ from tests.integration.conftest import AccessLines, Factory
 pytestmark = pytest.mark.asyncio
 
 WS_APP_CLOSES: web.AppKey[asyncio.Queue[int | None]] = web.AppKey("closes", asyncio.Queue)
+_FORWARDING = ("X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host")
 
 
 async def _echo(request: web.Request) -> web.WebSocketResponse:
@@ -36,6 +37,15 @@ async def _echo(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
+async def _forwarding(request: web.Request) -> web.WebSocketResponse:
+    """Sends the handshake's forwarding headers, as the app saw them, and closes."""
+    ws = web.WebSocketResponse()
+    await ws.prepare(request)
+    await ws.send_json({name: request.headers.get(name) for name in _FORWARDING})
+    await ws.close()
+    return ws
+
+
 async def _refused(request: web.Request) -> web.Response:
     return web.Response(status=403, text="no")
 
@@ -50,6 +60,7 @@ async def ws_app(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> TestSe
     app[WS_APP_CLOSES] = asyncio.Queue()
     app.router.add_get("/ws/echo", _echo)
     app.router.add_get("/ws/refused", _refused)
+    app.router.add_get("/ws/forwarding", _forwarding)
     app.router.add_get("/plain", _plain)
     return await aiohttp_server(app)
 
@@ -234,3 +245,36 @@ async def test_a_tunnel_lives_through_a_reload(
         proxy.instance.apply(config.model_copy(update={"routes": ()}))
         await ws.send_str("after")
         assert await ws.receive_str() == "after"
+
+
+@pytest.mark.parametrize(
+    ("trusted", "expected"),
+    [
+        # From a trusted peer (the default trusts loopback), as for any request:
+        # the client address appended, the scheme and host passed on.
+        (None, ["203.0.113.7, 127.0.0.1", "https", "shop.example"]),
+        # From any other peer: set from what sidecache saw, the client's dropped.
+        (["10.0.0.0/8"], ["127.0.0.1", "http", None]),
+    ],
+)
+async def test_the_handshake_follows_the_trusted_proxies_rules(
+    sidecache: Factory,
+    ws_app: TestServer,
+    client: aiohttp.ClientSession,
+    trusted: list[str] | None,
+    expected: list[str | None],
+) -> None:
+    server = {} if trusted is None else {"trusted_proxies": trusted}
+    proxy = await sidecache(upstream_url=_url(ws_app), server=server)
+    sent = {
+        "X-Forwarded-For": "203.0.113.7",
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-Host": "shop.example",
+    }
+    async with client.ws_connect(proxy.url / "ws/forwarding", headers=sent) as ws:
+        seen = await ws.receive_json()
+    host = seen["X-Forwarded-Host"]
+    if trusted is not None:
+        assert host is not None and host.startswith("127.0.0.1")  # what sidecache saw
+        host = None
+    assert [seen["X-Forwarded-For"], seen["X-Forwarded-Proto"], host] == expected
