@@ -487,8 +487,6 @@ class Proxy:
         else:
             await out.write_eof()
             return out
-        finally:
-            request[SENT_KEY] = copy.sent
         abort(request)  # a short body must not pass for a complete one
         return out
 

@@ -31,15 +31,13 @@ class SlowClient(Exception):
 
 
 class BodyCopy:
-    """Copies one body under ``cap`` and ``idle`` (either may be None: no bound);
-    ``sent`` counts the bytes delivered so far, also when the copy is cut."""
+    """Copies one body under ``cap`` and ``idle`` (either may be None: no bound)."""
 
-    __slots__ = ("cap", "idle", "sent")
+    __slots__ = ("cap", "idle")
 
     def __init__(self, *, cap: float | None, idle: float | None) -> None:
         self.cap = cap
         self.idle = idle
-        self.sent = 0
 
     async def run(
         self,
@@ -64,7 +62,6 @@ class BodyCopy:
                     delivering = False
                     if idle is not None:
                         deadline.reschedule(cap)
-                    self.sent += len(chunk)
                     if more is False:
                         return False
         except TimeoutError:

@@ -22,7 +22,7 @@ from aiohttp import StreamReader, web
 from yarl import URL
 
 from proxy import headers as h
-from proxy.accesslog import SENT_KEY, STREAM_KEY, UPSTREAM_KEY
+from proxy.accesslog import STREAM_KEY, UPSTREAM_KEY
 from proxy.admission import Admission
 from proxy.body import VerbatimResponse, VerbatimStreamResponse, send_interim
 from proxy.entry import Headers
@@ -187,8 +187,6 @@ class Passthrough:
             pass  # the client left
         else:
             return True
-        finally:
-            request[SENT_KEY] = copy.sent
         resp.abort()  # stop reading: the body will not be relayed to its end
         abort(request)  # a short body must not pass for a complete one
         return False
@@ -251,7 +249,6 @@ async def prepared(request: web.BaseRequest, out: web.StreamResponse) -> bool:
     try:
         await out.prepare(request)
     except ConnectionError:
-        request[SENT_KEY] = 0
         return False
     request[STREAM_KEY] = out
     return True
