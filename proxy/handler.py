@@ -68,14 +68,13 @@ from proxy.keys import (
     split_absolute,
     trusted_peer,
 )
-from proxy.pacing import BodyCopy, SlowClient
+from proxy.pacing import BodyCopy
 from proxy.passthrough import (
     Passthrough,
-    abort,
     copy_headers,
-    no_query,
     plain,
     prepared,
+    send_body,
     upstream_headers,
 )
 from proxy.policy import Bypass, BypassReason, Lookup, decide, variant_of
@@ -478,16 +477,13 @@ class Proxy:
         ``slow_clients`` (once: either ends the copy)."""
         copy = BodyCopy(cap=None, idle=self.send_timeout)
         try:
-            await copy.run(_chunks_of(relay), out.write)
-        except SlowClient as exc:
-            self.stats.slow_clients += 1
-            log.info("client too slow for %s: cut at %s", no_query(request.raw_path), exc.limit)
-        except (UpstreamError, ConnectionError):
-            pass  # the fill failed (it counted that), or the client left
-        else:
+            sent = await send_body(
+                request, out, _chunks_of(relay), copy, self.stats, request.raw_path
+            )
+        except UpstreamError:
+            sent = False  # the fill failed (it counted that)
+        if sent:
             await out.write_eof()
-            return out
-        abort(request)  # a short body must not pass for a complete one
         return out
 
     # -- accounting ----------------------------------------------------------------------

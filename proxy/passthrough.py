@@ -176,19 +176,12 @@ class Passthrough:
             cap=asyncio.get_running_loop().time() + self.stream_timeout, idle=self.send_timeout
         )
         try:
-            await copy.run(resp.chunks(), out.write)
+            if await send_body(request, out, resp.chunks(), copy, self.stats, target):
+                return True
         except UpstreamError as exc:
             self.stats.upstream_failed()
             log.info("upstream body cut short for %s: %s", no_query(target), exc)
-        except SlowClient as exc:
-            self.stats.slow_clients += 1
-            log.info("client too slow for %s: cut at %s", no_query(target), exc.limit)
-        except ConnectionError:
-            pass  # the client left
-        else:
-            return True
         resp.abort()  # stop reading: the body will not be relayed to its end
-        abort(request)  # a short body must not pass for a complete one
         return False
 
     async def _invalidate(
@@ -242,6 +235,34 @@ def no_query(target: str) -> str:
     """A target for the log: query values may be secrets (the access log redacts
     them by name; other log lines leave the query out)."""
     return target.partition("?")[0]
+
+
+async def send_body(
+    request: web.BaseRequest,
+    out: web.StreamResponse,
+    chunks: AsyncIterator[bytes | memoryview],
+    copy: BodyCopy,
+    stats: Stats,
+    target: str,
+) -> bool:
+    """Copy ``chunks`` to the client under ``copy``'s bounds; True once all of it
+    went out. A client cut for being slow counts in ``slow_clients``. A copy cut
+    short (a slow or gone client, or an error of ``chunks``, which passes through)
+    closes the client connection: a short body must not pass for a complete one."""
+    try:
+        await copy.run(chunks, out.write)
+    except SlowClient as exc:
+        stats.slow_clients += 1
+        log.info("client too slow for %s: cut at %s", no_query(target), exc.limit)
+    except ConnectionError:
+        pass  # the client left
+    except UpstreamError:
+        abort(request)
+        raise
+    else:
+        return True
+    abort(request)
+    return False
 
 
 async def prepared(request: web.BaseRequest, out: web.StreamResponse) -> bool:
