@@ -72,21 +72,43 @@ class AccessLog:
         self, request: web.BaseRequest, response: web.StreamResponse, seconds: float
     ) -> None:
         raw_path, _, raw_query = request.raw_path.partition("?")
-        upstream = request.get(UPSTREAM_KEY)
+        self.write(
+            request.remote,
+            request.method,
+            raw_path,
+            raw_query,
+            response.status,
+            response.headers.get("X-Cache", ""),
+            request.get(ROUTE_KEY),
+            body_bytes(request, response),
+            seconds,
+            request.get(UPSTREAM_KEY),
+        )
+
+    def write(
+        self,
+        client: str | None,
+        method: str,
+        raw_path: str,
+        raw_query: str,
+        status: int,
+        cache: str,
+        route: str | None,
+        nbytes: int,
+        seconds: float,
+        upstream_s: float | None,
+    ) -> None:
         query = redact_query(raw_query, self.sensitive)
-        cache = response.headers.get("X-Cache", "")
-        route = request.get(ROUTE_KEY)
         duration_ms = round(seconds * 1000, 2)
-        upstream_ms = round(upstream * 1000, 2) if upstream is not None else None
-        nbytes = body_bytes(request, response)
+        upstream_ms = round(upstream_s * 1000, 2) if upstream_s is not None else None
         if self.mode == "json":
             fields = {
                 "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z",
-                "client": request.remote,
-                "method": request.method,
+                "client": client,
+                "method": method,
                 "path": raw_path,
                 "query": query,
-                "status": response.status,
+                "status": status,
                 "cache": cache,
                 "route": route,
                 "bytes": nbytes,
@@ -97,11 +119,11 @@ class AccessLog:
         else:
             log.info(
                 "%s %s %s%s %d %s route=%s bytes=%d %.1fms upstream=%s",
-                request.remote,
-                request.method,
+                client,
+                method,
                 raw_path,
                 "?" + query if query else "",
-                response.status,
+                status,
                 cache or "-",
                 route or "-",
                 nbytes,

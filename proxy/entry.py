@@ -6,7 +6,7 @@ handler. Pure: imports neither aiohttp nor asyncio.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 Headers = tuple[tuple[str, str], ...]
 # A stored body: bytes, or the bytearray a fill of known length was read into
@@ -17,6 +17,9 @@ Body = bytes | bytearray
 # key string, the dataclass, the LRU node and the dict slot. Measured with
 # sys.getsizeof on CPython 3.11 and rounded up, so the budget errs on the safe side.
 ENTRY_OVERHEAD = 512
+# The prepared head of a hit beyond its header lines: the list holding it, the
+# bytes object, the status line and Content-Length.
+WIRE_OVERHEAD = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +57,9 @@ class StoredResponse:
     # ``fresh_until`` was read from the app's headers (``freshness: origin``), not
     # given by the route's ``ttl``: a reload that changes the ttl leaves it alone.
     origin_lifetime: bool = False
+    # The prepared head of a plain hit, ``[route, bytes]`` (``hitwire.wire_head``):
+    # filled on the first hit, never copied by ``dataclasses.replace``.
+    wire: list[object] = field(default_factory=list, init=False, compare=False, repr=False)
 
     @property
     def size(self) -> int:
@@ -64,5 +70,8 @@ class StoredResponse:
             + len(self.path)
             + len(self.body)
             + len(self.etag)
-            + sum(len(name) + len(value) for name, value in self.headers)
+            # Each header twice: as stored, and in the prepared head of a hit
+            # (``wire``, with ": " and CRLF), which also holds the status line.
+            + WIRE_OVERHEAD
+            + sum(2 * (len(name) + len(value)) + 4 for name, value in self.headers)
         )

@@ -16,11 +16,14 @@ import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import TYPE_CHECKING, Any, TypeVar, assert_never
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, assert_never
 
-from aiohttp import web
+from aiohttp import HttpVersion, HttpVersion11, web
+from aiohttp.typedefs import RawHeaders
+from multidict import CIMultiDictProxy
 
 from proxy import headers as h
+from proxy import hitwire
 from proxy.accesslog import ROUTE_KEY, SENT_KEY, STREAM_KEY, UPSTREAM_KEY, AccessLog
 from proxy.admission import Admission
 from proxy.answer import from_entry, streamed_head
@@ -33,7 +36,7 @@ from proxy.body import (
     sliced_response,
 )
 from proxy.coalesce import Coalescer, Fill, Relay
-from proxy.entry import Headers, StoredResponse
+from proxy.entry import Body, Headers, StoredResponse
 from proxy.fill import Filler
 from proxy.flow import (
     Fail,
@@ -57,6 +60,7 @@ from proxy.flow import (
     on_lookup,
     on_shared,
 )
+from proxy.hitwire import ASKS_MORE, wire_head
 from proxy.keys import (
     FORWARDED_KEYED,
     IPNetwork,
@@ -77,7 +81,7 @@ from proxy.passthrough import (
     send_body,
     upstream_headers,
 )
-from proxy.policy import Bypass, BypassReason, Lookup, decide, variant_of
+from proxy.policy import Bypass, BypassReason, Decision, Lookup, age, decide, variant_of
 from proxy.routes import RouteTable
 from proxy.stats import CacheOutcome, Histogram, Stats
 from proxy.tiers import Tiers
@@ -91,6 +95,18 @@ log = logging.getLogger(__name__)
 
 # What a client waits for on a fill: its first news, or its result.
 _Awaited = TypeVar("_Awaited", First, FillResult)
+
+
+class FastHit(NamedTuple):
+    """A plain hit answered by the protocol (``Proxy.fast_hit``): the head to write,
+    then the body (None for ``HEAD``)."""
+
+    head: bytes
+    body: Body | None
+    status: int
+    route: str
+    started: float  # time.perf_counter() when the request was read
+
 
 # Distinct raw paths whose normalisation and route are remembered; the memo is
 # dropped whole when full, so a scan of random paths costs a rebuild, not memory.
@@ -129,6 +145,7 @@ class Proxy:
             config, upstream=upstream, admission=admission, tiers=tiers, stats=stats
         )
         self.tunnels = Tunnels(config.upstream.max_tunnels, upstream=upstream, stats=stats)
+        self._date = hitwire.Clock()
         # The hit path's two calls, bound once.
         self._lookup = tiers.local.lookup
         self._vary_spec = tiers.local.vary_spec
@@ -154,13 +171,14 @@ class Proxy:
         # raw Host -> normalised host, or "" when malformed or not allowed.
         self._hosts: dict[str, str] = {}
 
-    def _forwarded(self, request: web.BaseRequest) -> tuple[tuple[str, str], ...]:
+    def _forwarded(
+        self, headers: CIMultiDictProxy[str], remote: str | None
+    ) -> tuple[tuple[str, str], ...]:
         """A trusted peer's forwarding headers, for the key; nothing from others.
         Cheap when the request carries none: the peer is looked at only if it does."""
-        headers = request.headers
         if not any(name in headers for name in FORWARDED_KEYED):
             return ()
-        if not trusted_peer(request.remote, self._trusted):
+        if not trusted_peer(remote, self._trusted):
             return ()
         return forwarded_inputs(headers.items())
 
@@ -188,12 +206,18 @@ class Proxy:
             self._hosts[raw] = found
         return found or None
 
-    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
-        started = time.perf_counter()
-        if not h.forwardable(request.raw_headers):
-            return self._done(request, plain(400, "header value is not UTF-8"), started, None)
-        raw = request.raw_path
-        host_header = request.headers.get("Host")
+    def _classify(
+        self,
+        method: str,
+        raw: str,
+        headers: CIMultiDictProxy[str],
+        version: HttpVersion,
+        body_exists: bool,
+        remote: str | None,
+    ) -> tuple[Decision, str] | tuple[None, str]:
+        """The decision on a request and the target it sends upstream, or None and
+        why it is refused with ``400``. Shared by ``__call__`` and ``fast_hit``."""
+        host_header = headers.get("Host")
         host: str | None
         if raw.startswith("/"):
             raw_path, _, raw_query = raw.partition("?")
@@ -202,36 +226,121 @@ class Proxy:
                 host = self._host(host_header)
             else:
                 # RFC 9112 section 3.2: an HTTP/1.1 request without Host is refused.
-                host = "" if request.version < (1, 1) and not self._allowed_hosts else None
+                host = "" if version < HttpVersion11 and not self._allowed_hosts else None
         else:
             # Absolute-form (RFC 9112 section 3.2.2): its authority replaces Host, and
             # it is keyed and forwarded like the same path sent with that Host.
             parts = split_absolute(raw)
             if parts is None:
-                return self._done(
-                    request, plain(400, "request target must be a path"), started, None
-                )
+                return None, "request target must be a path"
             target = parts[2]
             raw_path, _, raw_query = target.partition("?")
             host = request_host(raw, host_header)
             if host is not None and not host_allowed(host, self._allowed_hosts):
                 host = None
         if host is None:
-            return self._done(request, plain(400, "unknown or malformed host"), started, None)
+            return None, "unknown or malformed host"
         path, route = self._resolve(raw_path)
         decision = decide(
             route,
-            request.method,
+            method,
             path,
             raw_query,
-            request.headers,
+            headers,
             host=host,
-            has_body=request.body_exists,
+            has_body=body_exists,
             raw_path=raw_path,
-            forwarded=self._forwarded(request) if route is not None else (),
+            forwarded=self._forwarded(headers, remote) if route is not None else (),
         )
         if self._debug:
-            log.debug("%s %s -> %s", request.method, raw_path if route else "-", decision)
+            log.debug("%s %s -> %s", method, raw_path if route else "-", decision)
+        return decision, target
+
+    def fast_hit(
+        self,
+        method: str,
+        raw: str,
+        headers: CIMultiDictProxy[str],
+        raw_headers: RawHeaders,
+        body_exists: bool,
+        remote: str | None,
+        largest: int | None = None,
+    ) -> FastHit | None:
+        """A plain hit of an HTTP/1.1 ``GET`` or ``HEAD``, as the bytes to write, or None
+        for anything else (``__call__`` then handles the request from the start).
+
+        Called by the public port's protocol (``guard.py``) as the request's head
+        is parsed, without a request object, a task or a response object: the
+        decisions are ``__call__``'s (``_classify``, ``on_lookup``), the head is the
+        entry's prepared one (``hitwire``); bodies over ``largest`` are left to
+        ``__call__``. Nothing here changes state that
+        ``__call__`` would not change the same way on the same request."""
+        started = time.perf_counter()
+        for name in ASKS_MORE:
+            if name in headers:
+                return None
+        if not h.forwardable(raw_headers):
+            return None
+        decision, _ = self._classify(method, raw, headers, HttpVersion11, body_exists, remote)
+        if decision.__class__ is not Lookup:
+            return None
+        assert isinstance(decision, Lookup)
+        key = decision.key
+        vary = self._vary_spec(key)
+        now = self.clock()
+        if vary is None:
+            entry = self._lookup(key, now)
+        else:
+            entry = self._lookup(variant_of(key, vary, headers), now) or self._lookup(key, now)
+        if entry is None or now >= entry.fresh_until:
+            return None
+        if largest is not None and len(entry.body) > largest and not decision.head:
+            return None
+        route = decision.route
+        head, has_date = wire_head(entry, route)
+        date = b"" if has_date else self._date.date(time.time())
+        wire = head + hitwire.tail(age(entry, now), int(entry.fresh_until - now), date)
+        return FastHit(
+            wire, None if decision.head else entry.body, entry.status, route.name, started
+        )
+
+    def account_fast_hit(
+        self, hit: FastHit, method: str, raw: str, remote: str | None, sent: int
+    ) -> None:
+        """Account for a hit answered by ``fast_hit`` once its body is out (or the
+        client left): as ``_done`` accounts for one answered by ``__call__``."""
+        self.stats.record(hit.route, CacheOutcome.HIT)
+        elapsed = time.perf_counter() - hit.started
+        self.stats.latency["HIT"].observe(elapsed)
+        if self._access_on:
+            raw_path, _, raw_query = raw.partition("?")
+            self.access.write(
+                remote,
+                method,
+                raw_path,
+                raw_query,
+                hit.status,
+                "HIT",
+                hit.route,
+                sent,
+                elapsed,
+                None,
+            )
+
+    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        started = time.perf_counter()
+        if not h.forwardable(request.raw_headers):
+            return self._done(request, plain(400, "header value is not UTF-8"), started, None)
+        decision, target = self._classify(
+            request.method,
+            request.raw_path,
+            request.headers,
+            request.version,
+            request.body_exists,
+            request.remote,
+        )
+        if decision is None:
+            return self._done(request, plain(400, target), started, None)
         if decision.route is None:
             name = None
         else:

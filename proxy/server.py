@@ -130,6 +130,7 @@ class Sidecache:
         self._public = GuardedServer(
             proxy,
             header_timeout=limits.header_timeout,
+            fast=proxy,
             keepalive_timeout=limits.keepalive_timeout,
             auto_decompress=False,
             handler_cancellation=False,

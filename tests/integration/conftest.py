@@ -58,6 +58,17 @@ class Clock:
         return self.now
 
 
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]] | None:
+    """Tests marked ``uvloop`` run on uvloop (what ``sidecache serve`` runs on)."""
+    if item.get_closest_marker("uvloop") is None:
+        return None
+    import uvloop
+
+    return {"uvloop": uvloop.new_event_loop}
+
+
 @pytest.fixture
 async def upstream(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> TestServer:
     return await aiohttp_server(build_app())
