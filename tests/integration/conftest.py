@@ -60,10 +60,11 @@ class Clock:
 
 def pytest_asyncio_loop_factories(
     config: pytest.Config, item: pytest.Item
-) -> dict[str, Callable[[], asyncio.AbstractEventLoop]] | None:
-    """Tests marked ``uvloop`` run on uvloop (what ``sidecache serve`` runs on)."""
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Tests marked ``uvloop`` run on uvloop (what ``sidecache serve`` runs on), the
+    rest on asyncio's default loop."""
     if item.get_closest_marker("uvloop") is None:
-        return None
+        return {"asyncio": asyncio.new_event_loop}
     import uvloop
 
     return {"uvloop": uvloop.new_event_loop}
