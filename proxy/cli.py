@@ -28,6 +28,7 @@ from proxy.config import (
 )
 from proxy.demo import DEMO_PHOTOS, DatabaseUnavailable, DatabaseURLError
 from proxy.safety import UnsafeHTTPStack
+from proxy.workers import WorkersFailed
 
 if TYPE_CHECKING:
     from proxy.demo.run import UpstreamOptions
@@ -326,6 +327,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             config = load_config(path)
             from proxy.server import run_loop, serve
 
+            if config.server.workers > 1:
+                from proxy.workers import serve_workers
+
+                return run_loop(serve_workers(config, path))
             run_loop(serve(config, path))
             return 0
         if args.command == "upstream":
@@ -353,6 +358,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, DatabaseURLError, UnsafeHTTPStack) as exc:
         print(f"sidecache: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except WorkersFailed as exc:
+        print(f"sidecache: {exc}", file=sys.stderr)
+        return 1
     except DatabaseUnavailable as exc:
         print(f"sidecache: {exc}", file=sys.stderr)
         return 1
