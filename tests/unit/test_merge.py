@@ -56,7 +56,7 @@ def test_a_stats_document_gives_back_the_same_stats() -> None:
 
 
 def test_counters_routes_and_histograms_add_up() -> None:
-    HIT, MISS, BYPASS = CacheOutcome.HIT, CacheOutcome.MISS, CacheOutcome.BYPASS  # noqa: N806
+    HIT, MISS, BYPASS = CacheOutcome.HIT, CacheOutcome.MISS, CacheOutcome.BYPASS
     one = _worker(1, [("photo", HIT), ("photo", MISS), (None, BYPASS)], 0.0007)
     two = _worker(2, [("photo", HIT), ("thumb", HIT)], 0.02)
     merged = merge([_state(1, one, 2), _state(2, two, 3)], started_at=100.0)
