@@ -21,6 +21,7 @@ from aiohttp.test_utils import TestServer
 from proxy.workers import MAX_RESTARTS
 from tests.integration.conftest import stop_gracefully
 from tests.integration.test_lifecycle import PHOTO, Served, serving
+from tests.integration.test_shared_tier import REDIS_URL, namespace  # noqa: F401 - a fixture
 from tests.integration.upstream_app import ARRIVED, GATE, HITS
 
 pytestmark = pytest.mark.slow  # each test starts three processes
@@ -216,3 +217,30 @@ async def test_a_worker_that_keeps_dying_stops_everything_with_a_non_zero_exit(
     await served.wait_log(b"giving up, stopping the others")
     async with asyncio.timeout(30):
         assert await served.proc.wait() == 1
+
+
+@pytest.mark.services
+async def test_with_the_shared_tier_one_workers_fill_serves_the_other(
+    tmp_path: Path,
+    upstream: TestServer,
+    namespace: str,  # noqa: F811 - the fixture
+) -> None:
+    path = tmp_path / "sidecache.yaml"
+    text = CONFIG.format(port=upstream.port, routes=PHOTO)
+    shared = f'{{max_bytes: 64MiB, shared: {{url: "{REDIS_URL}", namespace: "{namespace}"}}}}'
+    path.write_text(text.replace("{max_bytes: 64MiB}", shared))
+    async with serving(path) as served:
+        base = f"http://127.0.0.1:{served.public}"
+        assert await fresh_get(f"{base}/api/photo/1") == (200, "MISS")
+        await asyncio.gather(*(fresh_get(f"{base}/api/photo/1") for _ in range(CONNECTIONS)))
+        assert upstream.app[HITS]["GET /api/photo/1"] == 1  # one fill for both workers
+        _, stats = await control(served, "GET", "/stats")
+        assert stats["shared"]["served"] >= 1  # the other worker took it from the tier
+        assert [w["entries"] for w in stats["workers"]] == [1, 1]
+        assert await control(served, "POST", "/purge", json={"all": True}) == (
+            200,
+            {"purged": 2},
+        )
+        assert await fresh_get(f"{base}/api/photo/1") == (200, "MISS")  # gone from Redis too
+        assert upstream.app[HITS]["GET /api/photo/1"] == 2
+        assert await stop_gracefully(served.proc) == 0
