@@ -28,7 +28,6 @@ from proxy.config import (
 )
 from proxy.demo import DEMO_PHOTOS, DatabaseUnavailable, DatabaseURLError
 from proxy.safety import UnsafeHTTPStack
-from proxy.workers import WorkersFailed
 
 if TYPE_CHECKING:
     from proxy.demo.run import UpstreamOptions
@@ -328,9 +327,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             from proxy.server import run_loop, serve
 
             if config.server.workers > 1:
-                from proxy.workers import serve_workers
+                from proxy.workers import WorkersFailed, serve_workers
 
-                return run_loop(serve_workers(config, path))
+                try:
+                    return run_loop(serve_workers(config, path))
+                except WorkersFailed as exc:
+                    print(f"sidecache: {exc}", file=sys.stderr)
+                    return 1
             run_loop(serve(config, path))
             return 0
         if args.command == "upstream":
@@ -358,9 +361,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, DatabaseURLError, UnsafeHTTPStack) as exc:
         print(f"sidecache: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except WorkersFailed as exc:
-        print(f"sidecache: {exc}", file=sys.stderr)
-        return 1
     except DatabaseUnavailable as exc:
         print(f"sidecache: {exc}", file=sys.stderr)
         return 1

@@ -127,6 +127,9 @@ class Supervisor:
         self.config_path = os.path.abspath(config_path)
         self.clock = clock
         self.on_give_up = on_give_up
+        # True once a stop is asked for, before ``stop`` runs: a worker that the
+        # same signal (Ctrl-C reaches the whole process group) ended is not restarted.
+        self.stop_requested: Callable[[], bool] = lambda: False
         self.failed = False
         self.public_port = 0
         self.control_port = 0
@@ -225,7 +228,7 @@ class Supervisor:
             assert slot.process is not None
             code = await slot.process.wait()
             slot.ready = False
-            if self._stopping:
+            if self._stopping or self.stop_requested():
                 return
             if not self._budget.allow(self.clock()):
                 log.error(
@@ -322,6 +325,7 @@ async def serve_workers(config: Config, config_path: str) -> int:
     supervisor = Supervisor(config, config_path)
     with stop_signals(supervisor.reload) as stopping:
         supervisor.on_give_up = stopping.set
+        supervisor.stop_requested = stopping.is_set
         try:
             await supervisor.start()
             await stopping.wait()

@@ -12,6 +12,14 @@ which asks every worker and answers for all of them:
 - ``/readyz``: ready when every worker is; ``/healthz``: the supervisor answers.
 
 None of the workers' own endpoints is reachable from the public control port.
+
+Why the supervisor asks the workers rather than prometheus_client's
+multiprocess mode: that mode aggregates only the library's own metric objects,
+which write their values to files as they change, while sidecache's registry is
+a collector that reads ``Stats`` when scraped (no metric object on the hot
+path). Asking each worker for its ``Stats`` and adding them up keeps one source
+for ``/stats`` and ``/metrics`` and the hot path as it is; a scrape costs one
+request per worker over its Unix socket.
 """
 
 from __future__ import annotations

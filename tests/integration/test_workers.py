@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from proxy.workers import MAX_RESTARTS
-from tests.integration.conftest import stop_gracefully
+from tests.integration.conftest import ROOT, stop_gracefully
 from tests.integration.test_lifecycle import PHOTO, Served, serving
 from tests.integration.test_shared_tier import REDIS_URL, namespace  # noqa: F401 - a fixture
 from tests.integration.upstream_app import ARRIVED, GATE, HITS
@@ -244,3 +246,26 @@ async def test_with_the_shared_tier_one_workers_fill_serves_the_other(
         assert await fresh_get(f"{base}/api/photo/1") == (200, "MISS")  # gone from Redis too
         assert upstream.app[HITS]["GET /api/photo/1"] == 2
         assert await stop_gracefully(served.proc) == 0
+
+
+async def test_a_public_port_taken_by_another_program_is_a_clear_error(
+    tmp_path: Path, upstream: TestServer
+) -> None:
+    path = tmp_path / "sidecache.yaml"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        path.write_text(
+            CONFIG.format(port=upstream.port, routes=PHOTO).replace(
+                "listen: 127.0.0.1:0", f"listen: 127.0.0.1:{port}"
+            )
+        )
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "proxy", "serve", "-c", str(path),
+            cwd=ROOT, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        async with asyncio.timeout(30):
+            _, err = await proc.communicate()
+    assert proc.returncode == 1
+    assert err.decode().strip().splitlines()[-1] == "sidecache: Address already in use"
