@@ -326,6 +326,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             config = load_config(path)
             from proxy.server import run_loop, serve
 
+            if config.server.workers > 1:
+                from proxy.workers import WorkersFailed, serve_workers
+
+                try:
+                    return run_loop(serve_workers(config, path))
+                except WorkersFailed as exc:
+                    print(f"sidecache: {exc}", file=sys.stderr)
+                    return 1
             run_loop(serve(config, path))
             return 0
         if args.command == "upstream":

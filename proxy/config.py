@@ -425,6 +425,13 @@ DEFAULT_TRUSTED_PROXIES: tuple[IPNetwork, ...] = tuple(
 )
 
 
+def _worker_count(value: object) -> int:
+    # Not pydantic's lax int: true, 2.0 or "2" would pass as a count.
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _fail(value, "is not a number of worker processes: a whole number, 1 or more")
+    return value
+
+
 class ServerConfig(BaseModel):
     """Limits on the clients of the public port, and the shutdown grace period."""
 
@@ -445,6 +452,9 @@ class ServerConfig(BaseModel):
     trusted_proxies: tuple[Annotated[IPNetwork, BeforeValidator(_network)], ...] = (
         DEFAULT_TRUSTED_PROXIES
     )
+    # Processes serving the public port (SO_REUSEPORT), each with its share of
+    # cache.max_bytes; 1: one process, no supervisor (``proxy.workers``).
+    workers: Annotated[int, BeforeValidator(_worker_count)] = 1
 
 
 DEFAULT_SENSITIVE_QUERY = (
@@ -510,6 +520,25 @@ class Config(BaseModel):
                     "value": repr(str(self.control.listen)),
                     "listen": repr(str(self.listen)),
                     "loc": "control.listen",
+                },
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _share_fits_an_object(self) -> Config:
+        # Each worker has max_bytes // workers: an object must fit in one share.
+        workers = self.server.workers
+        share = self.cache.max_bytes // workers
+        if workers > 1 and self.cache.max_object_bytes > share:
+            raise PydanticCustomError(
+                "sidecache_at",
+                "{value} leaves each worker {share} bytes of cache.max_bytes, less than "
+                "cache.max_object_bytes ({largest}): lower one of them, or raise max_bytes",
+                {
+                    "value": repr(workers),
+                    "share": share,
+                    "largest": self.cache.max_object_bytes,
+                    "loc": "server.workers",
                 },
             )
         return self
@@ -848,13 +877,15 @@ def route_warnings(config: Config) -> list[str]:
 
 def format_routes(config: Config) -> str:
     """The effective configuration, as ``sidecache check`` prints it."""
+    workers = config.server.workers
+    each = f", {_size_text(config.cache.max_bytes // workers)} per worker" if workers > 1 else ""
     lines = [
-        f"listen    {config.listen}",
+        f"listen    {config.listen}" + (f" ({workers} worker processes)" if workers > 1 else ""),
         f"upstream  {config.upstream.url} (max {config.upstream.max_connections} connections, "
         f"timeout {_duration_text(config.upstream.timeout)})",
         f"control   {config.control.listen} (token {'set' if config.control.token else 'not set'})",
         f"cache     {_size_text(config.cache.max_bytes)} "
-        f"(objects up to {_size_text(config.cache.max_object_bytes)})",
+        f"(objects up to {_size_text(config.cache.max_object_bytes)}{each})",
         f"routes    {len(config.routes)}",
     ]
     header = (

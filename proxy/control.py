@@ -32,22 +32,22 @@ def build_control_app(runtime: Runtime) -> web.Application:
     app = web.Application(client_max_size=MAX_CONTROL_BODY)
     app[RUNTIME_KEY] = runtime
     app.router.add_get("/stats", _stats)
-    app.router.add_get("/", _dashboard)
+    app.router.add_get("/", dashboard)
     app.router.add_get("/api/dashboard", _dashboard_data)
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_post("/purge", _purge)
-    app.on_response_prepare.append(_name_server)
+    app.on_response_prepare.append(name_server)
     return app
 
 
-async def _name_server(request: web.Request, response: web.StreamResponse) -> None:
+async def name_server(request: web.Request, response: web.StreamResponse) -> None:
     # Instead of aiohttp's default, which gives its version and Python's.
     response.headers[hdrs.SERVER] = SERVER_NAME
 
 
-def _json(data: Any, status: int = 200) -> web.Response:
+def json_answer(data: Any, status: int = 200) -> web.Response:
     return web.Response(
         status=status,
         text=json.dumps(data, separators=(",", ":")),
@@ -57,10 +57,10 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 
 async def _stats(request: web.Request) -> web.Response:
-    return _json(request.app[RUNTIME_KEY].snapshot())
+    return json_answer(request.app[RUNTIME_KEY].snapshot())
 
 
-async def _dashboard(request: web.Request) -> web.Response:
+async def dashboard(request: web.Request) -> web.Response:
     return web.Response(
         text=PAGE,
         content_type="text/html",
@@ -75,7 +75,7 @@ async def _dashboard(request: web.Request) -> web.Response:
 
 async def _dashboard_data(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME_KEY]
-    return _json(
+    return json_answer(
         {
             "stats": runtime.snapshot(),
             "series": series(runtime.history),
@@ -119,7 +119,7 @@ async def _readyz(request: web.Request) -> web.Response:
     )
 
 
-def _authorised(request: web.Request, token: str) -> bool:
+def authorised(request: web.Request, token: str) -> bool:
     if not token:
         return True
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
@@ -130,51 +130,64 @@ def _authorised(request: web.Request, token: str) -> bool:
     return hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"), token.encode())
 
 
-async def _purge(request: web.Request) -> web.Response:
-    runtime = request.app[RUNTIME_KEY]
-    if not _authorised(request, runtime.config.control.token):
-        return web.Response(
-            status=401,
-            text='{"error":"a valid bearer token is required"}',
-            content_type="application/json",
-            headers={"WWW-Authenticate": 'Bearer realm="sidecache"'},
-        )
+def unauthorised() -> web.Response:
+    return web.Response(
+        status=401,
+        text='{"error":"a valid bearer token is required"}',
+        content_type="application/json",
+        headers={"WWW-Authenticate": 'Bearer realm="sidecache"'},
+    )
+
+
+_PURGE_SHAPES = 'body must be one of {"path": "/..."}, {"route": "name"}, {"all": true}'
+
+
+async def read_purge(request: web.Request) -> tuple[str, str | None] | web.Response:
+    """What a ``/purge`` body asks for: (``path``, normalised path), (``route``, name)
+    or (``all``, None); else the 400 answer. Whether a route exists is not checked."""
     try:
         body = await request.json()
     except (ValueError, UnicodeDecodeError):
-        return _json({"error": "body must be JSON"}, 400)
+        return json_answer({"error": "body must be JSON"}, 400)
     if not isinstance(body, dict) or len(body) != 1:
-        return _json(
-            {"error": 'body must be one of {"path": "/..."}, {"route": "name"}, {"all": true}'},
-            400,
-        )
+        return json_answer({"error": _PURGE_SHAPES}, 400)
     for name in ("path", "route"):
         value = body.get(name)
         if isinstance(value, str) and not value.strip():
             # An empty name (an unset shell variable) must never widen to "all".
-            return _json(
+            return json_answer(
                 {"error": f'{name} must not be empty (everything is {{"all": true}})'}, 400
             )
-    tiers = runtime.tiers
     if "path" in body and isinstance(body["path"], str):
         raw = body["path"].partition("?")[0]
         path = normalise_path(raw)
         if path is None:
-            return _json({"error": f"{raw!r} is not a valid path"}, 400)
-        purged = await tiers.purge("path", path)
-    elif "route" in body and isinstance(body["route"], str):
-        # A route a reload removed still names its entries (and the shared tier's).
-        name = body["route"]
-        if name not in {r.name for r in runtime.config.routes} and not tiers.local.knows_route(
-            name
-        ):
-            return _json({"error": f"no route named {body['route']!r}"}, 404)
-        purged = await tiers.purge("route", name)
-    elif body.get("all") is True:
-        purged = await tiers.purge("all", None)
-    else:
-        return _json(
-            {"error": 'body must be one of {"path": "/..."}, {"route": "name"}, {"all": true}'},
-            400,
-        )
-    return _json({"purged": purged})
+            return json_answer({"error": f"{raw!r} is not a valid path"}, 400)
+        return "path", path
+    if "route" in body and isinstance(body["route"], str):
+        return "route", body["route"]
+    if body.get("all") is True:
+        return "all", None
+    return json_answer({"error": _PURGE_SHAPES}, 400)
+
+
+def no_such_route(name: str) -> web.Response:
+    return json_answer({"error": f"no route named {name!r}"}, 404)
+
+
+def knows_route(runtime: Runtime, name: str) -> bool:
+    # A route a reload removed still names its entries (and the shared tier's).
+    return name in {r.name for r in runtime.config.routes} or runtime.tiers.local.knows_route(name)
+
+
+async def _purge(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME_KEY]
+    if not authorised(request, runtime.config.control.token):
+        return unauthorised()
+    target = await read_purge(request)
+    if isinstance(target, web.Response):
+        return target
+    kind, value = target
+    if kind == "route" and value is not None and not knows_route(runtime, value):
+        return no_such_route(value)
+    return json_answer({"purged": await runtime.tiers.purge(kind, value)})

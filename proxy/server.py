@@ -63,12 +63,21 @@ class Sidecache:
         config_path: str | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        reuse_port: bool | None = None,
+        control_socket: str | None = None,
+        control_app: Callable[[Runtime], web.Application] = build_control_app,
     ) -> None:
+        """``reuse_port``, ``control_socket`` and ``control_app`` are for a worker of
+        several (``proxy.worker``): the public port shared with SO_REUSEPORT, the
+        control app on a private Unix socket instead of ``control.listen``."""
         self.config = config
         self.clock = clock
         self.config_path = config_path
+        self._reuse_port = reuse_port
+        self._control_socket = control_socket
+        self._control_app = control_app
         self._runners: list[web.BaseRunner] = []
-        self._sites: list[web.TCPSite] = []
+        self._sites: list[web.BaseSite] = []
         self._sweeper: asyncio.Task[None] | None = None
         self._sampler: asyncio.Task[None] | None = None
         self._listener: asyncio.Task[None] | None = None
@@ -141,12 +150,19 @@ class Sidecache:
         # finish, once more after cancelling it).
         public = web.ServerRunner(self._public, shutdown_timeout=CUT_TIMEOUT)
         control = web.AppRunner(
-            build_control_app(self.runtime), access_log=None, shutdown_timeout=CUT_TIMEOUT
+            self._control_app(self.runtime), access_log=None, shutdown_timeout=CUT_TIMEOUT
         )
         for runner, address in ((public, config.listen), (control, config.control.listen)):
             await runner.setup()
             self._runners.append(runner)
-            site = web.TCPSite(runner, address.host, address.port, backlog=1024)
+            site: web.BaseSite
+            if runner is control and self._control_socket is not None:
+                site = web.UnixSite(runner, self._control_socket)
+            else:
+                reuse_port = self._reuse_port if runner is public else None
+                site = web.TCPSite(
+                    runner, address.host, address.port, backlog=1024, reuse_port=reuse_port
+                )
             await site.start()
             self._sites.append(site)
         loop = asyncio.get_running_loop()
@@ -155,11 +171,10 @@ class Sidecache:
         if shared is not None:
             self._listener = loop.create_task(shared.listen(tiers.purge_local))
         log.info(
-            "sidecache listening on %s:%d (control %s:%d), upstream %s, %d routes",
+            "sidecache listening on %s:%d (control %s), upstream %s, %d routes",
             config.listen.host,
             self.public_port,
-            config.control.listen.host,
-            self.control_port,
+            self._control_socket or f"{config.control.listen.host}:{self.control_port}",
             config.upstream.url,
             len(config.routes),
         )
@@ -302,7 +317,7 @@ def _access_logger_to_stderr() -> None:
         access.propagate = False
 
 
-def _bound_port(site: web.TCPSite) -> int:
+def _bound_port(site: web.BaseSite) -> int:
     """The port a site really bound: with port 0 in the config, the OS chose it."""
     # aiohttp keeps the server private; asyncio's and uvloop's both have sockets.
     sockets = getattr(site._server, "sockets", None)

@@ -425,3 +425,21 @@ def test_a_trusted_proxy_that_is_no_address_is_a_config_error(bad: object) -> No
         f"<config>: server.trusted_proxies[1]: {bad!r} is not an IP address or CIDR range "
         "(e.g. '10.0.0.0/8', '::1')"
     )
+
+
+def test_one_worker_by_default() -> None:
+    assert parse_config(MINIMAL, environ={}).server.workers == 1
+
+
+@pytest.mark.parametrize("value", [2, 16])
+def test_workers_take_a_whole_number(value: int) -> None:
+    config = parse_config({**MINIMAL, "server": {"workers": value}}, environ={})
+    assert config.server.workers == value
+    assert f"({value} worker processes)" in format_routes(config)
+
+
+@pytest.mark.parametrize("value", [0, -1, True, 2.5, 2.0, "2", "many", None])
+def test_workers_refuse_anything_but_a_whole_number_of_1_or_more(value: object) -> None:
+    expected = r"^<config>: server\.workers: .* is not a number of worker processes: a whole"
+    with pytest.raises(ConfigError, match=expected + r" number, 1 or more$"):
+        parse_config({**MINIMAL, "server": {"workers": value}}, environ={})

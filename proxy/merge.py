@@ -1,0 +1,215 @@
+"""Several workers' counters as one: what a worker reports to its supervisor, and
+the sum the supervisor's ``/stats`` and ``/metrics`` show.
+
+A worker sends its whole ``Stats`` (every counter, every histogram bucket), its
+store's ``CacheFigures`` and its shared-tier figures as JSON; the supervisor
+rebuilds a ``Stats`` per worker and adds them field by field, histograms bucket
+by bucket. The sum is a real ``Stats``: ``Stats.snapshot`` and the metrics
+collector render it exactly as they render a single process's, percentiles
+included. Pure: imports neither aiohttp nor asyncio.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from proxy.metrics import SharedFigures
+from proxy.stats import CacheFigures, Histogram, RouteCounters, Stats, quantile
+
+SHARED_COUNTS = ("hits", "misses", "errors", "skipped")
+# The breaker state a merged shared tier shows: the worst of the workers'.
+_STATE_ORDER = ("closed", "half-open", "open")
+
+
+def _histogram_doc(h: Histogram) -> dict[str, Any]:
+    return {"counts": list(h.counts), "total": h.total}
+
+
+def _histogram(doc: Mapping[str, Any]) -> Histogram:
+    h = Histogram()
+    counts = [int(n) for n in doc["counts"]]
+    if len(counts) != len(h.counts):
+        raise ValueError("histogram buckets differ")
+    h.counts = counts
+    h.total = float(doc["total"])
+    return h
+
+
+def stats_document(stats: Stats) -> dict[str, Any]:
+    """Every field of ``stats`` as JSON-ready data (``stats_from_document`` reverses it)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(stats):
+        value = getattr(stats, f.name)
+        if isinstance(value, Histogram):
+            out[f.name] = _histogram_doc(value)
+        elif isinstance(value, RouteCounters):
+            out[f.name] = value.as_dict()
+        elif isinstance(value, dict):
+            out[f.name] = {
+                k: _histogram_doc(v) if isinstance(v, Histogram) else v.as_dict()
+                for k, v in value.items()
+            }
+        else:
+            out[f.name] = value
+    return out
+
+
+def stats_from_document(doc: Mapping[str, Any]) -> Stats:
+    stats = Stats(started_at=float(doc["started_at"]))
+    for f in dataclasses.fields(stats):
+        if f.name not in doc:
+            continue  # a field this side knows and the sender does not: its default
+        current, raw = getattr(stats, f.name), doc[f.name]
+        value: Any
+        if isinstance(current, Histogram):
+            value = _histogram(raw)
+        elif isinstance(current, RouteCounters):
+            value = RouteCounters(**raw)
+        elif isinstance(current, dict):
+            if f.name == "latency":
+                value = {k: _histogram(v) for k, v in raw.items()}
+            else:
+                value = {k: RouteCounters(**v) for k, v in raw.items()}
+        else:
+            value = type(current)(raw)
+        setattr(stats, f.name, value)
+    return stats
+
+
+def _add_histogram(into: Histogram, other: Histogram) -> None:
+    into.counts = [a + b for a, b in zip(into.counts, other.counts, strict=True)]
+    into.total += other.total
+
+
+def _add_counters(into: RouteCounters, other: RouteCounters) -> None:
+    into.hits += other.hits
+    into.misses += other.misses
+    into.stale += other.stale
+    into.bypass += other.bypass
+
+
+def add_stats(into: Stats, other: Stats) -> None:
+    """Add ``other``'s counters, gauges and histograms to ``into`` (``started_at`` stays)."""
+    for f in dataclasses.fields(into):
+        if f.name == "started_at":
+            continue
+        mine, theirs = getattr(into, f.name), getattr(other, f.name)
+        if isinstance(mine, Histogram):
+            _add_histogram(mine, theirs)
+        elif isinstance(mine, RouteCounters):
+            _add_counters(mine, theirs)
+        elif isinstance(mine, dict):
+            for name, value in theirs.items():
+                if name not in mine:
+                    mine[name] = Histogram() if isinstance(value, Histogram) else RouteCounters()
+                if isinstance(value, Histogram):
+                    _add_histogram(mine[name], value)
+                else:
+                    _add_counters(mine[name], value)
+        else:
+            setattr(into, f.name, mine + theirs)
+
+
+def figures_document(figures: CacheFigures) -> dict[str, int]:
+    return dataclasses.asdict(figures)
+
+
+def add_figures(many: Iterable[CacheFigures]) -> CacheFigures:
+    """The workers' stores as one: every figure summed (``max_bytes`` is the total budget)."""
+    totals = dict.fromkeys((f.name for f in dataclasses.fields(CacheFigures)), 0)
+    for figures in many:
+        for name in totals:
+            totals[name] += getattr(figures, name)
+    return CacheFigures(**totals)
+
+
+def shared_document(state: str, counts: Mapping[str, int], latency: Histogram) -> dict[str, Any]:
+    return {"state": state, **{k: counts[k] for k in SHARED_COUNTS}, **_histogram_doc(latency)}
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerState:
+    """One worker's report (``GET /_worker/state`` on its private socket)."""
+
+    pid: int
+    stats: Stats
+    cache: CacheFigures
+    shared: SharedFigures | None
+    draining: bool
+
+    @classmethod
+    def from_document(cls, doc: Mapping[str, Any]) -> WorkerState:
+        shared = doc.get("shared")
+        return cls(
+            pid=int(doc["pid"]),
+            stats=stats_from_document(doc["stats"]),
+            cache=CacheFigures(**{k: int(v) for k, v in doc["cache"].items()}),
+            shared=None
+            if shared is None
+            else SharedFigures(
+                str(shared["state"]),
+                {k: int(shared[k]) for k in SHARED_COUNTS},
+                _histogram(shared),
+            ),
+            draining=bool(doc["draining"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Merged:
+    stats: Stats
+    cache: CacheFigures
+    shared: SharedFigures | None
+
+    def snapshot(self, now: float) -> dict[str, object]:
+        """The ``/stats`` document of a single process, for all workers together."""
+        snap = self.stats.snapshot(now=now, cache=self.cache)
+        if self.shared is not None:
+            snap["shared"] = {
+                **shared_summary(self.shared),
+                "served": self.stats.shared_hits,
+            }
+        return snap
+
+
+def merge(states: Iterable[WorkerState], started_at: float) -> Merged:
+    """The workers' reports as one; uptime counts from ``started_at``."""
+    total = Stats(started_at=started_at)
+    figures: list[CacheFigures] = []
+    shared: list[SharedFigures] = []
+    for state in states:
+        add_stats(total, state.stats)
+        figures.append(state.cache)
+        if state.shared is not None:
+            shared.append(state.shared)
+    return Merged(total, add_figures(figures), merge_shared(shared))
+
+
+def merge_shared(many: list[SharedFigures]) -> SharedFigures | None:
+    if not many:
+        return None
+    latency = Histogram()
+    counts = dict.fromkeys(SHARED_COUNTS, 0)
+    for figures in many:
+        _add_histogram(latency, figures.latency)
+        for name in SHARED_COUNTS:
+            counts[name] += figures.counts[name]
+    known = [f.state for f in many if f.state in _STATE_ORDER]
+    state = max(known, key=_STATE_ORDER.index) if known else many[0].state
+    return SharedFigures(state, counts, latency)
+
+
+def shared_summary(figures: SharedFigures) -> dict[str, object]:
+    """What ``SharedTier.figures`` gives for one process, for the merged tier."""
+    h = figures.latency
+    p50 = quantile(h.counts, h.bounds, 0.5)
+    p99 = quantile(h.counts, h.bounds, 0.99)
+    return {
+        "state": figures.state,
+        **figures.counts,
+        "latency_ms_p50": round(p50 * 1000, 2) if p50 is not None else None,
+        "latency_ms_p99": round(p99 * 1000, 2) if p99 is not None else None,
+    }

@@ -1,0 +1,111 @@
+"""Several workers' counters as one (proxy/merge.py), and the supervisor's restart
+budget (proxy/workers.py)."""
+
+from __future__ import annotations
+
+import json
+
+from proxy.merge import (
+    WorkerState,
+    figures_document,
+    merge,
+    shared_document,
+    stats_document,
+    stats_from_document,
+)
+from proxy.metrics import make_registry, render
+from proxy.stats import CacheFigures, CacheOutcome, Histogram, Stats
+from proxy.workers import RestartBudget
+
+
+def _worker(pid: int, outcomes: list[tuple[str | None, CacheOutcome]], seconds: float) -> Stats:
+    stats = Stats(started_at=5.0 * pid)
+    for route, outcome in outcomes:
+        stats.record(route, outcome)
+        stats.latency[outcome.value].observe(seconds)
+    stats.upstream_requests = pid
+    stats.upstream_in_flight = 1
+    stats.upstream_queue_wait_s = 0.25
+    stats.upstream_latency.observe(seconds)
+    return stats
+
+
+def _state(pid: int, stats: Stats, entries: int, shared_state: str | None = None) -> WorkerState:
+    figures = CacheFigures(entries, entries * 100, 1000, pid, 0, 1)
+    latency = Histogram()
+    latency.observe(0.002 * pid)
+    doc = {
+        "pid": pid,
+        "stats": stats_document(stats),
+        "cache": figures_document(figures),
+        "shared": None
+        if shared_state is None
+        else shared_document(
+            shared_state, {"hits": pid, "misses": 1, "errors": 0, "skipped": 0}, latency
+        ),
+        "draining": False,
+    }
+    # Through JSON, as it travels over the private socket.
+    return WorkerState.from_document(json.loads(json.dumps(doc)))
+
+
+def test_a_stats_document_gives_back_the_same_stats() -> None:
+    stats = _worker(3, [("photo", CacheOutcome.HIT), (None, CacheOutcome.BYPASS)], 0.003)
+    again = stats_from_document(json.loads(json.dumps(stats_document(stats))))
+    assert again == stats
+
+
+def test_counters_routes_and_histograms_add_up() -> None:
+    HIT, MISS, BYPASS = CacheOutcome.HIT, CacheOutcome.MISS, CacheOutcome.BYPASS
+    one = _worker(1, [("photo", HIT), ("photo", MISS), (None, BYPASS)], 0.0007)
+    two = _worker(2, [("photo", HIT), ("thumb", HIT)], 0.02)
+    merged = merge([_state(1, one, 2), _state(2, two, 3)], started_at=100.0)
+
+    snap = merged.snapshot(now=160.0)
+    cache, upstream = snap["cache"], snap["upstream"]
+    assert isinstance(cache, dict) and isinstance(upstream, dict)
+    assert (cache["hits"], cache["misses"], cache["bypass"]) == (3, 1, 1)
+    assert cache["hit_rate"] == 0.75
+    assert (cache["entries"], cache["bytes"], cache["max_bytes"]) == (5, 500, 2000)
+    assert (cache["evictions"], cache["purged"]) == (3, 2)
+    assert snap["routes"] == {
+        "photo": {"hits": 2, "misses": 1, "stale": 0, "bypass": 0},
+        "thumb": {"hits": 1, "misses": 0, "stale": 0, "bypass": 0},
+    }
+    assert (upstream["requests"], upstream["in_flight"], upstream["queue_wait_s"]) == (3, 2, 0.5)
+    assert snap["uptime_s"] == 60.0  # the supervisor's, not a worker's
+    # Bucket by bucket: both workers' hits, in their own buckets.
+    hits = merged.stats.latency["HIT"]
+    assert hits.count == 3
+    assert hits.counts[1] == 1 and hits.counts[5] == 2  # <= 1 ms and <= 25 ms
+    assert merged.stats.upstream_latency.count == 2
+
+    text = render(
+        make_registry(merged.stats, lambda: merged.cache, lambda: 160.0, lambda: merged.shared)
+    ).decode()
+    assert 'sidecache_requests_total{cache_status="HIT",route="photo"} 2.0' in text
+    assert 'sidecache_requests_total{cache_status="BYPASS",route=""} 1.0' in text
+    assert 'sidecache_response_seconds_count{cache_status="HIT"} 3.0' in text
+    assert 'sidecache_response_seconds_bucket{cache_status="HIT",le="0.001"} 1.0' in text
+    assert "sidecache_cache_entries 5.0" in text
+    assert "sidecache_shared" not in text  # no shared tier configured
+
+
+def test_the_shared_tier_figures_add_up_and_show_the_worst_state() -> None:
+    states = [
+        _state(1, Stats(started_at=0.0), 0, "closed"),
+        _state(2, Stats(started_at=0.0), 0, "open"),
+    ]
+    merged = merge(states, started_at=0.0)
+    shared = merged.snapshot(now=1.0)["shared"]
+    assert isinstance(shared, dict)
+    assert (shared["state"], shared["hits"], shared["misses"]) == ("open", 3, 2)
+    assert shared["served"] == 0
+    assert shared["latency_ms_p50"] is not None
+
+
+def test_the_restart_budget_allows_so_many_in_a_window() -> None:
+    budget = RestartBudget(limit=3, window=60.0)
+    assert [budget.allow(t) for t in (0.0, 1.0, 2.0, 3.0)] == [True, True, True, False]
+    assert budget.allow(60.5)  # the first one is a minute old
+    assert not budget.allow(60.7)  # three within the minute before
