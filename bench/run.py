@@ -1,13 +1,25 @@
-"""Cache-hit benchmark: sidecache against nginx ``proxy_cache``, in one run.
+"""Cache-hit benchmark: sidecache, nginx ``proxy_cache`` and a raw uvloop server, in one run.
 
-Starts the bench upstream, nginx (Debian's binary, ``worker_processes 1``) and
-sidecache (one process) on loopback, warms both caches, then drives each with
-``wrk`` for an 8 KB and a 2.5 MB body and reports requests/s, transfer/s and
-latency percentiles, and sidecache's ratio to nginx. Everything it starts is
-stopped on exit, Ctrl-C included.
+Starts the bench upstream, nginx (Debian's binary, ``worker_processes 1``),
+sidecache (one process) and ``bench/rawserver.py`` (a bare uvloop protocol
+writing prebuilt responses: what the machine can do from Python) on loopback.
+For each body size it serves ``--objects`` distinct objects (50 by default, so
+the bodies do not all sit in the CPU cache); every object is fetched through
+nginx and sidecache until both answer it as a hit. Then ``wrk`` (one thread, a
+generated Lua script going round-robin over the objects) drives each server in
+turn and the run reports requests/s, latency percentiles and sidecache's ratios
+to nginx and to the raw server.
 
-    .venv/bin/python bench/run.py                   # 10 s per run
-    .venv/bin/python bench/run.py --quick           # 3 s per run
+CPU: on a machine with 2 cores or more the servers are pinned to core 0 and
+``wrk`` to core 1 (``taskset``), so each server under test has one core, like
+nginx's single worker. Access logs (``--access-log``, on by default) are written
+by both proxies to files in the run's temp dir: sidecache's JSON lines (its
+stderr) and nginx's ``log_format`` with the same fields. Everything it starts is
+stopped on exit, Ctrl-C included; every step has a time limit.
+
+    .venv/bin/python bench/run.py                        # 10 s per run
+    .venv/bin/python bench/run.py --quick                # 3 s per run
+    .venv/bin/python bench/run.py --sizes 8KB --objects 4 --access-log off
     .venv/bin/python bench/run.py --markdown BENCHMARKS.md
 
 Needs ``nginx`` and ``wrk`` (Debian: ``apt-get install nginx-light wrk``).
@@ -35,7 +47,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-IDS = 4  # objects per size, rotated by the wrk script
+DEFAULT_SIZES = "8KB,64KB,2.5MB"
+MAX_SIZE = 16 * 1024 * 1024  # sidecache's max_object_bytes below
+SERVER_CPU, WRK_CPU = 0, 1
 
 NGINX_CONF = """
 {user}
@@ -45,9 +59,15 @@ pid {tmp}/nginx.pid;
 error_log {tmp}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
-    access_log off;
+    log_format bench escape=json '{{"time":"$time_iso8601","client":"$remote_addr",'
+        '"method":"$request_method","path":"$uri","query":"$args","status":$status,'
+        '"cache":"$upstream_cache_status","bytes":$body_bytes_sent,'
+        '"duration_s":$request_time,"upstream_s":"$upstream_response_time"}}';
+    {access_log}
     sendfile on;
-    tcp_nopush on;
+    # Not tcp_nopush: with it, 64 KB hits stall about 40 ms each (the last
+    # segment waits on the socket's cork), 15 times fewer hits/s than without.
+    tcp_nopush off;
     keepalive_requests 1000000;
     client_body_temp_path {tmp}/body;
     proxy_temp_path {tmp}/proxy_temp;
@@ -79,16 +99,7 @@ control: {{listen: "127.0.0.1:{control}"}}
 cache: {{max_bytes: 1GiB, max_object_bytes: 16MiB}}
 log: {{access: {access_log}}}
 routes:
-  - {{name: blob, match: "/blob/{{id}}", ttl: 5m}}
-  - {{name: small, match: "/small/{{id}}", ttl: 5m}}
-"""
-
-ROTATE_LUA = """
-local i = 0
-request = function()
-  i = (i + 1) % {ids}
-  return wrk.format("GET", "{prefix}" .. i)
-end
+  - {{name: bytes, match: "/bytes/{{size}}/{{id}}", ttl: 5m}}
 """
 
 
@@ -104,6 +115,64 @@ class Result:
     p90_ms: float
     p99_ms: float
     errors: int
+
+
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)(B|KB|MB)$", re.I)
+_SIZE_UNITS = {"B": 1, "KB": 1024, "MB": 1024 * 1024}
+
+
+def parse_size(text: str) -> int:
+    """``8KB`` -> 8192, ``2.5MB`` -> 2621440 (binary units, as the bench always used)."""
+    m = _SIZE.match(text.strip())
+    if not m:
+        raise ValueError(f"not a size: {text!r} (e.g. 8KB, 64KB, 2.5MB)")
+    size = int(float(m.group(1)) * _SIZE_UNITS[m.group(2).upper()])
+    if not 0 < size <= MAX_SIZE:
+        raise ValueError(f"size out of range (1 B to 16MB): {text!r}")
+    return size
+
+
+def size_label(size: int) -> str:
+    """2621440 -> ``2.5MB``, 8192 -> ``8KB``, 100 -> ``100B``."""
+    if size >= 1024 * 1024:
+        return f"{size / (1024 * 1024):g}MB"
+    if size >= 1024:
+        return f"{size / 1024:g}KB"
+    return f"{size}B"
+
+
+def object_paths(size: int, objects: int) -> list[str]:
+    """The working set of one size: ``/bytes/{size}/0`` .. ``/bytes/{size}/{objects-1}``."""
+    return [f"/bytes/{size}/{i}" for i in range(objects)]
+
+
+def default_connections(size: int) -> int:
+    return 32 if size <= 64 * 1024 else 16
+
+
+def wrk_script(paths: list[str]) -> str:
+    """A wrk Lua script sending GETs round-robin over ``paths`` (each request
+    formatted once, on first use)."""
+    listed = ", ".join(json.dumps(p) for p in paths)
+    return f"""-- generated by bench/run.py: GET round-robin over {len(paths)} paths
+local paths = {{{listed}}}
+local requests = {{}}
+local i = 0
+request = function()
+  i = i % #paths + 1
+  local r = requests[i]
+  if r == nil then
+    r = wrk.format("GET", paths[i])
+    requests[i] = r
+  end
+  return r
+end
+"""
+
+
+def pinned(cmd: list[str], cpu: int | None) -> list[str]:
+    """``cmd`` run on one CPU (``taskset``), or as is when ``cpu`` is None."""
+    return cmd if cpu is None else ["taskset", "-c", str(cpu), *cmd]
 
 
 def free_port() -> int:
@@ -124,12 +193,6 @@ def wait_http(url: str, deadline_s: float = 20.0) -> None:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{url} did not answer within {deadline_s}s") from None
             time.sleep(0.1)
-
-
-def fetch_header(url: str, header: str) -> str:
-    with urllib.request.urlopen(url, timeout=10) as r:
-        r.read()
-        return str(r.headers.get(header, ""))
 
 
 @contextlib.contextmanager
@@ -154,19 +217,11 @@ _TRANSFER = re.compile(r"Transfer/sec:\s+([\d.]+)([KMG]?B)")
 _BYTES = {"B": 1 / 1e6, "KB": 1024 / 1e6, "MB": 1024**2 / 1e6, "GB": 1024**3 / 1e6}
 
 
-def run_wrk(
-    name: str, base: str, size: str, prefix: str, connections: int, duration: int, tmp: Path
-) -> Result:
-    script = tmp / f"rotate-{size}.lua"
-    script.write_text(ROTATE_LUA.format(ids=IDS, prefix=prefix))
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), base],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=duration + 60,
-    ).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+def parse_wrk(out: str, target: str, size: str, connections: int, duration: int) -> Result:
+    """A ``wrk --latency`` report as a Result (errors: socket errors and non-2xx/3xx)."""
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if rps is None:
+        raise ValueError(f"no Requests/sec in wrk's output:\n{out}")
     latency = {p: float(v) * _UNITS_MS[u] for p, v, u in _LATENCY.findall(out)}
     t = _TRANSFER.search(out)
     transfer = float(t.group(1)) * _BYTES[t.group(2)] if t else 0.0
@@ -174,17 +229,31 @@ def run_wrk(
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors += int(non2xx.group(1)) if non2xx else 0
     return Result(
-        name, size, connections, duration, rps, transfer,
+        target, size, connections, duration, float(rps.group(1)), transfer,
         latency.get("50", 0.0), latency.get("90", 0.0), latency.get("99", 0.0), errors,
     )  # fmt: skip
 
 
-def markdown(results: list[Result], command: str) -> str:
+def run_wrk(base: str, script: Path, connections: int, duration: int, cpu: int | None) -> str:
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script)]
+    return subprocess.run(
+        pinned([*cmd, base], cpu),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=duration + 60,
+    ).stdout
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b else "-"
+
+
+def markdown(results: list[Result], header: str) -> str:
     lines = [
-        f"Run on {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}, command: `{command}`",
+        header,
         "",
-        "| body | target | conns | req/s | MB/s | p50 ms | p99 ms | errors |",
+        "| body | server | conns | req/s | MB/s | p50 ms | p99 ms | errors |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
@@ -194,17 +263,23 @@ def markdown(results: list[Result], command: str) -> str:
         )
     lines += [
         "",
-        "| body | throughput sidecache/nginx | p99 latency sidecache/nginx |",
-        "|---|---|---|",
+        "| body | req/s sidecache/nginx | req/s sidecache/raw | p99 sidecache/nginx |",
+        "|---|---|---|---|",
     ]
     for size in dict.fromkeys(r.size for r in results):
         by = {r.target: r for r in results if r.size == size}
-        if "sidecache" in by and "nginx" in by:
-            s, n = by["sidecache"], by["nginx"]
-            lines.append(
-                f"| {size} | {s.requests_per_s / n.requests_per_s:.2f}x | "
-                f"{s.p99_ms / n.p99_ms:.2f}x |"
-            )
+        s, n, raw = by.get("sidecache"), by.get("nginx"), by.get("raw")
+        if s is None:
+            continue
+        lines.append(
+            f"| {size} | "
+            + (_ratio(s.requests_per_s, n.requests_per_s) if n else "-")
+            + " | "
+            + (_ratio(s.requests_per_s, raw.requests_per_s) if raw else "-")
+            + " | "
+            + (_ratio(s.p99_ms, n.p99_ms) if n else "-")
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -216,43 +291,100 @@ def update_markdown(path: Path, table: str) -> None:
     path.write_text(f"{head}{start}\n{table}\n{end}{tail}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
-    parser.add_argument("--quick", action="store_true", help="3 s per run")
-    parser.add_argument("--only", choices=["small", "large"])
-    parser.add_argument("--small-connections", type=int, default=32)
-    parser.add_argument("--large-connections", type=int, default=16)
-    parser.add_argument(
+def fetch(url: str) -> tuple[int, dict[str, str], int]:
+    """Status, headers and body length of a GET."""
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return r.status, dict(r.headers.items()), len(r.read())
+
+
+def warm(name: str, base: str, paths: list[str], size: int, hit_header: str | None) -> None:
+    """Fetch every object once, then check it is served whole and, for a cache, as a hit."""
+    if hit_header is not None:
+        for path in paths:
+            fetch(base + path)
+    for path in paths:
+        status, headers, length = fetch(base + path)
+        if status != 200 or length != size:
+            raise RuntimeError(f"{name}: {base}{path} gave {status} with {length} bytes")
+        if hit_header is not None and headers.get(hit_header) != "HIT":
+            raise RuntimeError(f"{name} did not cache {base}{path} ({hit_header} not HIT)")
+
+
+def parse_sizes(text: str) -> list[int]:
+    try:
+        return list(dict.fromkeys(parse_size(s) for s in text.split(",") if s.strip()))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="The servers' logs and access logs are in a temp dir, removed at the end; "
+        "results also go to bench/results/latest.json.",
+    )
+    p.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
+    p.add_argument("--quick", action="store_true", help="3 s per wrk run")
+    p.add_argument(
+        "--sizes",
+        type=parse_sizes,
+        default=parse_sizes(DEFAULT_SIZES),
+        help=f"body sizes, comma-separated, binary units (default {DEFAULT_SIZES})",
+    )
+    p.add_argument("--objects", type=int, default=50, help="distinct objects per size (default 50)")
+    p.add_argument(
+        "--connections",
+        type=int,
+        help="wrk connections for every size (default 32 up to 64KB, 16 above)",
+    )
+    p.add_argument(
+        "--access-log",
+        choices=["on", "off"],
+        default="on",
+        help="access logs of both proxies, to files (on: sidecache's JSON log, its "
+        "default, and an nginx JSON log_format with the same fields; default on)",
+    )
+    p.add_argument(
         "--sidecache-cmd",
         default=f"{sys.executable} -m proxy serve",
-        help="how to start sidecache (gets -c CONFIG appended)",
+        help="how to start sidecache (gets -c CONFIG appended; run from this checkout)",
     )
-    parser.add_argument("--markdown", type=Path, help="update this file between bench markers")
-    parser.add_argument(
-        "--access-log",
-        choices=["off", "json", "text"],
-        default="off",
-        help="sidecache's access log (off, like nginx's access_log off here)",
-    )
-    args = parser.parse_args(argv)
+    p.add_argument("--markdown", type=Path, help="update this file between bench markers")
+    return p
+
+
+def command_line(args: argparse.Namespace, duration: int) -> str:
+    parts = ["python bench/run.py", "--quick" if args.quick else f"--duration {duration}"]
+    if args.sizes != parse_sizes(DEFAULT_SIZES):
+        parts.append("--sizes " + ",".join(size_label(s) for s in args.sizes))
+    if args.objects != 50:
+        parts.append(f"--objects {args.objects}")
+    if args.connections:
+        parts.append(f"--connections {args.connections}")
+    if args.access_log != "on":
+        parts.append(f"--access-log {args.access_log}")
+    return " ".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     duration = 3 if args.quick else args.duration
+    if args.objects < 1:
+        print("--objects must be at least 1")
+        return 2
     for tool in ("nginx", "wrk"):
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
             print(f"{tool} is not installed (Debian: apt-get install nginx-light wrk)")
             return 2
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    sizes = [
-        ("8KB", "/small/", args.small_connections),
-        ("2.5MB", "/blob/", args.large_connections),
-    ]
-    if args.only:
-        sizes = [s for s in sizes if (s[0] == "8KB") == (args.only == "small")]
+    pin = (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
+    server_cpu, wrk_cpu = (SERVER_CPU, WRK_CPU) if pin else (None, None)
+    log_on = args.access_log == "on"
 
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="sidecache-bench-") as tmpdir:
         tmp = Path(tmpdir)
-        up, ng, sc, ctl = free_port(), free_port(), free_port(), free_port()
+        up, ng, sc, ctl, raw = (free_port() for _ in range(5))
         (tmp / "nginx.conf").write_text(
             NGINX_CONF.format(
                 # As root, nginx's workers would switch to an account that cannot
@@ -261,56 +393,101 @@ def main(argv: list[str] | None = None) -> int:
                 tmp=tmp,
                 upstream=up,
                 port=ng,
+                access_log=f"access_log {tmp}/nginx-access.log bench;"
+                if log_on
+                else "access_log off;",
             )
         )
         (tmp / "sidecache.yaml").write_text(
-            SIDECACHE_CONF.format(port=sc, upstream=up, control=ctl, access_log=args.access_log)
+            SIDECACHE_CONF.format(
+                port=sc, upstream=up, control=ctl, access_log="json" if log_on else "off"
+            )
         )
-        log = open(tmp / "servers.log", "wb")  # noqa: SIM115 - closed with the temp dir
-        quiet = {"stdout": log, "stderr": log}
+        servers_log = open(tmp / "servers.log", "wb")  # noqa: SIM115 - closed with the temp dir
+        sidecache_log = open(tmp / "sidecache.log", "wb")  # noqa: SIM115 - same
+        quiet = {"stdout": servers_log, "stderr": servers_log}
+        sizes_arg = ",".join(str(s) for s in args.sizes)
         with (
-            process([sys.executable, str(ROOT / "bench" / "upstream.py"), str(up)], **quiet),
-            process([nginx, "-c", str(tmp / "nginx.conf"), "-p", str(tmp)], **quiet),
             process(
-                [*args.sidecache_cmd.split(), "-c", str(tmp / "sidecache.yaml")], cwd=ROOT, **quiet
+                pinned([sys.executable, str(ROOT / "bench" / "upstream.py"), str(up)], server_cpu),
+                **quiet,
+            ),
+            process(
+                pinned([nginx, "-c", str(tmp / "nginx.conf"), "-p", str(tmp)], server_cpu), **quiet
+            ),
+            process(
+                pinned(
+                    [*args.sidecache_cmd.split(), "-c", str(tmp / "sidecache.yaml")], server_cpu
+                ),
+                cwd=ROOT,
+                stdout=sidecache_log,
+                stderr=sidecache_log,
+            ),
+            process(
+                pinned(
+                    [
+                        sys.executable,
+                        "-m",
+                        "bench.rawserver",
+                        str(raw),
+                        sizes_arg,
+                        str(args.objects),
+                    ],
+                    server_cpu,
+                ),
+                cwd=ROOT,
+                **quiet,
             ),
         ):
-            try:
-                wait_http(f"http://127.0.0.1:{up}/small/0")
-                wait_http(f"http://127.0.0.1:{ng}/small/0")
-                wait_http(f"http://127.0.0.1:{ctl}/healthz")
-            except RuntimeError:
-                log.flush()
-                print(
-                    (tmp / "servers.log").read_text(),
-                    (tmp / "error.log").read_text() if (tmp / "error.log").exists() else "",
-                )
-                raise
-            wait_http(f"http://127.0.0.1:{ng}/small/0")
-            wait_http(f"http://127.0.0.1:{ctl}/healthz")
             targets = {
                 "nginx": (f"http://127.0.0.1:{ng}", "X-Cache-Status"),
                 "sidecache": (f"http://127.0.0.1:{sc}", "X-Cache"),
+                "raw": (f"http://127.0.0.1:{raw}", None),
             }
-            for _size, prefix, _ in sizes:
+            first = object_paths(args.sizes[0], 1)[0]
+            try:
+                wait_http(f"http://127.0.0.1:{up}{first}")
+                wait_http(f"http://127.0.0.1:{ng}{first}")
+                wait_http(f"http://127.0.0.1:{ctl}/healthz")
+                wait_http(f"http://127.0.0.1:{raw}{first}", deadline_s=60)
+            except RuntimeError:
+                for f in ("servers.log", "sidecache.log", "error.log"):
+                    if (tmp / f).exists():
+                        print(f"--- {f}\n{(tmp / f).read_text()}")
+                raise
+            for size in args.sizes:
+                paths = object_paths(size, args.objects)
                 for name, (base, header) in targets.items():
-                    for i in range(IDS):
-                        url = f"{base}{prefix}{i}"
-                        fetch_header(url, header)
-                        if fetch_header(url, header) != "HIT":
-                            raise RuntimeError(f"{name} did not cache {url}")
-            for size, prefix, conns in sizes:
+                    warm(name, base, paths, size, header)
+            print(
+                f"{args.objects} objects per size, access log {args.access_log}, "
+                + (f"servers on CPU {server_cpu}, wrk on CPU {wrk_cpu}" if pin else "no pinning"),
+                flush=True,
+            )
+            for size in args.sizes:
+                label = size_label(size)
+                conns = args.connections or default_connections(size)
+                script = tmp / f"objects-{size}.lua"
+                script.write_text(wrk_script(object_paths(size, args.objects)))
                 for name, (base, _) in targets.items():
-                    r = run_wrk(name, base, size, prefix, conns, duration, tmp)
+                    out = run_wrk(base, script, conns, duration, wrk_cpu)
+                    r = parse_wrk(out, name, label, conns, duration)
                     results.append(r)
                     print(
-                        f"{size:>6} {name:<10} {r.requests_per_s:>10,.0f} req/s "
+                        f"{label:>6} {name:<10} {r.requests_per_s:>10,.0f} req/s "
                         f"{r.transfer_mb_per_s:>8,.0f} MB/s  p50 {r.p50_ms:.2f} ms  "
                         f"p99 {r.p99_ms:.2f} ms  errors {r.errors}",
                         flush=True,
                     )
-    command = "python bench/run.py" + (" --quick" if args.quick else f" --duration {duration}")
-    table = markdown(results, command)
+        for f in ("sidecache.log", "nginx-access.log"):
+            if (tmp / f).exists():
+                print(f"{f}: {(tmp / f).stat().st_size / 1e6:,.1f} MB written")
+    header = (
+        f"Run on {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, {args.objects} objects per size, "
+        f"access logs {args.access_log}, command: `{command_line(args, duration)}`"
+    )
+    table = markdown(results, header)
     print()
     print(table)
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,9 @@
 """The benchmark's upstream: fixed bodies, so only the proxies differ.
 
 ``python bench/upstream.py PORT`` serves ``/blob/{id}`` (2.5 MB), ``/small/{id}``
-(8 KB) and ``/big/{id}`` (20 MiB, streamed), all with ``Content-Length``, and
-``/chunked/{id}`` (50 MB, chunked: its length is known only at its end).
+(8 KB), ``/bytes/{n}/{id}`` (``n`` bytes, ``object_body(n, id)``) and ``/big/{id}``
+(20 MiB, streamed), all with ``Content-Length``, and ``/chunked/{id}`` (50 MB,
+chunked: its length is known only at its end).
 """
 
 from __future__ import annotations
@@ -34,6 +35,18 @@ async def small(request: web.Request) -> web.Response:
     )
 
 
+def object_body(size: int, ident: str) -> bytes:
+    """The body of ``/bytes/{size}/{ident}`` (the raw server builds the same bytes)."""
+    return body(f"{size}-{ident}", size)
+
+
+async def sized(request: web.Request) -> web.Response:
+    size = int(request.match_info["size"])
+    return web.Response(
+        body=object_body(size, request.match_info["id"]), content_type="application/octet-stream"
+    )
+
+
 async def big(request: web.Request) -> web.StreamResponse:
     resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
     resp.content_length = HUGE
@@ -60,6 +73,7 @@ def main() -> None:
     app = web.Application()
     app.router.add_get("/blob/{id}", blob)
     app.router.add_get("/small/{id}", small)
+    app.router.add_get(r"/bytes/{size:\d+}/{id}", sized)
     app.router.add_get("/big/{id}", big)
     app.router.add_get("/chunked/{id}", chunked)
     web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
