@@ -152,6 +152,8 @@ def build_key(
     Fields are separated by a newline, which can appear in none of them (paths and
     queries with control bytes are refused, header values cannot hold one).
     """
+    if not vary and credentials is None and not forwarded:
+        return f"{route}\n{host}\n{target}"  # the usual key, without the list
     parts = [route, host, target]
     parts.extend(f"{name}:{value}" if value is not None else f"{name}!" for name, value in vary)
     if credentials is not None:
