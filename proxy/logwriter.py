@@ -3,8 +3,9 @@ written by a thread of their own, in batches.
 
 Owns the only blocking part of the access log, the write: ``put`` appends to a
 bounded queue and returns (a full queue drops the line and counts it, a request
-never waits for a log); the thread takes whatever is queued, writes it with one
-write and one flush, and waits for more. ``close`` writes what is left.
+never waits for a log); the thread, woken by a line, lets others gather for
+``LINGER``, takes whatever is queued, writes it with one write and one flush, and
+waits for more. ``close`` writes what is left.
 
 Where lines go is decided per batch: to the handlers of the ``sidecache.access``
 logger when an application gave it some (as records made on the thread, at
