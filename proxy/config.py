@@ -476,6 +476,8 @@ class LogConfig(BaseModel):
     model_config = _FROZEN
     access: Literal["json", "text", "off"] = "json"
     sensitive_query: tuple[str, ...] = DEFAULT_SENSITIVE_QUERY
+    # Access lines waiting for the writer thread, at most; more are dropped, counted.
+    access_queue: int = Field(10_000, ge=1)
 
     @field_validator("access", mode="before")
     @classmethod

@@ -126,9 +126,11 @@ class Proxy:
         admission: Admission,
         stats: Stats,
         coalescer: Coalescer,
+        access_out: Callable[[str], None],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.tiers = tiers
+        self._access_out = access_out  # where access lines go (``LineWriter.put``)
         self.stats = stats
         self.coalescer = coalescer
         self.clock = clock
@@ -158,7 +160,7 @@ class Proxy:
         self.passthrough.apply(config)
         self.tunnels.trusted_proxies = config.server.trusted_proxies
         self.send_timeout = config.server.send_timeout
-        self.access = AccessLog(config.log.access, config.log.sensitive_query)
+        self.access = AccessLog(config.log.access, config.log.sensitive_query, self._access_out)
         self._access_on = self.access.enabled
         # Read once per (re)configuration: a hit should not ask the logging tree.
         self._debug = log.isEnabledFor(logging.DEBUG)

@@ -80,6 +80,11 @@ class StatsCollector(Collector):
             "Pass-through responses cut because the client read too slowly",
             s.slow_clients,
         )
+        yield CounterMetricFamily(
+            "sidecache_access_log_dropped",
+            "Access log lines dropped because the writer's queue was full",
+            s.access_log_dropped,
+        )
         revalidations = CounterMetricFamily(
             "sidecache_revalidations",
             "Conditional requests sent to refresh stale entries, by the app's answer",

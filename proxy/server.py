@@ -33,6 +33,7 @@ from proxy.config import (
 from proxy.control import build_control_app
 from proxy.guard import GuardedServer
 from proxy.handler import Proxy
+from proxy.logwriter import LineWriter
 from proxy.metrics import SharedFigures, make_registry
 from proxy.runtime import Runtime
 from proxy.safety import check_http_stack
@@ -82,6 +83,7 @@ class Sidecache:
         self._sampler: asyncio.Task[None] | None = None
         self._listener: asyncio.Task[None] | None = None
         self._public: GuardedServer | None = None
+        self._access_writer: LineWriter | None = None
         self.runtime: Runtime | None = None
 
     async def start(self) -> None:
@@ -93,7 +95,6 @@ class Sidecache:
 
     async def _start(self) -> None:
         config = self.config
-        _access_logger_to_stderr()
         for line in format_routes(config).splitlines():
             log.info("config: %s", line)  # the token is shown as set / not set
         for warning in route_warnings(config):
@@ -103,6 +104,13 @@ class Sidecache:
         store = MemoryLRUCache(config.cache.max_bytes, clock=self.clock)
         store.apply_lifetimes(route_lifetimes(config))
         stats = Stats(started_at=self.clock())
+        access_writer = LineWriter(
+            logging.getLogger("sidecache.access"),
+            max_lines=config.log.access_queue,
+            on_drop=stats.access_line_dropped,
+        )
+        access_writer.start()
+        self._access_writer = access_writer
         upstream = Upstream(config.upstream, clock=self.clock, on_retry=stats.upstream_retried)
         await upstream.start()
         coalescer = Coalescer()
@@ -117,6 +125,7 @@ class Sidecache:
             admission=admission,
             stats=stats,
             coalescer=coalescer,
+            access_out=access_writer.put,
             clock=self.clock,
         )
         self.runtime = Runtime(
@@ -210,6 +219,8 @@ class Sidecache:
             log.warning("upstream settings changed in the config: they take effect on restart")
         runtime.store.resize(new.cache.max_bytes)
         runtime.proxy.apply(new)
+        if self._access_writer is not None:
+            self._access_writer.max_lines = new.log.access_queue
         expired = runtime.store.apply_lifetimes(route_lifetimes(new))
         if expired:
             log.info("reload: %d entries expired under the new route rules", expired)
@@ -264,6 +275,12 @@ class Sidecache:
         self._sites.clear()
         self._runners.clear()
         self._public = None
+        if self._access_writer is not None:
+            # Every request has been accounted for: the last lines are queued.
+            writer, self._access_writer = self._access_writer, None
+            writer.close()
+            if not await asyncio.to_thread(writer.join):
+                log.warning("stopping: the access log's last lines could not be written in time")
 
 
 def _make_shared(config: Config, clock: Callable[[], float]) -> SharedTier | None:
@@ -303,18 +320,6 @@ async def _sample_forever(runtime: Runtime) -> None:
     while True:
         runtime.take_sample()
         await asyncio.sleep(1.0)
-
-
-def _access_logger_to_stderr() -> None:
-    """Access lines are the message alone (JSON or text), on stderr, not repeated
-    by the root logger; an application embedding sidecache may configure it."""
-    access = logging.getLogger("sidecache.access")
-    if not access.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        access.addHandler(handler)
-        access.setLevel(logging.INFO)
-        access.propagate = False
 
 
 def _bound_port(site: web.BaseSite) -> int:

@@ -144,6 +144,8 @@ class Stats:
     )
     upstream_latency: Histogram = field(default_factory=Histogram)
     shared_hits: int = 0  # answered from the shared tier (counted in hits too)
+    # Access log lines dropped because the writer's queue was full (or closed).
+    access_log_dropped: int = 0
 
     def record(self, route: str | None, outcome: CacheOutcome) -> None:
         """Count one client request; ``route`` None means no route matched."""
@@ -165,6 +167,9 @@ class Stats:
 
     def coalesced(self) -> None:
         self.upstream_coalesced += 1
+
+    def access_line_dropped(self) -> None:
+        self.access_log_dropped += 1
 
     def snapshot(self, *, now: float, cache: CacheFigures) -> dict[str, object]:
         """The ``/stats`` document (SPEC "Control port"): numbers, never strings."""
@@ -198,5 +203,6 @@ class Stats:
                 "queue_wait_s": round(self.upstream_queue_wait_s, 3),
             },
             "routes": {name: counters.as_dict() for name, counters in self.routes.items()},
+            "access_log_dropped": self.access_log_dropped,
             "uptime_s": round(max(0.0, now - self.started_at), 1),
         }

@@ -124,24 +124,34 @@ Line = dict[str, Any]
 
 
 class AccessLines(logging.Handler):
-    """The access log's JSON lines, awaitable as they are written."""
+    """The access log's lines, awaitable as they are written. The access log's
+    writer thread hands them over: ``messages`` has each as written, ``lines``
+    those that are JSON, parsed."""
 
     def __init__(self) -> None:
         super().__init__()
+        self.messages: list[str] = []
         self.lines: list[Line] = []
         self._new = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(json.loads(record.getMessage()))
-        self._new.set()
+        message = record.getMessage()
+        self.messages.append(message)
+        if message.startswith("{"):
+            self.lines.append(json.loads(message))
+        loop = self._loop  # read after the append: ``first`` sets it before it looks
+        if loop is not None:
+            loop.call_soon_threadsafe(self._new.set)
 
     async def first(self, wanted: Callable[[Line], bool]) -> Line:
+        self._loop = asyncio.get_running_loop()
         async with asyncio.timeout(10):
             while True:
-                for line in self.lines:
+                self._new.clear()
+                for line in list(self.lines):
                     if wanted(line):
                         return line
-                self._new.clear()
                 await self._new.wait()
 
 

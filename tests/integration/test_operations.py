@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.conftest import ROOT, Factory, Running
+from tests.integration.conftest import ROOT, AccessLines, Factory, Running
 
 
 async def traffic(client: aiohttp.ClientSession, proxy: Running) -> None:
@@ -85,7 +85,10 @@ async def test_metrics_agree_exactly_with_stats(
 
 
 async def test_access_log_lines(
-    sidecache: Factory, client: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+    sidecache: Factory,
+    client: aiohttp.ClientSession,
+    access: AccessLines,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     proxy = await sidecache()
     with caplog.at_level(logging.INFO, logger="sidecache.access"):
@@ -94,7 +97,8 @@ async def test_access_log_lines(
             headers={"Authorization": "Bearer hunter2", "Cookie": "sid=c00kie"},
         ) as r:
             await r.read()
-    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "sidecache.access"]
+        await proxy.instance.stop()  # the access log is written when it stops, at the latest
+    lines = access.lines
     assert len(lines) == 1
     line = lines[0]
     assert line["method"] == "GET" and line["path"] == "/api/photo/1"
@@ -102,19 +106,19 @@ async def test_access_log_lines(
     assert line["route"] == "photo" and line["bytes"] == 10
     assert line["query"] == "size=10&token=REDACTED"
     assert line["duration_ms"] >= 0 and line["upstream_ms"] >= 0
-    text = caplog.text
+    text = caplog.text + "\n".join(access.messages)
     assert "s3cr3t" not in text and "hunter2" not in text and "c00kie" not in text
 
 
 @pytest.mark.parametrize("mode", ["text", "off"])
 async def test_access_log_modes(
-    sidecache: Factory, client: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture, mode: str
+    sidecache: Factory, client: aiohttp.ClientSession, access: AccessLines, mode: str
 ) -> None:
     proxy = await sidecache(log={"access": mode})
-    with caplog.at_level(logging.INFO, logger="sidecache.access"):
-        async with client.get(proxy.url / "api/photo/1") as r:
-            await r.read()
-    lines = [r.getMessage() for r in caplog.records if r.name == "sidecache.access"]
+    async with client.get(proxy.url / "api/photo/1") as r:
+        await r.read()
+    await proxy.instance.stop()
+    lines = access.messages
     if mode == "off":
         assert lines == []
     else:

@@ -37,6 +37,7 @@ def test_empty_snapshot_has_the_contract_shape() -> None:
             "queue_wait_s": 0.0,
         },
         "routes": {},
+        "access_log_dropped": 0,
         "uptime_s": 0.0,
     }
 
