@@ -76,7 +76,9 @@ routes:
 
 # The suite's server, bound to loopback (it listens on every address by itself),
 # and every answer it gives written down: method, target, status (null when it
-# closed the connection without answering).
+# closed the connection without answering), the test that asked (the client's
+# ``Test-ID``) and when (ms): with --keep, a failing test's paths, hence its
+# lines in sidecache's log.
 SERVER_WRAPPER = """\
 import fs from 'node:fs'
 import http from 'node:http'
@@ -92,7 +94,8 @@ http.createServer = function (...args) {{
     response.on('close', () => {{
       const status = response.headersSent ? response.statusCode : null
       fs.appendFileSync(answers, JSON.stringify(
-        {{ method: request.method, target: request.url, status }}) + '\\n')
+        {{ method: request.method, target: request.url, status,
+           test: request.headers['test-id'] ?? null, at: Date.now() }}) + '\\n')
     }})
   }})
   return server

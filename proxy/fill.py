@@ -147,7 +147,7 @@ class Filler:
         share: bool,
     ) -> None:
         relay = fill.relay
-        since = self.tiers.epoch(lookup.route.name, lookup.path)
+        since = self.tiers.epoch()
         requested_at = self.clock()
         started = time.perf_counter()
         async with self.upstream.request(

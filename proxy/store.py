@@ -12,7 +12,9 @@ No per-call timeout (``timeout=None``), no per-key timers: expiry is lazy, plus
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
@@ -27,9 +29,12 @@ from proxy.policy import retimed
 from proxy.stats import CacheFigures
 
 SWEEP_BATCH = 1000
-PATH_EPOCH_SLOTS = 4096
+# Purges remembered for the fills in progress (``purged_since``): a fill that
+# more purges than this outlast is not stored, whatever they touched.
+PURGE_MEMORY = 4096
 
-Epoch = tuple[int, int, int]
+# The number of purges so far: what a fill takes when it begins (``store``'s ``since``).
+Epoch = int
 # Route name -> (ttl, longest stale window) in the configuration in force; ttl is
 # None on an ``origin`` route without one (``config.route_lifetimes``).
 Lifetimes = Mapping[str, tuple[float | None, float]]
@@ -55,13 +60,14 @@ class MemoryLRUCache(BaseCache):  # type: ignore[misc]  # aiocache is untyped
         self._by_path: dict[str, set[str]] = {}  # loose path -> keys
         self._by_route: dict[str, set[str]] = {}
         self._lru: ByteLRU[StoredResponse] = ByteLRU(max_bytes, on_remove=self._unindex)
-        # Purge counters, per loose path in a fixed number of slots (memory stays
-        # bounded whatever the number of paths; two sharing a slot only cost a miss).
         # base key -> [Vary names of its latest variant, number of stored variants]
         self._vary: dict[str, list[Any]] = {}
-        self._all_epoch = 0
-        self._route_epochs: dict[str, int] = {}
-        self._path_epochs = [0] * PATH_EPOCH_SLOTS
+        # The latest purges, each as (kind, what it matches): a route's name, or the
+        # hash of a loose path (memory bounded whatever the paths' length; only two
+        # paths with the same full hash would have one's purge cost the other a
+        # miss). Only the ``PURGE_MEMORY`` latest are kept.
+        self._purges = 0
+        self._recent: deque[tuple[str, str | int | None]] = deque(maxlen=PURGE_MEMORY)
         self._lifetimes: dict[str, tuple[float | None, float]] | None = None
         self._known_routes: set[str] = set()
         self._purge_listeners: list[PurgeListener] = []
@@ -75,7 +81,7 @@ class MemoryLRUCache(BaseCache):  # type: ignore[misc]  # aiocache is untyped
         """Keep ``entry`` until its ``stale_until``; False if it can never fit, or if
         a purge touched its path or route after ``since`` (``purge_epoch()`` taken
         when its fill began): a purge must win over a fill that was already running."""
-        if since is not None and since != self.purge_epoch(entry.route, entry.path):
+        if since is not None and self.purged_since(since, entry.route, entry.path):
             return False
         if self._lifetimes is not None:
             if entry.route not in self._lifetimes:
@@ -105,14 +111,32 @@ class MemoryLRUCache(BaseCache):  # type: ignore[misc]  # aiocache is untyped
         spec = self._vary.get(base_key)
         return spec[0] if spec is not None else None
 
-    def purge_epoch(self, route: str, path: str) -> Epoch:
-        """Counts of the purges that could touch an entry of ``route`` at ``path``
-        (or at any path of the same loose form)."""
-        return (
-            self._all_epoch,
-            self._route_epochs.get(route, 0),
-            self._path_epochs[hash(loose_path(path)) % PATH_EPOCH_SLOTS],
-        )
+    def purge_epoch(self) -> Epoch:
+        """The count of purges so far: ``since`` for ``store`` and ``purged_since``."""
+        return self._purges
+
+    def purged_since(self, since: Epoch, route: str, path: str) -> bool:
+        """Whether a purge after ``since`` could touch an entry of ``route`` at
+        ``path`` (or at any path of the same loose form): a purge of all, of that
+        route or of that loose path; also when more purges came than are remembered."""
+        count = self._purges - since
+        if count == 0:
+            return False
+        if count > len(self._recent):
+            return True
+        path_hash = hash(loose_path(path))
+        for kind, value in itertools.islice(reversed(self._recent), count):
+            if (
+                kind == "all"
+                or (kind == "route" and value == route)
+                or (kind == "path" and value == path_hash)
+            ):
+                return True
+        return False
+
+    def _purged(self, kind: str, value: str | int | None) -> None:
+        self._purges += 1
+        self._recent.append((kind, value))
 
     def on_purge(self, listener: PurgeListener) -> None:
         """Call ``listener(kind, value)`` on every purge, whoever asked for it (the
@@ -124,17 +148,17 @@ class MemoryLRUCache(BaseCache):  # type: ignore[misc]  # aiocache is untyped
         """Drop the entries stored at ``path`` and at every path of the same loose
         form (``/c/x``, ``/c/x/``, ``/C/X``...): an app may read them as one."""
         loose = loose_path(path)
-        self._path_epochs[hash(loose) % PATH_EPOCH_SLOTS] += 1
+        self._purged("path", hash(loose))
         self._announce("path", path)
         return self._delete_keys(self._by_path.get(loose, ()))
 
     def purge_route(self, route: str) -> int:
-        self._route_epochs[route] = self._route_epochs.get(route, 0) + 1
+        self._purged("route", route)
         self._announce("route", route)
         return self._delete_keys(self._by_route.get(route, ()))
 
     def purge_all(self) -> int:
-        self._all_epoch += 1
+        self._purged("all", None)
         self._announce("all", None)
         return self._lru.clear()
 

@@ -57,17 +57,17 @@ class Tiers:
         self._stats = stats
         self._clock = clock
 
-    def epoch(self, route: str, path: str) -> Epoch:
+    def epoch(self) -> Epoch:
         """The purge epoch a fill takes when it begins (``store``'s ``since``)."""
-        return self.local.purge_epoch(route, path)
+        return self.local.purge_epoch()
 
     async def lookup_shared(self, key: str, route: str, path: str) -> SharedLookup:
         """The shared tier's entry for ``key``; a fresh one is kept in-process too.
         An entry a purge may have dropped while it was fetched is not returned."""
         assert self.shared is not None
-        since = self.epoch(route, path)
+        since = self.epoch()
         answered, found = await self.shared.lookup(key)
-        if found is None or found.key != key or self.epoch(route, path) != since:
+        if found is None or found.key != key or self.local.purged_since(since, route, path):
             return SharedLookup(answered, None)
         self._adopt(found, since)
         return SharedLookup(answered, found)
@@ -148,12 +148,12 @@ class Tiers:
         """The shared tier's fresh entry for ``key``, kept in-process, unless a purge
         touched its path or route while it was fetched."""
         assert self.shared is not None
-        since = self.epoch(route, path)
+        since = self.epoch()
         found = await self.shared.get(key)
         if (
             found is not None
             and found.key == key
-            and self.epoch(route, path) == since
+            and not self.local.purged_since(since, route, path)
             and self._adopt(found, since)
         ):
             return found

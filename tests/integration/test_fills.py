@@ -10,6 +10,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from proxy.fill import STREAM_WINDOW
+from proxy.keys import loose_path
 from tests.integration.conftest import Factory, Running
 from tests.integration.upstream_app import ARRIVED, GATE, HITS
 
@@ -71,6 +72,48 @@ async def test_a_request_after_a_purge_does_not_join_the_fill_that_began_before_
     assert (cache, body) == ("HIT", b"/versioned/1 version 2")
     assert upstream.app[HITS]["GET /versioned/1"] == 2
     assert len(proxy.runtime.coalescer) == 0
+
+
+def _neighbour(path: str) -> str:
+    """Another path of the route whose hash falls in the same one of 4096 buckets
+    as ``path``'s: purges counted per bucket would take its purge for one of
+    ``path``. The proxy runs in this process: its hashes are the same."""
+    slot = hash(loose_path(path)) % 4096
+    return next(
+        other
+        for i in range(2, 1_000_000)
+        if hash(loose_path(other := f"/versioned/{i}")) % 4096 == slot
+    )
+
+
+@pytest.mark.parametrize("how", ["delete", "path"])
+async def test_a_purge_of_another_path_does_not_keep_a_running_fill_out(
+    sidecache: Factory, upstream: TestServer, client: aiohttp.ClientSession, how: str
+) -> None:
+    proxy = await sidecache(ROUTES)
+    url = proxy.url / "versioned/1"
+
+    async def get() -> tuple[str, bytes]:
+        async with client.get(url) as r:
+            assert r.status == 200
+            return r.headers["X-Cache"], await r.read()
+
+    leader = asyncio.create_task(get())
+    async with asyncio.timeout(10):
+        await upstream.app[ARRIVED].wait()  # the fill is held open upstream
+    other = _neighbour("/versioned/1")
+    if how == "delete":
+        async with client.delete(proxy.url.with_path(other)) as r:
+            assert r.status == 204
+    else:
+        async with client.post(proxy.control / "purge", json={"path": other}) as r:
+            assert r.status == 200
+    upstream.app[GATE].set()
+    async with asyncio.timeout(10):
+        assert await leader == ("MISS", b"/versioned/1 version 1")
+        # Stored: the purge was of another path.
+        assert await get() == ("HIT", b"/versioned/1 version 1")
+    assert upstream.app[HITS]["GET /versioned/1"] == 1
 
 
 @pytest.mark.parametrize(

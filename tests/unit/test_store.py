@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from proxy.entry import StoredResponse
-from proxy.store import PATH_EPOCH_SLOTS, MemoryLRUCache
+from proxy.store import PURGE_MEMORY, MemoryLRUCache
 
 
 class Clock:
@@ -186,19 +186,34 @@ def test_a_purge_after_a_fill_began_keeps_that_fill_out(
         lambda: cache.purge_route("photo"),
         cache.purge_all,
     ):
-        since = cache.purge_epoch("photo", "/p")
+        since = cache.purge_epoch()
         purge()
         assert not cache.store(entry("k", path="/p"), clock.now, since=since)
-    since = cache.purge_epoch("photo", "/p")
-    # A path in another slot (a path's slot comes from its hash, which varies by process).
-    other = next(
-        f"/other/{i}"
-        for i in range(10_000)
-        if hash(f"/other/{i}") % PATH_EPOCH_SLOTS != hash("/p") % PATH_EPOCH_SLOTS
-    )
-    cache.purge_path(other)  # another path, in another slot, does not matter
+    since = cache.purge_epoch()
+    cache.purge_path("/other")  # another path and another route do not matter
     cache.purge_route("files")
     assert cache.store(entry("k", path="/p"), clock.now, since=since)
+
+
+def test_a_purge_of_a_path_whose_hash_is_close_does_not_keep_a_fill_out(
+    cache: MemoryLRUCache, clock: Clock
+) -> None:
+    # Its hash in the same one of 4096 buckets as "/p"'s: purge counts kept per
+    # bucket would take it for a purge of "/p".
+    bucket = hash("/p") % 4096
+    other = next(p for i in range(1_000_000) if hash(p := f"/other/{i}") % 4096 == bucket)
+    since = cache.purge_epoch()
+    cache.purge_path(other)
+    assert cache.store(entry("k", path="/p"), clock.now, since=since)
+
+
+def test_a_fill_that_outlasts_the_remembered_purges_is_not_stored(
+    cache: MemoryLRUCache, clock: Clock
+) -> None:
+    since = cache.purge_epoch()
+    for i in range(PURGE_MEMORY + 1):  # the first one is forgotten: it might have been "/p"
+        cache.purge_path(f"/other/{i}")
+    assert not cache.store(entry("k", path="/p"), clock.now, since=since)
 
 
 @pytest.mark.parametrize("purged", ["/c/x", "/c/x/", "/C/X", "/c/X/"])
@@ -218,7 +233,7 @@ def test_a_path_purge_drops_every_spelling_an_app_may_read_as_that_path(
 def test_a_purge_of_one_spelling_keeps_fills_of_the_others_out(
     cache: MemoryLRUCache, clock: Clock, filled: str, purged: str
 ) -> None:
-    since = cache.purge_epoch("photo", filled)
+    since = cache.purge_epoch()
     cache.purge_path(purged)
     assert not cache.store(entry("k", path=filled), clock.now, since=since)
 
