@@ -16,7 +16,7 @@ import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, assert_never
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar, assert_never
 
 from aiohttp import HttpVersion, HttpVersion11, web
 from aiohttp.typedefs import RawHeaders
@@ -108,6 +108,13 @@ class FastHit(NamedTuple):
     started: float  # time.perf_counter() when the request was read
 
 
+# Requests whose plain-hit decision is remembered (``Proxy.fast_hit``), each at most
+# FAST_MEMO_HEAD bytes of target and headers: at most about 2 MB, dropped whole
+# when full like the memo below, and on every reload.
+FAST_MEMO_SIZE = 1024
+_Asked = tuple[str, str, RawHeaders, bool, str | None]
+FAST_MEMO_HEAD = 2048
+
 # Distinct raw paths whose normalisation and route are remembered; the memo is
 # dropped whole when full, so a scan of random paths costs a rebuild, not memory.
 TARGET_MEMO_SIZE = 8192
@@ -172,6 +179,10 @@ class Proxy:
         self._trusted = config.server.trusted_proxies
         # raw Host -> normalised host, or "" when malformed or not allowed.
         self._hosts: dict[str, str] = {}
+        # (method, target, raw headers, body, peer) -> the plain hit's lookup, or False.
+        self._fast: dict[
+            tuple[str, str, RawHeaders, bool, str | None], Lookup | Literal[False]
+        ] = {}
 
     def _forwarded(
         self, headers: CIMultiDictProxy[str], remote: str | None
@@ -279,13 +290,17 @@ class Proxy:
         ``__call__``. Nothing here changes state that
         ``__call__`` would not change the same way on the same request."""
         started = time.perf_counter()
-        for name in ASKS_MORE:
-            if name in headers:
-                return None
-        if not h.forwardable(raw_headers):
-            return None
-        decision, _ = self._classify(method, raw, headers, HttpVersion11, body_exists, remote)
-        if decision.__class__ is not Lookup:
+        # The decision is a pure function of these and of the configuration:
+        # remembered for requests sent again byte for byte (``_plain_lookup``).
+        asked = (method, raw, raw_headers, body_exists, remote)
+        decision = self._fast.get(asked)
+        if decision is None:
+            decision = self._plain_lookup(method, raw, headers, raw_headers, body_exists, remote)
+            if len(raw) + sum(len(n) + len(v) for n, v in raw_headers) <= FAST_MEMO_HEAD:
+                if len(self._fast) >= FAST_MEMO_SIZE:
+                    self._fast.clear()
+                self._fast[asked] = decision
+        if decision is False:
             return None
         assert isinstance(decision, Lookup)
         key = decision.key
@@ -306,6 +321,25 @@ class Proxy:
         return FastHit(
             wire, None if decision.head else entry.body, entry.status, route.name, started
         )
+
+    def _plain_lookup(
+        self,
+        method: str,
+        raw: str,
+        headers: CIMultiDictProxy[str],
+        raw_headers: RawHeaders,
+        body_exists: bool,
+        remote: str | None,
+    ) -> Lookup | Literal[False]:
+        """The lookup a request asks for whole, or False if it asks anything else of
+        the cache (a conditional, a range) or is no lookup at all."""
+        for name in ASKS_MORE:
+            if name in headers:
+                return False
+        if not h.forwardable(raw_headers):
+            return False
+        decision, _ = self._classify(method, raw, headers, HttpVersion11, body_exists, remote)
+        return decision if decision.__class__ is Lookup else False
 
     def account_fast_hit(
         self, hit: FastHit, method: str, raw: str, remote: str | None, sent: int

@@ -356,3 +356,67 @@ async def test_a_large_protocol_hit_the_client_stops_reading_is_cut_at_send_time
         while await reader.read(65536):  # what the kernel had, then the end
             pass
     writer.close()
+
+
+async def test_requests_that_differ_in_any_header_are_decided_apart(
+    sidecache: Factory, upstream: TestServer, answered_in_protocol: list[str]
+) -> None:
+    # The protocol remembers a plain hit's decision for a request sent again byte
+    # for byte: a request that differs only in its Host (a forged one) or its
+    # credentials must never be answered from what the other one was decided on.
+    proxy = await sidecache()
+    wire = await Wire.open(proxy)
+    for _ in range(2):
+        wire.send(get("/api/photo/1?echo=x-forwarded-host"))
+        _, headers, body = await wire.answer()
+    assert headers["x-cache"] == "HIT" and body.startswith(b"localhost|")
+    forged = "\r\n".join(
+        ["GET /api/photo/1?echo=x-forwarded-host HTTP/1.1", "Host: evil.example", "", ""]
+    )
+    wire.send(forged.encode())
+    _, headers, body = await wire.answer()
+    assert headers["x-cache"] == "MISS" and body.startswith(b"evil.example|")
+    wire.send(get("/api/photo/1?echo=x-forwarded-host", "Cookie: session=x"))
+    _, headers, _ = await wire.answer()
+    assert headers["x-cache"] == "BYPASS"
+    wire.send(get("/api/photo/1?echo=x-forwarded-host"))  # the innocent client again
+    _, headers, body = await wire.answer()
+    assert headers["x-cache"] == "HIT" and body.startswith(b"localhost|")
+    assert answered_in_protocol == ["/api/photo/1?echo=x-forwarded-host"] * 2
+    assert upstream.app[HITS]["GET /api/photo/1?echo=x-forwarded-host"] == 3
+    wire.close()
+
+
+async def test_a_reload_forgets_the_decisions_it_changes(
+    sidecache: Factory, answered_in_protocol: list[str]
+) -> None:
+    proxy = await sidecache()
+    wire = await Wire.open(proxy)
+    for _ in range(2):
+        wire.send(get("/api/photo/1"))
+        _, headers, _ = await wire.answer()
+    assert headers["x-cache"] == "HIT"
+    proxy.instance.apply(proxy.instance.config.model_copy(update={"routes": []}))
+    wire.send(get("/api/photo/1"))
+    _, headers, _ = await wire.answer()
+    assert headers["x-cache"] == "BYPASS"  # no route any more: never from the cache
+    assert answered_in_protocol == ["/api/photo/1"]
+    wire.close()
+
+
+async def test_remembered_decisions_are_bounded(sidecache: Factory) -> None:
+    from proxy.handler import FAST_MEMO_HEAD, FAST_MEMO_SIZE
+
+    proxy = await sidecache()
+    handler = proxy.runtime.proxy
+    wire = await Wire.open(proxy)
+    for n in range(FAST_MEMO_SIZE + 10):
+        wire.send(get(f"/api/photo/{n}?size=10", method="HEAD"))
+        await wire.answer(head_only=True)
+        assert len(handler._fast) <= FAST_MEMO_SIZE
+    for _ in range(2):
+        wire.send(get("/api/photo/1?size=10", "X-Pad: " + "x" * FAST_MEMO_HEAD))
+        _, headers, _ = await wire.answer()
+    assert headers["x-cache"] == "HIT"  # answered, but not remembered
+    assert not [asked for asked in handler._fast if any(n == b"X-Pad" for n, _ in asked[2])]
+    wire.close()
