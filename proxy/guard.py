@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 # Bodies up to this size go out in the same write as their head (one copy of a
 # small body is cheaper than a second buffer); larger ones are handed over as
 # they are stored.
-JOINED_UP_TO = 64 * 1024
+JOINED_UP_TO = 16 * 1024
 
 
 class _Pending(NamedTuple):
