@@ -310,8 +310,8 @@ class Proxy:
             entry = self._lookup(key, now)
         else:
             entry = self._lookup(variant_of(key, vary, headers), now) or self._lookup(key, now)
-        if entry is None or now >= entry.fresh_until:
-            return None
+        if entry is None or now >= entry.fresh_until or entry.status == 204:
+            return None  # a 204 says no Content-Length (RFC 9110 8.6): aiohttp's path
         if largest is not None and len(entry.body) > largest and not decision.head:
             return None
         route = decision.route

@@ -420,3 +420,21 @@ async def test_remembered_decisions_are_bounded(sidecache: Factory) -> None:
     assert headers["x-cache"] == "HIT"  # answered, but not remembered
     assert not [asked for asked in handler._fast if any(n == b"X-Pad" for n, _ in asked[2])]
     wire.close()
+
+
+async def test_a_stored_204_is_served_without_a_length(
+    sidecache: Factory, answered_in_protocol: list[str]
+) -> None:
+    proxy = await sidecache()
+    wire = await Wire.open(proxy)
+    target = "/api/photo/1?status=204&cache-control=max-age%3D60"
+    for marker in ("MISS", "HIT"):
+        wire.send(get(target))
+        status, headers, body = await wire.answer()
+        assert (status, headers["x-cache"], body) == (204, marker, b"")
+        assert "content-length" not in headers  # RFC 9110 section 8.6
+    wire.send(get("/api/photo/2"))  # the connection still frames answers right
+    status, _, body = await wire.answer()
+    assert (status, body) == (200, photo_body("2", 1000))
+    assert answered_in_protocol == []
+    wire.close()
