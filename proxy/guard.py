@@ -95,18 +95,31 @@ class GuardedRequestHandler(RequestHandler):
             self._waiter = None
             try:
                 super().data_received(data)
+                self._answer_parsed()
             finally:
                 self._waiter = waiter
-            if self._messages:
-                self._answer_hits()
-                if self._messages and not waiter.done():
-                    waiter.set_result(None)
+            if self._messages and not waiter.done():
+                waiter.set_result(None)
         else:
             super().data_received(data)
         if self._request_count > before:
             self._disarm()  # a complete head arrived
         elif data and self._head_timer is None and not self._request_in_progress:
             self._arm()  # the first bytes of a new head
+
+    def _answer_parsed(self) -> None:
+        """Answer the hits parsed so far, and go on parsing while hits empty the
+        queue: aiohttp's parser stops after ``MAX_MSG_QUEUE_SIZE`` requests in
+        flight, keeps the rest of what it was fed and pauses reading until the
+        queue drains, which ``start()`` would notice only for requests it handles."""
+        while self._messages:
+            self._answer_hits()
+            if self._messages or not self._buffer_paused or self._close or self._force_close:
+                return  # what is left (if anything) goes to start(), in order
+            super().data_received(b"")  # the requests the parser kept
+            if not self._messages:
+                self._resume_reading_for_buffer()  # none left: read again
+                return
 
     def _answer_hits(self) -> None:
         """Answer the plain hits at the front of the queue (``Proxy.fast_hit``); stop

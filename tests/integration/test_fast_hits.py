@@ -438,3 +438,57 @@ async def test_a_stored_204_is_served_without_a_length(
     assert (status, body) == (200, photo_body("2", 1000))
     assert answered_in_protocol == []
     wire.close()
+
+
+@pytest.mark.parametrize("miss_at", [None, 40], ids=["all-hits", "a-miss-among-them"])
+async def test_more_pipelined_hits_than_the_parser_queues_at_once_are_all_answered(
+    sidecache: Factory, answered_in_protocol: list[str], miss_at: int | None
+) -> None:
+    # aiohttp's parser stops after 32 requests in flight and keeps the rest
+    # buffered, with reading paused, until the queue drains: hits answered in the
+    # protocol drain it too, so it must go on parsing.
+    proxy = await sidecache()
+    wire = await Wire.open(proxy)
+    wire.send(get("/api/photo/1?size=10"))
+    await wire.answer()
+    requests = [get("/api/photo/1?size=10")] * 100
+    if miss_at is not None:
+        requests[miss_at] = get("/api/photo/2?size=10")
+    wire.send(*requests)
+    for n in range(100):
+        status, headers, body = await wire.answer()
+        expected = photo_body("2" if n == miss_at else "1", 10)
+        assert (status, body) == (200, expected), n
+        assert headers["x-cache"] == ("MISS" if n == miss_at else "HIT"), n
+    wire.send(get("/api/photo/1?size=10"))  # and the connection reads on
+    status, headers, _ = await wire.answer()
+    assert (status, headers["x-cache"]) == (200, "HIT")
+    assert len(answered_in_protocol) >= 40
+    wire.close()
+
+
+async def test_pipelined_large_hits_to_a_slow_reader_all_arrive_in_order(
+    sidecache: Factory, answered_in_protocol: list[str]
+) -> None:
+    # The first answer fills the socket: the protocol stops answering, and the
+    # rest (more than the parser queues at once) go the handler's way, in order.
+    size = 300_000
+    proxy = await sidecache()
+    filler = await Wire.open(proxy)
+    for n in range(2):
+        filler.send(get(f"/api/photo/{n}?size={size}"))
+        await filler.answer()
+    filler.close()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (proxy.url.host, proxy.url.port))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=4096)
+    wire = Wire(reader, writer)
+    wire.send(*[get(f"/api/photo/{n % 2}?size={size}") for n in range(40)])
+    for n in range(40):
+        status, headers, body = await wire.answer()
+        assert (status, headers["x-cache"]) == (200, "HIT"), n
+        assert body == photo_body(str(n % 2), size), n
+    assert 1 <= len(answered_in_protocol) < 40
+    wire.close()
