@@ -189,6 +189,11 @@ class GuardedRequestHandler(RequestHandler):
         self._left = transport.get_write_buffer_size()
         self._send_timer = self._loop.call_later(self.proxy.send_timeout, self._send_check)
 
+    @property
+    def sending(self) -> bool:
+        """Is a large hit's body still being taken by the client?"""
+        return self._pending is not None
+
     def _send_check(self) -> None:
         """``server.send_timeout`` after a large hit's body was handed over, or after
         the last sign of progress: cut the client if it took nothing since."""
@@ -286,8 +291,15 @@ class GuardedServer(web.Server):
                 conn.close()
 
     def requests_in_progress(self) -> int:
-        """Requests being handled or answered now, on every connection."""
-        return sum(1 for conn in self.connections if conn._request_in_progress)
+        """Requests being handled or answered now, on every connection: a large
+        hit the protocol handed over and the client has not taken yet counts, so
+        that a stop waits for it within its grace period as for any other."""
+        return sum(
+            1
+            for conn in self.connections
+            if conn._request_in_progress
+            or (isinstance(conn, GuardedRequestHandler) and conn.sending)
+        )
 
     def __call__(self) -> RequestHandler:
         protocol = GuardedRequestHandler(self, loop=self._loop, **self._kwargs)

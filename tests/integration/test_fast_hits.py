@@ -492,3 +492,35 @@ async def test_pipelined_large_hits_to_a_slow_reader_all_arrive_in_order(
         assert body == photo_body(str(n % 2), size), n
     assert 1 <= len(answered_in_protocol) < 40
     wire.close()
+
+
+async def test_a_stop_waits_for_a_large_protocol_hit_still_being_sent(
+    sidecache: Factory, answered_in_protocol: list[str]
+) -> None:
+    size = 8 * 1024 * 1024
+    proxy = await sidecache(cache={"max_object_bytes": "16MiB"})
+    filler = await Wire.open(proxy)
+    filler.send(get(f"/api/photo/3?size={size}"))
+    await filler.answer()
+    filler.close()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (proxy.url.host, proxy.url.port))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=4096)
+    wire = Wire(reader, writer)
+    wire.send(get(f"/api/photo/3?size={size}"))
+    async with asyncio.timeout(10):
+        await reader.readuntil(b"\r\n\r\n")
+    assert answered_in_protocol == [f"/api/photo/3?size={size}"]
+    public = proxy.instance._public
+    assert public is not None
+    # In progress for the drain of a stop, like a body aiohttp is writing.
+    assert public.requests_in_progress() == 1
+    stopping = asyncio.create_task(proxy.instance.stop(grace=10))
+    async with asyncio.timeout(10):
+        body = await reader.readexactly(size)  # all of it, during the stop
+    assert body == photo_body("3", size)
+    await stopping
+    assert public.requests_in_progress() == 0
+    writer.close()
