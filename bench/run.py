@@ -470,6 +470,9 @@ def main(argv: list[str] | None = None) -> int:
                 script = tmp / f"objects-{size}.lua"
                 script.write_text(wrk_script(object_paths(size, args.objects)))
                 for name, (base, _) in targets.items():
+                    # The access log the previous server wrote is written back to
+                    # disk now, not by the kernel during this server's run.
+                    os.sync()
                     out = run_wrk(base, script, conns, duration, wrk_cpu)
                     r = parse_wrk(out, name, label, conns, duration)
                     results.append(r)
