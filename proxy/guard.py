@@ -53,6 +53,8 @@ class _Pending(NamedTuple):
     hit: FastHit
     method: str
     raw: str
+    # Kept here: aiohttp's close lets go of ``self.transport`` while it still sends.
+    transport: asyncio.Transport
 
 
 class GuardedRequestHandler(RequestHandler):
@@ -185,7 +187,7 @@ class GuardedRequestHandler(RequestHandler):
             # as sent (aiohttp's own writes count the same way).
             self.proxy.account_fast_hit(hit, method, raw, self._remote, len(body))
             return
-        self._pending = _Pending(hit, method, raw)
+        self._pending = _Pending(hit, method, raw, transport)
         self._left = transport.get_write_buffer_size()
         self._send_timer = self._loop.call_later(self.proxy.send_timeout, self._send_check)
 
@@ -198,9 +200,9 @@ class GuardedRequestHandler(RequestHandler):
         """``server.send_timeout`` after a large hit's body was handed over, or after
         the last sign of progress: cut the client if it took nothing since."""
         self._send_timer = None
-        transport = self.transport
-        if self._pending is None or transport is None or self.proxy is None:
+        if self._pending is None or self.proxy is None:
             return
+        transport = self._pending.transport
         left = transport.get_write_buffer_size()
         if left < self._left:
             self._left = left

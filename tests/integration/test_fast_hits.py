@@ -524,3 +524,36 @@ async def test_a_stop_waits_for_a_large_protocol_hit_still_being_sent(
     await stopping
     assert public.requests_in_progress() == 0
     writer.close()
+
+
+async def test_a_large_protocol_hit_is_cut_at_send_timeout_after_keep_alive_expires(
+    sidecache: Factory, access: AccessLines, answered_in_protocol: list[str]
+) -> None:
+    """The keep-alive clock running out while the body is still held closes the
+    connection the way aiohttp does (the transport is let go): the client that
+    takes nothing is still cut at ``send_timeout``, and the hit logged."""
+    size = 24 * 1024 * 1024
+    proxy = await sidecache(
+        cache={"max_object_bytes": "32MiB"},
+        server={"send_timeout": "300ms", "keepalive_timeout": "50ms"},
+    )
+    filler = await Wire.open(proxy)
+    filler.send(get(f"/api/photo/8?size={size}"))
+    _, headers, body = await filler.answer()
+    assert headers["x-cache"] == "MISS" and len(body) == size
+    filler.close()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (proxy.url.host, proxy.url.port))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=4096)
+    wire = Wire(reader, writer)
+    wire.send(get(f"/api/photo/8?size={size}"))
+    async with asyncio.timeout(10):
+        head = await reader.readuntil(b"\r\n\r\n")
+    assert b"X-Cache: HIT" in head
+    assert answered_in_protocol == [f"/api/photo/8?size={size}"]
+    hit = await access.first(lambda line: line["cache"] == "HIT")  # once cut
+    assert 0 < hit["bytes"] < size
+    assert proxy.runtime.snapshot()["upstream"]["slow_clients"] == 1  # type: ignore[index]
+    writer.close()
