@@ -34,6 +34,16 @@ class Wire:
         reader, writer = await asyncio.open_connection(proxy.url.host, proxy.url.port)
         return cls(reader, writer)
 
+    @classmethod
+    async def open_slow(cls, proxy: Running) -> Wire:
+        """A connection whose receive buffer holds 4 KiB: large bodies wait on it."""
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (proxy.url.host, proxy.url.port))
+        reader, writer = await asyncio.open_connection(sock=sock, limit=4096)
+        return cls(reader, writer)
+
     def send(self, *requests: bytes) -> None:
         self.writer.write(b"".join(requests))  # pipelined: one write, one packet
 
@@ -336,12 +346,8 @@ async def test_a_large_protocol_hit_the_client_stops_reading_is_cut_at_send_time
     _, headers, body = await filler.answer()  # the MISS that stores it
     assert headers["x-cache"] == "MISS" and len(body) == size
     filler.close()
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, (proxy.url.host, proxy.url.port))
-    reader, writer = await asyncio.open_connection(sock=sock, limit=4096)
-    wire = Wire(reader, writer)
+    wire = await Wire.open_slow(proxy)
+    reader, writer = wire.reader, wire.writer
     wire.send(get(f"/api/photo/8?size={size}"))
     async with asyncio.timeout(10):
         head = await reader.readuntil(b"\r\n\r\n")
@@ -479,12 +485,7 @@ async def test_pipelined_large_hits_to_a_slow_reader_all_arrive_in_order(
         filler.send(get(f"/api/photo/{n}?size={size}"))
         await filler.answer()
     filler.close()
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, (proxy.url.host, proxy.url.port))
-    reader, writer = await asyncio.open_connection(sock=sock, limit=4096)
-    wire = Wire(reader, writer)
+    wire = await Wire.open_slow(proxy)
     wire.send(*[get(f"/api/photo/{n % 2}?size={size}") for n in range(40)])
     for n in range(40):
         status, headers, body = await wire.answer()
@@ -503,12 +504,8 @@ async def test_a_stop_waits_for_a_large_protocol_hit_still_being_sent(
     filler.send(get(f"/api/photo/3?size={size}"))
     await filler.answer()
     filler.close()
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, (proxy.url.host, proxy.url.port))
-    reader, writer = await asyncio.open_connection(sock=sock, limit=4096)
-    wire = Wire(reader, writer)
+    wire = await Wire.open_slow(proxy)
+    reader, writer = wire.reader, wire.writer
     wire.send(get(f"/api/photo/3?size={size}"))
     async with asyncio.timeout(10):
         await reader.readuntil(b"\r\n\r\n")
@@ -542,12 +539,8 @@ async def test_a_large_protocol_hit_is_cut_at_send_timeout_after_keep_alive_expi
     _, headers, body = await filler.answer()
     assert headers["x-cache"] == "MISS" and len(body) == size
     filler.close()
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, (proxy.url.host, proxy.url.port))
-    reader, writer = await asyncio.open_connection(sock=sock, limit=4096)
-    wire = Wire(reader, writer)
+    wire = await Wire.open_slow(proxy)
+    reader, writer = wire.reader, wire.writer
     wire.send(get(f"/api/photo/8?size={size}"))
     async with asyncio.timeout(10):
         head = await reader.readuntil(b"\r\n\r\n")
