@@ -6,16 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import threading
 from collections.abc import Iterator
 
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.gate import WAIT, Gate
 from tests.integration.conftest import Factory
-
-WAIT = 10.0
 
 
 async def test_every_request_is_on_stderr_once_stop_returns(
@@ -34,21 +32,6 @@ async def test_every_request_is_on_stderr_once_stop_returns(
     lines = [json.loads(s) for s in capsys.readouterr().err.splitlines() if s.startswith('{"time"')]
     assert sorted(line["path"] for line in lines) == sorted(paths)
     assert proxy.runtime.stats.access_log_dropped == 0
-
-
-class Gate(logging.Handler):
-    """An application's handler that holds the writer in its first line until opened."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.entered = threading.Event()
-        self.open = threading.Event()
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.entered.set()
-        self.open.wait(WAIT)
-        self.lines.append(record.getMessage())
 
 
 @pytest.fixture
