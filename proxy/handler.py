@@ -270,6 +270,19 @@ class Proxy:
             log.debug("%s %s -> %s", method, raw_path if route else "-", decision)
         return decision, target
 
+    def _find(
+        self, key: str, headers: CIMultiDictProxy[str], now: float
+    ) -> tuple[StoredResponse | None, str, tuple[str, ...] | None]:
+        """The in-process entry for the lookup of ``key``, the key it is (or would be)
+        stored under, and the app's ``Vary`` names learned for ``key`` (None: none)."""
+        vary = self._vary_spec(key)
+        if vary is None:
+            return self._lookup(key, now), key, None
+        variant = variant_of(key, vary, headers)
+        # An answer stored without Vary (under the base key) suits every client,
+        # e.g. the identity one beside an implicit gzip variant.
+        return self._lookup(variant, now) or self._lookup(key, now), variant, vary
+
     def fast_hit(
         self,
         method: str,
@@ -303,13 +316,8 @@ class Proxy:
         if decision is False:
             return None
         assert isinstance(decision, Lookup)
-        key = decision.key
-        vary = self._vary_spec(key)
         now = self.clock()
-        if vary is None:
-            entry = self._lookup(key, now)
-        else:
-            entry = self._lookup(variant_of(key, vary, headers), now) or self._lookup(key, now)
+        entry, _, _ = self._find(decision.key, headers, now)
         if entry is None or now >= entry.fresh_until or entry.status == 204:
             return None  # a 204 says no Content-Length (RFC 9110 8.6): aiohttp's path
         if largest is not None and len(entry.body) > largest and not decision.head:
@@ -387,16 +395,9 @@ class Proxy:
         response: web.StreamResponse
         match decision:
             case Lookup():
-                key = decision.key
-                vary = self._vary_spec(key)
                 now = self.clock()
-                if vary is None:
-                    entry = self._lookup(key, now)
-                else:
-                    key = variant_of(key, vary, request.headers)
-                    # An answer stored without Vary (under the base key) suits every
-                    # client, e.g. the identity one beside an implicit gzip variant.
-                    entry = self._lookup(key, now) or self._lookup(decision.key, now)
+                entry, key, vary = self._find(decision.key, request.headers, now)
+                if vary is not None:
                     decision = decision._replace(learned=vary)  # what fills must send
                 step = on_lookup(entry, decision, request.headers, now)
                 if isinstance(step, Serve):
