@@ -550,3 +550,60 @@ async def test_a_large_protocol_hit_is_cut_at_send_timeout_after_keep_alive_expi
     assert 0 < hit["bytes"] < size
     assert proxy.runtime.snapshot()["upstream"]["slow_clients"] == 1  # type: ignore[index]
     writer.close()
+
+
+async def test_a_stop_cuts_a_large_protocol_hit_the_client_never_takes_at_send_timeout(
+    sidecache: Factory, access: AccessLines, answered_in_protocol: list[str]
+) -> None:
+    """A stop waits for a large hit still held, but not past ``send_timeout`` for a
+    client that takes nothing: the grace period is not spent on it."""
+    size = 24 * 1024 * 1024
+    proxy = await sidecache(cache={"max_object_bytes": "32MiB"}, server={"send_timeout": "300ms"})
+    filler = await Wire.open(proxy)
+    filler.send(get(f"/api/photo/8?size={size}"))
+    await filler.answer()
+    filler.close()
+    wire = await Wire.open_slow(proxy)
+    wire.send(get(f"/api/photo/8?size={size}"))
+    async with asyncio.timeout(10):
+        await wire.reader.readuntil(b"\r\n\r\n")
+    assert answered_in_protocol == [f"/api/photo/8?size={size}"]
+    public = proxy.instance._public
+    assert public is not None and public.requests_in_progress() == 1
+    stopping = asyncio.create_task(proxy.instance.stop(grace=600))
+    hit = await access.first(lambda line: line["cache"] == "HIT")  # once cut
+    assert 0 < hit["bytes"] < size
+    async with asyncio.timeout(30):  # far below the grace period
+        await stopping
+    assert public.requests_in_progress() == 0
+    assert proxy.runtime.snapshot()["upstream"]["slow_clients"] == 1  # type: ignore[index]
+    wire.close()
+
+
+async def test_a_head_trickled_behind_a_large_protocol_hit_never_taken_is_cut_once(
+    sidecache: Factory, access: AccessLines, answered_in_protocol: list[str]
+) -> None:
+    """The header timer closing a connection whose large hit is still held: the
+    client that takes nothing is still cut at ``send_timeout``, the hit logged once."""
+    size = 24 * 1024 * 1024
+    proxy = await sidecache(
+        cache={"max_object_bytes": "32MiB"},
+        server={"send_timeout": "300ms", "header_timeout": "50ms"},
+    )
+    filler = await Wire.open(proxy)
+    filler.send(get(f"/api/photo/8?size={size}"))
+    await filler.answer()
+    filler.close()
+    wire = await Wire.open_slow(proxy)
+    wire.send(get(f"/api/photo/8?size={size}"))
+    async with asyncio.timeout(10):
+        await wire.reader.readuntil(b"\r\n\r\n")
+    wire.send(b"GET /api/photo/9 HTTP/1.1\r\nHo")  # and never the rest
+    hit = await access.first(lambda line: line["cache"] == "HIT")  # once cut
+    assert 0 < hit["bytes"] < size
+    assert answered_in_protocol == [f"/api/photo/8?size={size}"]
+    assert proxy.runtime.snapshot()["upstream"]["slow_clients"] == 1  # type: ignore[index]
+    public = proxy.instance._public
+    assert public is not None and public.requests_in_progress() == 0
+    assert [line["cache"] for line in access.lines].count("HIT") == 1
+    wire.close()
