@@ -91,10 +91,18 @@ def _add_counters(into: RouteCounters, other: RouteCounters) -> None:
     into.bypass += other.bypass
 
 
-def add_stats(into: Stats, other: Stats) -> None:
-    """Add ``other``'s counters, gauges and histograms to ``into`` (``started_at`` stays)."""
+# ``Stats`` fields that say how things stand now, not what happened since the
+# start: an exited worker's are gone with it (``Retired``).
+GAUGES = frozenset({"upstream_in_flight", "upstream_queued"})
+# ``CacheFigures`` fields of the same kind: what a store holds now.
+HELD = frozenset({"entries", "bytes", "max_bytes"})
+
+
+def add_stats(into: Stats, other: Stats, *, gauges: bool = True) -> None:
+    """Add ``other``'s counters, histograms and (unless ``gauges`` is False) gauges
+    to ``into`` (``started_at`` stays)."""
     for f in dataclasses.fields(into):
-        if f.name == "started_at":
+        if f.name == "started_at" or (not gauges and f.name in GAUGES):
             continue
         mine, theirs = getattr(into, f.name), getattr(other, f.name)
         if isinstance(mine, Histogram):
@@ -175,12 +183,51 @@ class Merged:
         return snap
 
 
-def merge(states: Iterable[WorkerState], started_at: float) -> Merged:
-    """The workers' reports as one; uptime counts from ``started_at``."""
+class Retired:
+    """What the workers that exited had counted at their last report: kept so that
+    the supervisor's totals never go down when a worker is started again (a
+    Prometheus counter that drops reads as a reset). Counters and histograms only;
+    what a worker held (entries, bytes, requests in flight) left with it. Counts
+    made after a worker's last report are lost with it."""
+
+    def __init__(self) -> None:
+        self.stats = Stats(started_at=0.0)
+        self.cache = CacheFigures(0, 0, 0, 0, 0, 0)
+        self.shared: SharedFigures | None = None
+        self.workers = 0
+
+    def add(self, state: WorkerState) -> None:
+        add_stats(self.stats, state.stats, gauges=False)
+        counted = {
+            f.name: 0 if f.name in HELD else getattr(state.cache, f.name)
+            for f in dataclasses.fields(CacheFigures)
+        }
+        self.cache = add_figures([self.cache, CacheFigures(**counted)])
+        if state.shared is not None:
+            kept = [f for f in (self.shared, state.shared) if f is not None]
+            merged = merge_shared(kept)
+            assert merged is not None
+            # The state of a tier is what the live workers see, not this one's.
+            self.shared = SharedFigures("", merged.counts, merged.latency)
+        self.workers += 1
+
+    def report(self) -> WorkerState | None:
+        """What the exited workers counted, as one more report to merge (None: none exited)."""
+        if not self.workers:
+            return None
+        return WorkerState(0, self.stats, self.cache, self.shared, draining=False)
+
+
+def merge(
+    states: Iterable[WorkerState], started_at: float, retired: Retired | None = None
+) -> Merged:
+    """The workers' reports (and what ``retired`` ones counted) as one; uptime
+    counts from ``started_at``."""
     total = Stats(started_at=started_at)
     figures: list[CacheFigures] = []
     shared: list[SharedFigures] = []
-    for state in states:
+    past = retired.report() if retired is not None else None
+    for state in [*states, *([past] if past is not None else [])]:
         add_stats(total, state.stats)
         figures.append(state.cache)
         if state.shared is not None:

@@ -48,7 +48,7 @@ from proxy.control import (
     unauthorised,
 )
 from proxy.dashboard import History, latency_ms, sample, series, top_routes
-from proxy.merge import Merged, WorkerState, merge
+from proxy.merge import Merged, Retired, WorkerState, merge
 from proxy.metrics import CONTENT_TYPE, make_registry, render
 
 # A worker that takes longer than this to answer its supervisor counts as away.
@@ -122,12 +122,26 @@ class Pool:
     draining: bool = False
     restarts: int = 0
 
+    # Each worker's last report, by slot; and what exited workers had counted.
+    last: dict[int, WorkerState] = field(default_factory=dict)
+    retired: Retired = field(default_factory=Retired)
+
     async def states(self) -> list[WorkerState | None]:
-        return list(await asyncio.gather(*(link.state() for link in self.links)))
+        states = list(await asyncio.gather(*(link.state() for link in self.links)))
+        for link, state in zip(self.links, states, strict=True):
+            if state is None:
+                continue
+            before = self.last.get(link.index)
+            if before is not None and before.pid != state.pid:
+                # The slot's worker was started again: keep what the last one counted.
+                self.retired.add(before)
+            self.last[link.index] = state
+        return states
 
     async def merged(self) -> tuple[Merged, list[WorkerState | None]]:
         states = await self.states()
-        return merge((s for s in states if s is not None), self.started_at), states
+        live = (s for s in states if s is not None)
+        return merge(live, self.started_at, self.retired), states
 
     async def sample_forever(self) -> None:
         """One dashboard sample a second, of all workers together."""

@@ -173,7 +173,11 @@ async def test_sigterm_drains_every_worker_and_exits_0(
 
 async def test_a_killed_worker_is_started_again(workers: tuple[Served, Path]) -> None:
     served, _ = workers
+    base = f"http://127.0.0.1:{served.public}"
+    before = await asyncio.gather(*(fresh_get(f"{base}/api/photo/1") for _ in range(CONNECTIONS)))
     _, stats = await control(served, "GET", "/stats")
+    assert all(w["requests"] > 0 for w in stats["workers"])  # both counted some
+    counted = stats["cache"]
     killed = stats["workers"][0]["pid"]
     os.kill(killed, signal.SIGKILL)
     await served.wait_log(b"worker 0 exited with code -9: starting it again")
@@ -181,11 +185,23 @@ async def test_a_killed_worker_is_started_again(workers: tuple[Served, Path]) ->
     _, stats = await control(served, "GET", "/stats")
     assert stats["workers"][0]["up"] and stats["workers"][0]["pid"] != killed
     assert await control(served, "GET", "/readyz") == (200, "ready\n")
-    base = f"http://127.0.0.1:{served.public}"
     answers = await asyncio.gather(*(fresh_get(f"{base}/api/photo/1") for _ in range(8)))
     assert all(status == 200 for status, _ in answers)
-    _, stats = await control(served, "GET", "/metrics")
-    assert "sidecache_worker_restarts_total 1.0" in stats
+    # What the killed worker had counted stays in the totals: they never go down.
+    _, stats = await control(served, "GET", "/stats")
+    cache = stats["cache"]
+    assert cache["hits"] + cache["misses"] == len(before) + len(answers)
+    assert cache["hits"] >= counted["hits"] and cache["misses"] >= counted["misses"]
+    photo = stats["routes"]["photo"]
+    assert photo["hits"] + photo["misses"] == len(before) + len(answers)
+    _, text = await control(served, "GET", "/metrics")
+    assert "sidecache_worker_restarts_total 1.0" in text
+    total = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("sidecache_requests_total{")
+    )
+    assert total == len(before) + len(answers)
     assert await stop_gracefully(served.proc) == 0
 
 

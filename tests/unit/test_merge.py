@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from proxy.merge import (
+    Retired,
     WorkerState,
     figures_document,
     merge,
@@ -109,3 +110,24 @@ def test_the_restart_budget_allows_so_many_in_a_window() -> None:
     assert [budget.allow(t) for t in (0.0, 1.0, 2.0, 3.0)] == [True, True, True, False]
     assert budget.allow(60.5)  # the first one is a minute old
     assert not budget.allow(60.7)  # three within the minute before
+
+
+def test_what_exited_workers_counted_stays_but_what_they_held_does_not() -> None:
+    HIT, MISS = CacheOutcome.HIT, CacheOutcome.MISS
+    gone = _state(1, _worker(1, [("photo", HIT), ("photo", MISS)], 0.001), 4, "open")
+    live = _state(2, _worker(2, [("photo", HIT)], 0.002), 3, "closed")
+    retired = Retired()
+    assert retired.report() is None
+    retired.add(gone)
+    merged = merge([live], started_at=0.0, retired=retired)
+    stats, cache = merged.stats, merged.cache
+    assert (stats.cache.hits, stats.cache.misses) == (2, 1)
+    assert stats.routes["photo"].hits == 2
+    assert stats.latency["HIT"].count == 2
+    assert stats.upstream_requests == 3
+    assert stats.upstream_in_flight == 1  # the live worker's only: a level, not a total
+    assert (cache.entries, cache.bytes, cache.max_bytes) == (3, 300, 1000)
+    assert (cache.evictions, cache.purged) == (1 + 2, 2)  # counters: both workers'
+    assert merged.shared is not None
+    assert merged.shared.state == "closed"  # the live worker's view of the tier
+    assert merged.shared.counts["hits"] == 1 + 2
