@@ -782,16 +782,15 @@ def load_config(
     environ: Mapping[str, str] | None = None,
     *,
     resolve_hosts: bool = True,
+    text: str | None = None,
 ) -> Config:
     """Read, substitute and validate a YAML config file. ``resolve_hosts`` looks up
     the listen host names (a blocking DNS query when they are names, not addresses);
-    a reload turns it off: listen addresses only change on restart."""
+    a reload turns it off: listen addresses only change on restart. ``text``: the
+    file's content, already read (``read_config_text``); messages still name ``path``."""
     source = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ConfigError(f"{source}: cannot read config: {reason}") from None
+    if text is None:
+        text = read_config_text(path)
     try:
         data = _read_yaml(text)
     except _Refused as exc:
@@ -809,6 +808,15 @@ def load_config(
                 "an IP address such as '0.0.0.0', localhost, or a name this machine resolves)"
             )
     return config
+
+
+def read_config_text(path: str | os.PathLike[str]) -> str:
+    """A config file's content; ConfigError naming the file if it cannot be read."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(f"{path}: cannot read config: {reason}") from None
 
 
 def _resolves(host: str) -> bool:

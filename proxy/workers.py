@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from proxy.config import Address, Config, ConfigError, load_config
+from proxy.config import Address, Config, ConfigError, load_config, read_config_text
 from proxy.server import CUT_TIMEOUT, stop_signals
 from proxy.worker import READY
 from proxy.workers_control import Pool, WorkerLink, build_workers_control_app
@@ -157,6 +157,7 @@ class Supervisor:
         config = self.config
         self._reserved, self.public_port = reserve_port(config.listen)
         self._dir = tempfile.mkdtemp(prefix="sidecache-workers-")  # mode 0700
+        self._keep_config(read_config_text(self.config_path))
         self._slots = [
             Slot(i, WorkerLink(i, os.path.join(self._dir, f"worker-{i}.sock")))
             for i in range(config.server.workers)
@@ -201,7 +202,7 @@ class Supervisor:
         level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "proxy.worker",
-            "--config", self.config_path, "--index", str(slot.index),
+            "--config", self._config_copy, "--index", str(slot.index),
             "--port", str(self.public_port), "--socket", slot.link.path, "--log-level", level,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
@@ -250,12 +251,28 @@ class Supervisor:
             except WorkersFailed as exc:
                 log.warning("%s", exc)  # the loop counts it against the budget
 
+    @property
+    def _config_copy(self) -> str:
+        assert self._dir is not None
+        return os.path.join(self._dir, "config.yaml")
+
+    def _keep_config(self, text: str) -> None:
+        """Keep ``text`` as the config the workers read, at start and on reload: a
+        worker started again later runs the config in force, not whatever the file
+        holds by then (an edit not yet reloaded, or half written)."""
+        partial = self._config_copy + ".new"
+        with open(partial, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(partial, self._config_copy)
+
     def reload(self) -> bool:
         """Check the config file, then have every worker reload it (SIGHUP)."""
         try:
+            text = read_config_text(self.config_path)
             # On the event loop (a signal handler): no DNS lookups.
-            new = load_config(self.config_path, resolve_hosts=False)
-        except ConfigError as exc:
+            new = load_config(self.config_path, resolve_hosts=False, text=text)
+            self._keep_config(text)
+        except (ConfigError, OSError) as exc:
             log.error("reload failed, keeping the current config: %s", exc)
             return False
         old = self.config

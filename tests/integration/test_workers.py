@@ -205,6 +205,32 @@ async def test_a_killed_worker_is_started_again(workers: tuple[Served, Path]) ->
     assert await stop_gracefully(served.proc) == 0
 
 
+async def test_a_worker_started_again_runs_the_config_in_force_not_an_unreloaded_edit(
+    workers: tuple[Served, Path], upstream: TestServer
+) -> None:
+    """The file edited (a new route) but not reloaded, then half written: a worker
+    started again in the meantime runs what the others run."""
+    served, path = workers
+    path.write_text(CONFIG.format(port=upstream.port, routes=PHOTO + "\n" + FILES))
+    _, stats = await control(served, "GET", "/stats")
+    os.kill(stats["workers"][0]["pid"], signal.SIGKILL)
+    await served.wait_log(b"worker 0 exited with code -9: starting it again")
+    await wait_line(served, b"worker 0 listening (pid ", after=len(served.log))
+    base = f"http://127.0.0.1:{served.public}"
+    answers = await asyncio.gather(*(fresh_get(f"{base}/files/1") for _ in range(CONNECTIONS)))
+    # No worker has the route that was never reloaded: every answer passes by.
+    assert {x for _, x in answers} == {"BYPASS"}
+    assert upstream.app[HITS]["GET /files/1"] == CONNECTIONS
+
+    path.write_text("routes: [")  # a broken save: a restart must not read it
+    _, stats = await control(served, "GET", "/stats")
+    os.kill(stats["workers"][1]["pid"], signal.SIGKILL)
+    await served.wait_log(b"worker 1 exited with code -9: starting it again")
+    await wait_line(served, b"worker 1 listening (pid ", after=len(served.log))
+    assert await control(served, "GET", "/readyz") == (200, "ready\n")
+    assert await stop_gracefully(served.proc) == 0
+
+
 async def test_sighup_reloads_every_worker(
     workers: tuple[Served, Path], upstream: TestServer
 ) -> None:
