@@ -119,6 +119,9 @@ def _fail(value: object, expected: str) -> PydanticCustomError:
 # -- the schema ------------------------------------------------------------------------
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid", strict=False)
+# ``cache``: store and serve; ``shadow``: forward everything, and count what
+# caching would have saved (``proxy.shadow``).
+Mode = Literal["cache", "shadow"]
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _ROUTE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _MEDIA_RANGE = re.compile(r"^[a-z0-9!#$&^_.+-]+/(\*|[a-z0-9!#$&^_.+-]+)$")
@@ -255,6 +258,8 @@ class CacheConfig(BaseModel):
     max_bytes: Size = 1024**3
     max_object_bytes: Size = 16 * 1024**2
     shared: SharedConfig | None = None
+    # The shadow index's own memory (its records without bodies, ``proxy.shadow``).
+    shadow_index_bytes: Size = 64 * 1024**2
 
     @model_validator(mode="after")
     def _object_fits(self) -> CacheConfig:
@@ -279,6 +284,8 @@ class RouteConfig(BaseModel):
     # ``origin``: the app's headers decide freshness (RFC 9111), ``ttl`` is the
     # lifetime when they give none; ``route``: ``ttl`` decides, whatever they say.
     freshness: Literal["origin", "route"] = "origin"
+    # Unset: the top-level ``mode`` (``Config._routes_take_the_mode``).
+    mode: Mode = "cache"
     ttl: PositiveDuration | None = None
     stale_while_revalidate: Duration = 0.0
     stale_if_error: Duration = 0.0
@@ -494,7 +501,24 @@ class Config(BaseModel):
     cache: CacheConfig = CacheConfig()
     server: ServerConfig = ServerConfig()
     log: LogConfig = LogConfig()
+    mode: Mode = "cache"
     routes: tuple[RouteConfig, ...] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _routes_take_the_mode(cls, data: object) -> object:
+        """The top-level ``mode`` is every route's that sets none. A value that is
+        not a mode is left to be reported at ``mode`` itself."""
+        if not isinstance(data, dict):
+            return data
+        mode, routes = data.get("mode"), data.get("routes")
+        if mode not in ("cache", "shadow") or not isinstance(routes, list):
+            return data
+        taken = [
+            {**route, "mode": mode} if isinstance(route, dict) and "mode" not in route else route
+            for route in routes
+        ]
+        return {**data, "routes": taken}
 
     @model_validator(mode="after")
     def _unique_names(self) -> Config:
@@ -903,6 +927,7 @@ def format_routes(config: Config) -> str:
         "match",
         "methods",
         "freshness",
+        "mode",
         "ttl",
         "swr",
         "sie",
@@ -916,6 +941,7 @@ def format_routes(config: Config) -> str:
             r.match,
             ",".join(r.methods),
             r.freshness,
+            r.mode,
             _duration_text(r.ttl) if r.ttl is not None else "-",
             _duration_text(r.stale_while_revalidate) if r.stale_while_revalidate else "-",
             _duration_text(r.stale_if_error) if r.stale_if_error else "-",

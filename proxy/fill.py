@@ -35,7 +35,7 @@ from proxy.flow import (
 )
 from proxy.pacing import BodyCopy, SlowClient
 from proxy.policy import Lookup, NoStore, build_entry
-from proxy.stats import Stats
+from proxy.stats import Stats, StorageCounters
 from proxy.tiers import Tiers
 from proxy.upstream import Upstream, UpstreamBusy, UpstreamError
 
@@ -69,6 +69,8 @@ class Filler:
         self.stats = stats
         self.clock = clock
         self.wall = wall
+        # Route name -> what its fills stored or not, and why (``/stats`` ``storage``).
+        self.storage: dict[str, StorageCounters] = {}
         self.apply(config)
 
     def apply(self, config: Config) -> None:
@@ -175,6 +177,8 @@ class Filler:
                         lookup, stale.status, merged, stale.body, headers, requested_at
                     )
                     kept_now = self.tiers.store(entry, since)
+                    if kept_now:
+                        self._storage(lookup.route.name).stored += 1
                     log.debug("fill %r: not modified, refreshed (stored=%s)", lookup.key, kept_now)
                     fill.settle(Stored(entry, Source.REFRESHED, upstream_s))
                     if kept_now and share:
@@ -222,6 +226,7 @@ class Filler:
                 entry = self._entry(lookup, resp.status, kept, relay.body(), headers, requested_at)
                 if self.tiers.store(entry, since):
                     stored = entry
+                    self._storage(lookup.route.name).stored += 1
                 log.debug(
                     "fill %r complete: %d bytes, stored=%s", lookup.key, relay.size, bool(stored)
                 )
@@ -250,8 +255,15 @@ class Filler:
             requested_at=requested_at,
         )
 
+    def _storage(self, route: str) -> StorageCounters:
+        found = self.storage.get(route)
+        if found is None:
+            found = self.storage[route] = StorageCounters()
+        return found
+
     def _give_up_storing(self, fill: Fill, reason: NoStore, status: int) -> None:
         log.debug("fill %r not stored: %s", fill.key, reason.value)
+        self._storage(fill.route).not_stored[reason.value] += 1
         fill.relay.stop_keeping()
         self.coalescer.forget(fill)
         fill.resolve(Pass(reason, status))

@@ -36,6 +36,7 @@ from proxy.body import (
     sliced_response,
 )
 from proxy.coalesce import Coalescer, Fill, Relay
+from proxy.config import route_lifetimes
 from proxy.entry import Body, Headers, StoredResponse
 from proxy.fill import Filler
 from proxy.flow import (
@@ -83,6 +84,7 @@ from proxy.passthrough import (
 )
 from proxy.policy import Bypass, BypassReason, Decision, Lookup, age, decide, variant_of
 from proxy.routes import RouteTable
+from proxy.shadow import Follower, ShadowIndex
 from proxy.stats import CacheOutcome, Histogram, Stats
 from proxy.tiers import Tiers
 from proxy.tunnel import Tunnels
@@ -114,6 +116,9 @@ class FastHit(NamedTuple):
 FAST_MEMO_SIZE = 1024
 _Asked = tuple[str, str, RawHeaders, bool, str | None]
 FAST_MEMO_HEAD = 2048
+
+# What a shadow route's answers say (RFC 9211): forwarded, and why.
+SHADOW_STATUS = h.cache_status(hit=False, fwd="bypass", detail="shadow")
 
 # Distinct raw paths whose normalisation and route are remembered; the memo is
 # dropped whole when full, so a scan of random paths costs a rebuild, not memory.
@@ -154,6 +159,11 @@ class Proxy:
             config, upstream=upstream, admission=admission, tiers=tiers, stats=stats
         )
         self.tunnels = Tunnels(config.upstream.max_tunnels, upstream=upstream, stats=stats)
+        # What the cache would hold on shadow routes; it follows every purge.
+        self.shadow = ShadowIndex(
+            config.cache.max_bytes, config.cache.shadow_index_bytes, config.cache.max_object_bytes
+        )
+        tiers.local.on_purge(self.shadow.purge)
         self._date = hitwire.Clock()
         # The hit path's two calls, bound once.
         self._lookup = tiers.local.lookup
@@ -172,6 +182,14 @@ class Proxy:
         # Read once per (re)configuration: a hit should not ask the logging tree.
         self._debug = log.isEnabledFor(logging.DEBUG)
         self.routes: RouteTable[RouteConfig] = RouteTable(config.routes)
+        self.shadow.apply(
+            self.tiers.local.figures().max_bytes,
+            config.cache.shadow_index_bytes,
+            config.cache.max_object_bytes,
+            route_lifetimes(config),
+            frozenset(r.name for r in config.routes if r.mode == "shadow"),
+            self.clock(),
+        )
         # raw path -> (normalised path, route). Both are pure functions of the raw
         # path and the route table, and together they cost about a fifth of a hit.
         self._targets: dict[str, tuple[str | None, RouteConfig | None]] = {}
@@ -347,7 +365,9 @@ class Proxy:
         if not h.forwardable(raw_headers):
             return False
         decision, _ = self._classify(method, raw, headers, HttpVersion11, body_exists, remote)
-        return decision if decision.__class__ is Lookup else False
+        if decision.__class__ is not Lookup or decision.route.mode == "shadow":
+            return False  # a shadow route is never answered from the cache
+        return decision
 
     def account_fast_hit(
         self, hit: FastHit, method: str, raw: str, remote: str | None, sent: int
@@ -394,6 +414,10 @@ class Proxy:
                 request[ROUTE_KEY] = name
         response: web.StreamResponse
         match decision:
+            case Lookup() if decision.route.mode == "shadow":
+                response = await self._cut_accounted(
+                    request, self._shadow(request, decision, target), started, name
+                )
             case Lookup():
                 now = self.clock()
                 entry, key, vary = self._find(decision.key, request.headers, now)
@@ -425,6 +449,17 @@ class Proxy:
         return self._done(request, response, started, name)
 
     # -- acting on the flow's decisions ------------------------------------------------
+
+    def _shadow(
+        self, request: web.BaseRequest, lookup: Lookup, target: str
+    ) -> Coroutine[Any, Any, web.StreamResponse]:
+        """A shadow route's request: forwarded unchanged, and decided as the cache
+        would have decided it (``shadow.py``), without storing or serving anything."""
+        watch = self.shadow.on_request(lookup, request.headers, self.clock())
+        observer = None if watch is None else Follower(self.shadow, watch, self.clock, time.time)
+        return self.passthrough.forward(
+            request, target, x_cache="BYPASS", status=SHADOW_STATUS, observer=observer
+        )
 
     async def _not_fresh(
         self,

@@ -8,7 +8,7 @@ and eviction reasons; never paths or users.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -20,7 +20,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from proxy.stats import CacheFigures, Histogram, Stats
+from proxy.shadow import ShadowIndex
+from proxy.stats import CacheFigures, Histogram, Stats, StorageCounters
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OUTCOMES = ("HIT", "MISS", "STALE", "BYPASS")
@@ -33,11 +34,15 @@ class StatsCollector(Collector):
         figures: Callable[[], CacheFigures],
         clock: Callable[[], float],
         shared: Callable[[], SharedFigures | None] = lambda: None,
+        storage: Callable[[], Mapping[str, StorageCounters]] = dict,
+        shadow: Callable[[], ShadowIndex | None] = lambda: None,
     ) -> None:
         self._stats = stats
         self._figures = figures
         self._clock = clock
         self._shared = shared
+        self._storage = storage
+        self._shadow = shadow
 
     def collect(self) -> Iterator[Metric]:
         s, f = self._stats, self._figures()
@@ -116,6 +121,10 @@ class StatsCollector(Collector):
         evictions.add_metric(["expiry"], f.expired)
         evictions.add_metric(["purge"], f.purged)
         yield evictions
+        yield from _storage(self._storage())
+        shadow = self._shadow()
+        if shadow is not None:
+            yield from _shadow(shadow)
 
         response = HistogramMetricFamily(
             "sidecache_response_seconds",
@@ -162,6 +171,85 @@ class StatsCollector(Collector):
             yield lat
 
 
+def _storage(storage: Mapping[str, StorageCounters]) -> Iterator[Metric]:
+    stored = CounterMetricFamily(
+        "sidecache_stored", "Fills whose answer was stored, by route", labels=["route"]
+    )
+    not_stored = CounterMetricFamily(
+        "sidecache_not_stored",
+        "Fills whose answer was not stored, by route and reason",
+        labels=["route", "reason"],
+    )
+    for name, counters in sorted(storage.items()):
+        stored.add_metric([name], counters.stored)
+        for reason, count in sorted(counters.not_stored.items()):
+            not_stored.add_metric([name, reason], count)
+    yield stored
+    yield not_stored
+
+
+def _shadow(shadow: ShadowIndex) -> Iterator[Metric]:
+    """Shadow routes: what the cache would have done (``proxy.shadow``)."""
+    requests = CounterMetricFamily(
+        "sidecache_shadow_requests",
+        "Requests to shadow routes by what the cache would have done (hit, miss, stale)",
+        labels=["route", "outcome"],
+    )
+    stored = CounterMetricFamily(
+        "sidecache_shadow_stored", "Answers the cache would have stored", labels=["route"]
+    )
+    not_stored = CounterMetricFamily(
+        "sidecache_shadow_not_stored",
+        "Answers the cache would not have stored, by reason",
+        labels=["route", "reason"],
+    )
+    saved = CounterMetricFamily(
+        "sidecache_shadow_saved_requests",
+        "Requests the app would not have received",
+        labels=["route"],
+    )
+    saved_bytes = CounterMetricFamily(
+        "sidecache_shadow_saved_bytes", "Body bytes the app would not have sent", labels=["route"]
+    )
+    for name, c in sorted(shadow.routes.items()):
+        for outcome, value in (("hit", c.hits), ("miss", c.misses), ("stale", c.stale)):
+            requests.add_metric([name, outcome], value)
+        stored.add_metric([name], c.stored)
+        for reason, count in sorted(c.not_stored.items()):
+            not_stored.add_metric([name, reason], count)
+        saved.add_metric([name], c.saved_requests)
+        saved_bytes.add_metric([name], c.saved_bytes)
+    yield from (requests, stored, not_stored, saved, saved_bytes)
+    f = shadow.figures()
+    yield GaugeMetricFamily(
+        "sidecache_shadow_index_entries", "Entries the cache would hold", f.entries
+    )
+    yield GaugeMetricFamily(
+        "sidecache_shadow_index_bytes", "Bytes the cache would hold (of max_bytes)", f.bytes
+    )
+    yield GaugeMetricFamily(
+        "sidecache_shadow_index_overhead_bytes",
+        "Memory of the shadow index's records (no bodies)",
+        f.overhead,
+    )
+    yield GaugeMetricFamily(
+        "sidecache_shadow_index_max_overhead_bytes",
+        "Bound of the shadow index's records (cache.shadow_index_bytes)",
+        f.max_overhead,
+    )
+    evictions = CounterMetricFamily(
+        "sidecache_shadow_index_evictions",
+        "Records removed: size (the cache would have evicted), expiry, purge, "
+        "capped (over cache.shadow_index_bytes)",
+        labels=["reason"],
+    )
+    evictions.add_metric(["size"], f.evictions)
+    evictions.add_metric(["expiry"], f.expired)
+    evictions.add_metric(["purge"], f.purged)
+    evictions.add_metric(["capped"], f.capped)
+    yield evictions
+
+
 @dataclass(frozen=True, slots=True)
 class SharedFigures:
     state: str
@@ -174,9 +262,11 @@ def make_registry(
     figures: Callable[[], CacheFigures],
     clock: Callable[[], float],
     shared: Callable[[], SharedFigures | None] = lambda: None,
+    storage: Callable[[], Mapping[str, StorageCounters]] = dict,
+    shadow: Callable[[], ShadowIndex | None] = lambda: None,
 ) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(StatsCollector(stats, figures, clock, shared))
+    registry.register(StatsCollector(stats, figures, clock, shared, storage, shadow))
     return registry
 
 

@@ -16,7 +16,7 @@ import functools
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import StreamReader, web
 from yarl import URL
@@ -53,6 +53,20 @@ log = logging.getLogger(__name__)
 NO_BODY_STATUSES = frozenset({204, 304})
 
 
+class Observer(Protocol):
+    """Follows a forwarded answer without changing it (shadow mode, ``shadow.Follower``)."""
+
+    def head(self, status: int, headers: Headers, content_length: int | None) -> bool:
+        """The app's head (headers as kept for the client); True to be told the
+        length of the whole body once it went through (``body``)."""
+
+    def body(self, length: int) -> None:
+        """The whole body went through, ``length`` bytes (not called if it was cut)."""
+
+    def failed(self) -> None:
+        """The app could not be asked, or gave no answer."""
+
+
 class Passthrough:
     def __init__(
         self,
@@ -83,10 +97,12 @@ class Passthrough:
         x_cache: str,
         status: str,
         invalidate: frozenset[str] | None = None,
+        observer: Observer | None = None,
     ) -> web.StreamResponse:
         """Proxy the request unchanged, streaming both bodies; store nothing.
         ``x_cache`` and ``status`` (``Cache-Status``) are said on the answer;
-        ``invalidate``: the paths a success drops (``policy.Bypass``)."""
+        ``invalidate``: the paths a success drops (``policy.Bypass``); ``observer``
+        is told of the answer."""
         headers = upstream_headers(request, fill=False, trusted=self.trusted_proxies)
         body: object = None
         limit = self.max_body_bytes
@@ -105,16 +121,20 @@ class Passthrough:
             async with self.admission.slot():
                 self.stats.upstream_started()
                 return await self._exchange(
-                    request, target, headers, body, x_cache, status, invalidate
+                    request, target, headers, body, x_cache, status, invalidate, observer
                 )
         except BodyTooLarge:
             return too_large(limit, x_cache)
         except UpstreamBusy as exc:
             log.warning("upstream busy, %s %s refused: %s", request.method, no_query(target), exc)
+            if observer is not None:
+                observer.failed()
             return plain(exc.status, exc.reason, x_cache=x_cache, retry_after=1)
         except UpstreamError as exc:
             if isinstance(body, _Limited) and body.exceeded:
                 return too_large(limit, x_cache)
+            if observer is not None:
+                observer.failed()
             self.stats.upstream_failed()
             log.info("upstream %s for %s %s: %s", exc.reason, request.method, no_query(target), exc)
             return plain(exc.status, exc.reason, x_cache=x_cache)
@@ -128,6 +148,7 @@ class Passthrough:
         x_cache: str,
         status: str,
         invalidate: frozenset[str] | None,
+        observer: Observer | None,
     ) -> web.StreamResponse:
         """One pass-through request/response, both bodies streamed."""
         started = time.perf_counter()
@@ -146,7 +167,11 @@ class Passthrough:
             if invalidate is not None and resp.status < 400:
                 await self._invalidate(request, invalidate, resp.headers)
             out = VerbatimStreamResponse(status=resp.status, reason=resp.reason)
-            copy_headers(out, h.with_via(h.response_headers_for_client(resp.headers)))
+            kept = h.response_headers_for_client(resp.headers)
+            counted: _Counted | None = None
+            if observer is not None and observer.head(resp.status, kept, resp.content_length):
+                counted = _Counted()
+            copy_headers(out, h.with_via(kept))
             out.headers["X-Cache"] = x_cache
             out.headers["Cache-Status"] = status
             if resp.content_length is not None and resp.status not in NO_BODY_STATUSES:
@@ -156,13 +181,22 @@ class Passthrough:
                 return out
             if request.method == "HEAD" or resp.status in NO_BODY_STATUSES:
                 await out.write_eof()
+                if counted is not None and observer is not None:
+                    observer.body(0)
                 return out
-            if await self._relay(request, out, resp, target):
+            if await self._relay(request, out, resp, target, counted):
                 await out.write_eof()
+                if counted is not None and observer is not None:
+                    observer.body(counted.length)
             return out
 
     async def _relay(
-        self, request: web.BaseRequest, out: web.StreamResponse, resp: UpstreamResponse, target: str
+        self,
+        request: web.BaseRequest,
+        out: web.StreamResponse,
+        resp: UpstreamResponse,
+        target: str,
+        counted: _Counted | None = None,
     ) -> bool:
         """Copy a pass-through body to the client as it is read; False if it was cut.
 
@@ -175,8 +209,9 @@ class Passthrough:
         copy = BodyCopy(
             cap=asyncio.get_running_loop().time() + self.stream_timeout, idle=self.send_timeout
         )
+        chunks = resp.chunks() if counted is None else counted.through(resp.chunks())
         try:
-            if await send_body(request, out, resp.chunks(), copy, self.stats, target):
+            if await send_body(request, out, chunks, copy, self.stats, target):
                 return True
         except UpstreamError as exc:
             self.stats.upstream_failed()
@@ -302,6 +337,22 @@ def too_large(limit: int, x_cache: str) -> web.Response:
     response = plain(413, f"request body larger than {limit} bytes", x_cache=x_cache)
     response.force_close()  # the rest of the body is not read
     return response
+
+
+class _Counted:
+    """The length of a body as it goes through (for an ``Observer``)."""
+
+    __slots__ = ("length",)
+
+    def __init__(self) -> None:
+        self.length = 0
+
+    async def through(
+        self, chunks: AsyncIterator[bytes | memoryview]
+    ) -> AsyncIterator[bytes | memoryview]:
+        async for chunk in chunks:
+            self.length += len(chunk)
+            yield chunk
 
 
 class BodyTooLarge(Exception):

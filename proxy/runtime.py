@@ -53,4 +53,8 @@ class Runtime:
         snap = self.stats.snapshot(now=self.clock(), cache=self.store.figures())
         if self.shared is not None:
             snap["shared"] = {**self.shared.figures(), "served": self.stats.shared_hits}
+        snap["storage"] = {
+            name: counters.as_dict() for name, counters in sorted(self.proxy.filler.storage.items())
+        }
+        snap["shadow"] = self.proxy.shadow.snapshot()
         return snap

@@ -136,7 +136,12 @@ class Sidecache:
             coalescer=coalescer,
             proxy=proxy,
             metrics=make_registry(
-                stats, store.figures, self.clock, lambda: _shared_figures(shared)
+                stats,
+                store.figures,
+                self.clock,
+                lambda: _shared_figures(shared),
+                lambda: proxy.filler.storage,
+                lambda: proxy.shadow,
             ),
             clock=self.clock,
         )

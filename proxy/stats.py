@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import enum
+from collections import Counter
 from dataclasses import dataclass, field
 
 # Latency bucket bounds in seconds (Prometheus "le"): fine where hits live (under
@@ -113,6 +114,17 @@ class RouteCounters:
             "stale": self.stale,
             "bypass": self.bypass,
         }
+
+
+@dataclass(slots=True)
+class StorageCounters:
+    """What became of one route's fills: stored, or not and why (``policy.NoStore``)."""
+
+    stored: int = 0
+    not_stored: Counter[str] = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"stored": self.stored, "not_stored": dict(sorted(self.not_stored.items()))}
 
 
 @dataclass(slots=True)
