@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar, assert_neve
 
 from aiohttp import HttpVersion, HttpVersion11, web
 from aiohttp.typedefs import RawHeaders
-from multidict import CIMultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy import headers as h
 from proxy import hitwire
@@ -455,7 +455,12 @@ class Proxy:
     ) -> Coroutine[Any, Any, web.StreamResponse]:
         """A shadow route's request: forwarded unchanged, and decided as the cache
         would have decided it (``shadow.py``), without storing or serving anything."""
-        watch = self.shadow.on_request(lookup, request.headers, self.clock())
+
+        def sent(found: Lookup) -> CIMultiDictProxy[str]:
+            fill = _fill_headers(request, found, self._trusted)
+            return CIMultiDictProxy(CIMultiDict(fill))
+
+        watch = self.shadow.on_request(lookup, request.headers, self.clock(), sent)
         observer = None if watch is None else Follower(self.shadow, watch, self.clock, time.time)
         return self.passthrough.forward(
             request, target, x_cache="BYPASS", status=SHADOW_STATUS, observer=observer

@@ -105,7 +105,9 @@ class Watch(NamedTuple):
 
     lookup: Lookup
     step: OnLookup
-    headers: RequestHeaders  # the client's request headers: a Vary answer's variant
+    # The headers a fill would have sent (``handler._fill_headers``): they, not the
+    # client's, say which variant a Vary answer would have been stored as.
+    sent: RequestHeaders
     requested_at: float
 
 
@@ -156,10 +158,17 @@ class ShadowIndex:
             found = self.routes[route] = ShadowCounters()
         return found
 
-    def on_request(self, lookup: Lookup, headers: RequestHeaders, now: float) -> Watch | None:
+    def on_request(
+        self,
+        lookup: Lookup,
+        headers: RequestHeaders,
+        now: float,
+        sent: Callable[[Lookup], RequestHeaders],
+    ) -> Watch | None:
         """Decide a shadow route's request as the cache would and count it; the
         ``Watch`` to follow its answer with, or None when the cache would not have
-        asked the app (a hit: nothing of its answer would be stored)."""
+        asked the app (a hit: nothing of its answer would be stored). ``sent``: the
+        headers a fill for the lookup would send."""
         record, learned = self._find(lookup.key, headers, now)
         if learned is not None:
             lookup = lookup._replace(learned=learned)
@@ -174,7 +183,7 @@ class ShadowIndex:
             counters.stale += 1  # its refresh would have gone to the app instead
         else:
             counters.misses += 1
-        return Watch(lookup, step, headers, now)
+        return Watch(lookup, step, sent(lookup), now)
 
     def answered(
         self,
@@ -349,7 +358,7 @@ class ShadowIndex:
             headers,
             b"",
             now=now,
-            request_headers=watch.headers,
+            request_headers=watch.sent,
             wall=wall,
             requested_at=watch.requested_at,
         )

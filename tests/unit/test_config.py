@@ -443,3 +443,16 @@ def test_workers_refuse_anything_but_a_whole_number_of_1_or_more(value: object) 
     expected = r"^<config>: server\.workers: .* is not a number of worker processes: a whole"
     with pytest.raises(ConfigError, match=expected + r" number, 1 or more$"):
         parse_config({**MINIMAL, "server": {"workers": value}}, environ={})
+
+
+def test_the_top_level_mode_is_every_route_s_unless_it_sets_its_own() -> None:
+    routes = [
+        {"name": "a", "match": "/a/{id}"},
+        {"name": "b", "match": "/b/{id}", "mode": "cache"},
+    ]
+    c = parse_config({**MINIMAL, "mode": "shadow", "routes": routes}, environ={})
+    assert c.mode == "shadow"
+    assert [r.mode for r in c.routes] == ["shadow", "cache"]
+    plain = parse_config({**MINIMAL, "routes": routes[:1]}, environ={})
+    assert plain.mode == "cache" and plain.routes[0].mode == "cache"
+    assert " shadow " in format_routes(c).splitlines()[-2]
