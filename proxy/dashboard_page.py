@@ -42,6 +42,11 @@ form{margin-top:1em;font-size:.9em}#status{color:#a00;font-size:.85em}
 <span style="color:#c90">&#9632; STALE/s</span><span style="color:#68c">&#9632; BYPASS/s</span></div>
 <table id="routes"><thead><tr><th>route</th><th>requests</th><th>hit rate</th><th>hits</th>
 <th>misses</th><th>stale</th><th>bypass</th></tr></thead><tbody></tbody></table>
+<div id="shadow" hidden><h2 style="font-size:1.1em;margin:1.2em 0 0">shadow routes: what caching
+would have done <span class="label" id="shadow-index" style="font-size:.8em;color:#666"></span></h2>
+<table><thead><tr><th>route</th><th>would-be hit rate</th><th>hits</th><th>misses</th><th>stale</th>
+<th>requests saved</th><th>bytes saved</th><th>stored</th><th>not stored (why)</th></tr></thead>
+<tbody></tbody></table></div>
 <form id="purge">Purge path <input id="purge-path" placeholder="/api/photo/12" size="24">
 <button>purge</button> &nbsp; control token <input id="token" type="password" size="16">
 <span id="status"></span></form>
@@ -95,6 +100,18 @@ async function refresh() {
       `<td>${r.hit_rate === null ? "-" : (r.hit_rate * 100).toFixed(1) + " %"}</td>` +
       `<td>${fmt(r.hits)}</td><td>${fmt(r.misses)}</td><td>${fmt(r.stale)}</td>` +
       `<td>${fmt(r.bypass)}</td></tr>`).join("");
+    const sh = d.stats.shadow, shadowRoutes = Object.entries(sh.routes);
+    $("shadow").hidden = shadowRoutes.length === 0;
+    $("shadow-index").textContent = `(index: ${fmt(sh.index.entries)} entries, ` +
+      `${mib(sh.index.bytes)} of ${mib(sh.index.max_bytes)}; its own memory ` +
+      `${mib(sh.index.overhead_bytes)} of ${mib(sh.index.max_overhead_bytes)})`;
+    $("shadow").querySelector("tbody").innerHTML = shadowRoutes.map(([name, s]) =>
+      `<tr data-shadow-route="${name}"><td>${name}</td>` +
+      `<td data-value="${s.hit_rate}">${(s.hit_rate * 100).toFixed(1)} %</td>` +
+      `<td>${fmt(s.hits)}</td><td>${fmt(s.misses)}</td><td>${fmt(s.stale)}</td>` +
+      `<td>${fmt(s.saved_requests)}</td><td>${mib(s.saved_bytes)}</td><td>${fmt(s.stored)}</td>` +
+      `<td>${Object.entries(s.not_stored).map(([k, v]) => `${k} ${fmt(v)}`).join(", ") || "-"}` +
+      `</td></tr>`).join("");
     document.body.dataset.updated = String(Date.now());
   } catch (e) { $("status").textContent = "cannot reach sidecache"; }
 }

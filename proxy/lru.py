@@ -191,11 +191,6 @@ class ByteLRU(Generic[V]):
         self._expiry = [(n.expires_at, k) for k, n in self._data.items()]
         heapq.heapify(self._expiry)
 
-    def size_of(self, key: str) -> int | None:
-        """The size ``key`` is charged, None if absent; touches nothing."""
-        node = self._data.get(key)
-        return None if node is None else node.size
-
     def evict_oldest(self) -> bool:
         """Drop the least recently used entry, for a bound of the caller's own (not
         counted in ``evictions``: the caller says why); False if empty."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, NamedTuple, assert_never
 
 from proxy import headers as h
@@ -177,7 +177,7 @@ class ShadowIndex:
         if isinstance(step, Serve):
             counters.hits += 1
             counters.saved_requests += 1
-            counters.saved_bytes += _body_size(step.entry, self._lru.size_of(step.entry.key))
+            counters.saved_bytes += _body_size(step.entry)
             return None
         if isinstance(step, StaleWhileRevalidate):
             counters.stale += 1  # its refresh would have gone to the app instead
@@ -220,9 +220,11 @@ class ShadowIndex:
                 counters.not_stored[reason.value] += 1
                 return False
             case Refresh(entry, merged):
-                # The cache would have asked with the entry's validators and served
-                # its body: a hit whose body the app did not send.
-                size = _body_size(entry, self._lru.size_of(entry.key))
+                # A 304 to the client's own conditional request, with a stale record
+                # to revalidate: the cache would have asked with the record's
+                # validators and served its body, a hit whose body the app did not
+                # send. Records keep no headers: the refreshed one has the 304's.
+                size = _body_size(entry)
                 self._revalidated(counters, step, size)
                 self._keep(watch, entry.status, merged, size, now, wall)
                 return False
@@ -369,12 +371,20 @@ class ShadowIndex:
             if again is not None:
                 record = again[0]
         counters = self.counters(record.route)
-        charged = record.size + body_bytes  # what the cache would charge the entry
+        # Charged what the cache would charge the entry (its headers and the body's
+        # length), then kept without headers: what revalidation and freshness need
+        # (validators, lifetimes, Vary) are fields of their own.
+        charged = record.size + body_bytes
+        record = Record(
+            **{f.name: getattr(record, f.name) for f in fields(StoredResponse) if f.init},
+            body_size=body_bytes,
+        )
+        record = replace(record, headers=())
         result = self._lru.put(record.key, record, charged, record.stale_until, now)
         if not result.stored:
             return
         counters.stored += 1
-        self.overhead += record.size
+        self.overhead += _own_size(record)
         self._by_path.setdefault(loose_path(record.path), set()).add(record.key)
         self._by_route.setdefault(record.route, set()).add(record.key)
         if record.vary:
@@ -400,7 +410,7 @@ class ShadowIndex:
         return replace(record, fresh_until=fresh_until, stale_until=stale_until), stale_until
 
     def _unindex(self, key: str, record: StoredResponse) -> None:
-        self.overhead -= record.size
+        self.overhead -= _own_size(record)
         if record.vary:
             spec = self._vary.get(record.base_key)
             if spec is not None:
@@ -418,9 +428,38 @@ class ShadowIndex:
                     del index[name]
 
 
-def _body_size(record: StoredResponse, charged: int | None) -> int:
-    """The would-be body's length: what the record is charged beyond its own size."""
-    return 0 if charged is None else max(0, charged - record.size)
+@dataclass(frozen=True, slots=True)
+class Record(StoredResponse):
+    """What the index keeps of a would-be entry: its metadata, without headers, and
+    its body's length instead of the body."""
+
+    body_size: int = 0
+
+
+# The memory of one record beyond its strings (measured with tracemalloc on
+# CPython 3.11 and rounded up: the record, its empty body, headers and wire, the
+# LRU's node, its dict slot and expiry heap item, the path and route index sets):
+# the strings are added by ``_own_size``.
+RECORD_OVERHEAD = 1280
+# A string of the record's own (a validator the app sent): its object beyond its text.
+_STRING = 64
+
+
+def _own_size(record: StoredResponse) -> int:
+    """The memory a record takes, as counted against ``cache.shadow_index_bytes``."""
+    return (
+        RECORD_OVERHEAD
+        + len(record.key)
+        + 2 * len(record.path)  # and its loose form, in the path index
+        + len(record.etag)
+        + (_STRING + len(record.origin_etag) if record.origin_etag else 0)
+        + (_STRING + len(record.last_modified) if record.last_modified else 0)
+        + len(record.base_key)
+    )
+
+
+def _body_size(record: StoredResponse) -> int:
+    return record.body_size if isinstance(record, Record) else 0
 
 
 def _stale_of(step: OnLookup) -> StoredResponse | None:

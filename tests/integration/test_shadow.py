@@ -131,6 +131,10 @@ async def test_a_shadow_answer_says_so_and_comes_from_the_app(
     figures = (await stats(client, proxy))["shadow"]["routes"]["photo"]
     assert (figures["hits"], figures["misses"], figures["stored"]) == (2, 1, 1)
     assert figures["saved_bytes"] == 2 * 1000
+    async with client.get(proxy.control / "api/dashboard") as r:
+        assert (await r.json())["stats"]["shadow"]["routes"]["photo"] == figures
+    async with client.get(proxy.control / "") as r:
+        assert 'id="shadow"' in await r.text()  # the dashboard's shadow table
 
 
 async def test_shadow_metrics_are_exposed(

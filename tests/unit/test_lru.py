@@ -172,12 +172,11 @@ def test_retime_changes_values_and_expiry_in_place_and_drops_the_expired() -> No
     assert lru.sweep(500.0) == 1 and len(lru) == 0  # a, at its new expiry
 
 
-def test_size_of_and_evict_oldest_for_a_callers_own_bound() -> None:
+def test_evict_oldest_for_a_callers_own_bound() -> None:
     removed: list[str] = []
     lru: ByteLRU[str] = ByteLRU(100, on_remove=lambda k, _v: removed.append(k))
     lru.put("a", "A", 30, expires_at=10, now=0)
     lru.put("b", "B", 20, expires_at=10, now=0)
-    assert lru.size_of("a") == 30 and lru.size_of("c") is None
     lru.get("a", now=1)  # "b" is now the oldest
     assert lru.evict_oldest() is True
     assert removed == ["b"] and list(lru.keys()) == ["a"] and lru.bytes_used == 30

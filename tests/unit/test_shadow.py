@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import gc
+import tracemalloc
+
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.config import RouteConfig
 from proxy.entry import Headers
 from proxy.policy import Lookup, RequestHeaders, build_entry
-from proxy.shadow import ShadowIndex, Watch
+from proxy.shadow import RECORD_OVERHEAD, ShadowIndex, Watch
 
 ROUTE = RouteConfig(name="photo", match="/p/{id}", ttl=10, stale_if_error=30, mode="shadow")
 LIFETIMES = {"photo": (10.0, 30.0)}
@@ -63,7 +66,9 @@ def test_a_record_is_charged_what_the_cache_charges_its_entry() -> None:
     real = build_entry(lookup(1), 200, PLAIN, b"x" * 1234, now=0.0, wall=1_800_000_000.0)
     f = shadow.figures()
     assert f.bytes == real.size  # the would-be bytes, body included
-    assert f.overhead == real.size - 1234  # the record itself holds no body
+    # The record itself holds neither the body nor the headers.
+    strings = len(real.key) + 2 * len(real.path) + len(real.etag) + len(real.base_key)
+    assert f.overhead == RECORD_OVERHEAD + strings
     assert f.entries == 1
 
 
@@ -162,3 +167,29 @@ def test_a_route_out_of_shadow_keeps_no_records() -> None:
     shadow.apply(100_000, 1_000_000, 20_000, LIFETIMES, frozenset(), now=0.0)
     assert shadow.figures().entries == 0
     assert shadow.routes["photo"].stored == 1  # the counters stay
+
+
+def test_the_counted_overhead_is_at_least_the_memory_records_take() -> None:
+    """``cache.shadow_index_bytes`` bounds real memory: what is counted per record
+    (``RECORD_OVERHEAD`` and its strings) covers what Python allocates for it."""
+    shadow = index(max_bytes=10**12, max_overhead=10**12)
+    headers: Headers = (
+        *PLAIN,
+        ("ETag", '"abcdef0123456789"'),
+        ("Last-Modified", "Tue, 24 Nov 2026 10:00:00 GMT"),
+        ("Vary", "Accept-Encoding"),
+        ("Date", "Sat, 28 Nov 2026 17:49:23 GMT"),
+    )
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(2000):
+            request(shadow, n, now=0.0, headers=headers, length=2_000, body=2_000)
+        gc.collect()
+        taken = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    f = shadow.figures()
+    assert f.entries == 2000
+    assert taken <= f.overhead
