@@ -100,9 +100,9 @@ async function refresh() {
       `<td>${r.hit_rate === null ? "-" : (r.hit_rate * 100).toFixed(1) + " %"}</td>` +
       `<td>${fmt(r.hits)}</td><td>${fmt(r.misses)}</td><td>${fmt(r.stale)}</td>` +
       `<td>${fmt(r.bypass)}</td></tr>`).join("");
-    const sh = d.stats.shadow, shadowRoutes = Object.entries(sh.routes);
-    $("shadow").hidden = shadowRoutes.length === 0;
-    $("shadow-index").textContent = `(index: ${fmt(sh.index.entries)} entries, ` +
+    const sh = d.stats.shadow || {}, shadowRoutes = Object.entries(sh.routes || {});
+    $("shadow").hidden = shadowRoutes.length === 0 || !sh.index;
+    if (sh.index) $("shadow-index").textContent = `(index: ${fmt(sh.index.entries)} entries, ` +
       `${mib(sh.index.bytes)} of ${mib(sh.index.max_bytes)}; its own memory ` +
       `${mib(sh.index.overhead_bytes)} of ${mib(sh.index.max_overhead_bytes)})`;
     $("shadow").querySelector("tbody").innerHTML = shadowRoutes.map(([name, s]) =>

@@ -96,6 +96,8 @@ def _add_counters(into: RouteCounters, other: RouteCounters) -> None:
 GAUGES = frozenset({"upstream_in_flight", "upstream_queued"})
 # ``CacheFigures`` fields of the same kind: what a store holds now.
 HELD = frozenset({"entries", "bytes", "max_bytes"})
+# The same in a worker's shadow index (``/stats`` ``shadow.index``).
+SHADOW_HELD = frozenset({*HELD, "overhead_bytes", "max_overhead_bytes"})
 
 
 def add_stats(into: Stats, other: Stats, *, gauges: bool = True) -> None:
@@ -138,6 +140,22 @@ def shared_document(state: str, counts: Mapping[str, int], latency: Histogram) -
     return {"state": state, **{k: counts[k] for k in SHARED_COUNTS}, **_histogram_doc(latency)}
 
 
+def add_documents(docs: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Documents of numbers (nested mappings of them), summed key by key; a key one
+    of them lacks counts as 0 there. ``hit_rate`` is computed again from the sums."""
+    total: dict[str, Any] = {}
+    for doc in docs:
+        for key, value in doc.items():
+            if isinstance(value, Mapping):
+                total[key] = add_documents([total.get(key, {}), value])
+            elif isinstance(value, int | float) and not isinstance(value, bool):
+                total[key] = total.get(key, 0) + value
+    if "hit_rate" in total:
+        lookups = sum(total.get(k, 0) for k in ("hits", "misses", "stale"))
+        total["hit_rate"] = round(total.get("hits", 0) / lookups, 4) if lookups else 0.0
+    return total
+
+
 @dataclass(frozen=True, slots=True)
 class WorkerState:
     """One worker's report (``GET /_worker/state`` on its private socket)."""
@@ -147,6 +165,9 @@ class WorkerState:
     cache: CacheFigures
     shared: SharedFigures | None
     draining: bool
+    # Its ``/stats`` ``storage`` and ``shadow`` sections, as documents.
+    storage: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    shadow: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_document(cls, doc: Mapping[str, Any]) -> WorkerState:
@@ -163,6 +184,8 @@ class WorkerState:
                 _histogram(shared),
             ),
             draining=bool(doc["draining"]),
+            storage=dict(doc.get("storage") or {}),
+            shadow=dict(doc.get("shadow") or {}),
         )
 
 
@@ -171,6 +194,8 @@ class Merged:
     stats: Stats
     cache: CacheFigures
     shared: SharedFigures | None
+    storage: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    shadow: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def snapshot(self, now: float) -> dict[str, object]:
         """The ``/stats`` document of a single process, for all workers together."""
@@ -180,6 +205,8 @@ class Merged:
                 **shared_summary(self.shared),
                 "served": self.stats.shared_hits,
             }
+        snap["storage"] = dict(self.storage)
+        snap["shadow"] = dict(self.shadow)
         return snap
 
 
@@ -194,6 +221,8 @@ class Retired:
         self.stats = Stats(started_at=0.0)
         self.cache = CacheFigures(0, 0, 0, 0, 0, 0)
         self.shared: SharedFigures | None = None
+        self.storage: dict[str, Any] = {}
+        self.shadow: dict[str, Any] = {}
         self.workers = 0
 
     def add(self, state: WorkerState) -> None:
@@ -209,13 +238,25 @@ class Retired:
             assert merged is not None
             # The state of a tier is what the live workers see, not this one's.
             self.shared = SharedFigures("", merged.counts, merged.latency)
+        self.storage = add_documents([self.storage, state.storage])
+        index = {k: v for k, v in state.shadow.get("index", {}).items() if k not in SHADOW_HELD}
+        counted = {**state.shadow, "index": index} if state.shadow else {}
+        self.shadow = add_documents([self.shadow, counted])
         self.workers += 1
 
     def report(self) -> WorkerState | None:
         """What the exited workers counted, as one more report to merge (None: none exited)."""
         if not self.workers:
             return None
-        return WorkerState(0, self.stats, self.cache, self.shared, draining=False)
+        return WorkerState(
+            0,
+            self.stats,
+            self.cache,
+            self.shared,
+            draining=False,
+            storage=self.storage,
+            shadow=self.shadow,
+        )
 
 
 def merge(
@@ -226,13 +267,23 @@ def merge(
     total = Stats(started_at=started_at)
     figures: list[CacheFigures] = []
     shared: list[SharedFigures] = []
+    storage: list[Mapping[str, Any]] = []
+    shadow: list[Mapping[str, Any]] = []
     past = retired.report() if retired is not None else None
     for state in [*states, *([past] if past is not None else [])]:
         add_stats(total, state.stats)
         figures.append(state.cache)
         if state.shared is not None:
             shared.append(state.shared)
-    return Merged(total, add_figures(figures), merge_shared(shared))
+        storage.append(state.storage)
+        shadow.append(state.shadow)
+    return Merged(
+        total,
+        add_figures(figures),
+        merge_shared(shared),
+        add_documents(storage),
+        add_documents(shadow),
+    )
 
 
 def merge_shared(many: list[SharedFigures]) -> SharedFigures | None:

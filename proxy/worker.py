@@ -85,6 +85,8 @@ def worker_state(runtime: Runtime) -> dict[str, object]:
             shared.latency,
         ),
         "draining": runtime.draining,
+        "storage": {name: c.as_dict() for name, c in runtime.proxy.filler.storage.items()},
+        "shadow": runtime.proxy.shadow.snapshot(),
     }
 
 

@@ -106,6 +106,9 @@ async def test_both_workers_answer_on_one_port_and_stats_add_up_exactly(
     assert all(w["up"] and w["requests"] > 0 for w in stats["workers"])  # both answered
     assert sum(w["requests"] for w in stats["workers"]) == CONNECTIONS
     assert len({w["pid"] for w in stats["workers"]}) == 2
+    # Each worker stored the photo once: the workers' storage counts, added up.
+    assert stats["storage"]["photo"] == {"stored": cache["entries"], "not_stored": {}}
+    assert stats["shadow"]["routes"] == {}
 
     status, text = await control(served, "GET", "/metrics")
     assert status == 200

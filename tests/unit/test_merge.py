@@ -131,3 +131,56 @@ def test_what_exited_workers_counted_stays_but_what_they_held_does_not() -> None
     assert merged.shared is not None
     assert merged.shared.state == "closed"  # the live worker's view of the tier
     assert merged.shared.counts["hits"] == 1 + 2
+
+
+def test_storage_and_shadow_sections_add_up() -> None:
+    def shadow(hits: int, misses: int, entries: int, reasons: dict[str, int]) -> dict[str, object]:
+        return {
+            "index": {"entries": entries, "bytes": 100 * entries, "max_bytes": 1000},
+            "routes": {
+                "photo": {
+                    "hits": hits,
+                    "misses": misses,
+                    "stale": 0,
+                    "hit_rate": 0.0,
+                    "not_stored": reasons,
+                }
+            },
+        }
+
+    states = []
+    for pid, (hits, misses, reasons) in enumerate(
+        [(3, 1, {"set-cookie": 1}), (1, 3, {"set-cookie": 2, "private": 1})], start=1
+    ):
+        state = _state(pid, Stats(started_at=0.0), 1)
+        doc = {
+            "pid": pid,
+            "stats": stats_document(state.stats),
+            "cache": figures_document(state.cache),
+            "shared": None,
+            "draining": False,
+            "storage": {"photo": {"stored": pid, "not_stored": {"too-large": 1}}},
+            "shadow": shadow(hits, misses, pid, reasons),
+        }
+        states.append(WorkerState.from_document(json.loads(json.dumps(doc))))
+    snap = merge(states, started_at=0.0).snapshot(now=1.0)
+    assert snap["storage"] == {"photo": {"stored": 3, "not_stored": {"too-large": 2}}}
+    assert snap["shadow"] == {
+        "index": {"entries": 3, "bytes": 300, "max_bytes": 2000},
+        "routes": {
+            "photo": {
+                "hits": 4,
+                "misses": 4,
+                "stale": 0,
+                "hit_rate": 0.5,  # computed again from the sums
+                "not_stored": {"set-cookie": 3, "private": 1},
+            }
+        },
+    }
+    # A worker that exited: what it counted stays, what its index held does not.
+    retired = Retired()
+    retired.add(states[0])
+    snap = merge(states[1:], started_at=0.0, retired=retired).snapshot(now=1.0)
+    assert snap["storage"] == {"photo": {"stored": 3, "not_stored": {"too-large": 2}}}
+    assert snap["shadow"]["index"] == {"entries": 2, "bytes": 200, "max_bytes": 1000}  # type: ignore[index]
+    assert snap["shadow"]["routes"]["photo"]["hits"] == 4  # type: ignore[index]
