@@ -126,7 +126,35 @@ def stats_tables(stats: Mapping[str, Any]) -> list[Table]:
         routes.add_column(column, justify="left" if column == "route" else "right")
     for name, c in stats["routes"].items():
         routes.add_row(name, *(f"{c[k]:,}" for k in ("hits", "misses", "stale", "bypass")))
-    return [summary, routes]
+    tables = [summary, routes]
+    shadow = stats.get("shadow") or {}
+    if shadow.get("routes"):
+        tables.append(_shadow_table(shadow))
+    return tables
+
+
+def _shadow_table(shadow: Mapping[str, Any]) -> Table:
+    """Shadow routes: what caching would have done (``/stats`` ``shadow``)."""
+    index = shadow["index"]
+    table = Table(
+        title="shadow routes: what caching would have done",
+        caption=f"index {index['entries']:,} entries, {_mib(index['bytes'])} of "
+        f"{_mib(index['max_bytes'])}; its own memory {_mib(index['overhead_bytes'])} of "
+        f"{_mib(index['max_overhead_bytes'])}",
+    )
+    columns = ("route", "hit rate", "hits", "misses", "stale", "saved requests", "saved")
+    for column in (*columns, "not stored"):
+        table.add_column(column, justify="right" if column in columns[1:] else "left")
+    for name, c in shadow["routes"].items():
+        reasons = ", ".join(f"{k} {v:,}" for k, v in c["not_stored"].items()) or "-"
+        table.add_row(
+            name,
+            f"{c['hit_rate']:.1%}",
+            *(f"{c[k]:,}" for k in ("hits", "misses", "stale", "saved_requests")),
+            _mib(c["saved_bytes"]),
+            reasons,
+        )
+    return table
 
 
 def show_stats(control: str, token: str, as_json: bool, console: Console) -> None:

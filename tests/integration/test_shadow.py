@@ -3,14 +3,17 @@ the same traffic gives a route in ``cache`` mode."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from aiohttp.test_utils import TestServer
 from prometheus_client.parser import text_string_to_metric_families
+from rich.console import Console
 from yarl import URL
 
+from proxy.admin import show_stats
 from proxy.config import load_config
 from proxy.server import Sidecache
 from tests.integration.conftest import Clock, Factory, Running
@@ -135,6 +138,21 @@ async def test_a_shadow_answer_says_so_and_comes_from_the_app(
         assert (await r.json())["stats"]["shadow"]["routes"]["photo"] == figures
     async with client.get(proxy.control / "") as r:
         assert 'id="shadow"' in await r.text()  # the dashboard's shadow table
+
+
+async def test_sidecache_stats_shows_the_shadow_routes(
+    sidecache: Factory, client: aiohttp.ClientSession
+) -> None:
+    proxy = await sidecache([{**ROUTE, "mode": "shadow"}])
+    for target in ("/api/photo/1", "/api/photo/1", "/api/photo/2?set-cookie=a%3Db"):
+        async with client.get(proxy.url.join(URL(target))) as r:
+            await r.read()
+    console = Console(record=True, width=160)
+    await asyncio.to_thread(show_stats, str(proxy.control), "", False, console)
+    text = console.export_text()
+    assert "shadow routes: what caching would have done" in text
+    row = next(line for line in text.splitlines() if "photo" in line and "%" in line)
+    assert "33.3%" in row and "set-cookie 1" in row
 
 
 async def test_shadow_metrics_are_exposed(
