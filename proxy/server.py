@@ -37,9 +37,10 @@ from proxy.logwriter import LineWriter
 from proxy.metrics import SharedFigures, make_registry
 from proxy.runtime import Runtime
 from proxy.safety import check_http_stack
+from proxy.shadow import ShadowIndex
 from proxy.shared import SharedTier
 from proxy.stats import Stats
-from proxy.store import MemoryLRUCache
+from proxy.store import SWEEP_BATCH, MemoryLRUCache
 from proxy.tiers import Tiers
 from proxy.upstream import Upstream
 
@@ -81,6 +82,7 @@ class Sidecache:
         self._sites: list[web.BaseSite] = []
         self._sweeper: asyncio.Task[None] | None = None
         self._sampler: asyncio.Task[None] | None = None
+        self._shadow_sweeper: asyncio.Task[None] | None = None
         self._listener: asyncio.Task[None] | None = None
         self._public: GuardedServer | None = None
         self._access_writer: LineWriter | None = None
@@ -182,6 +184,9 @@ class Sidecache:
         loop = asyncio.get_running_loop()
         self._sweeper = loop.create_task(store.sweep_forever(SWEEP_INTERVAL))
         self._sampler = loop.create_task(_sample_forever(self.runtime))
+        self._shadow_sweeper = loop.create_task(
+            _sweep_shadow_forever(proxy.shadow, self.clock, SWEEP_INTERVAL)
+        )
         if shared is not None:
             self._listener = loop.create_task(shared.listen(tiers.purge_local))
         log.info(
@@ -242,7 +247,7 @@ class Sidecache:
             grace = self.config.server.shutdown_grace
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
-        for task in (self._sweeper, self._sampler, self._listener):
+        for task in (self._sweeper, self._sampler, self._shadow_sweeper, self._listener):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -318,6 +323,18 @@ async def _drain(server: GuardedServer, deadline: float) -> None:
     loop = asyncio.get_running_loop()
     while server.requests_in_progress() and (left := deadline - loop.time()) > 0:  # noqa: ASYNC110
         await asyncio.sleep(min(DRAIN_POLL, left))
+
+
+async def _sweep_shadow_forever(
+    shadow: ShadowIndex, clock: Callable[[], float], interval: float
+) -> None:
+    """The shadow index's expired records dropped as the store's entries are
+    (``MemoryLRUCache.sweep_forever``), so that both count ``expired`` alike."""
+    while True:
+        await asyncio.sleep(interval)
+        # Batches bound each pause of the event loop; sleep(0) lets requests run between.
+        while shadow.sweep(clock(), SWEEP_BATCH) == SWEEP_BATCH:  # noqa: ASYNC110
+            await asyncio.sleep(0)
 
 
 async def _sample_forever(runtime: Runtime) -> None:

@@ -193,3 +193,16 @@ def test_the_counted_overhead_is_at_least_the_memory_records_take() -> None:
     f = shadow.figures()
     assert f.entries == 2000
     assert taken <= f.overhead
+
+
+def test_a_sweep_drops_expired_records_and_their_overhead() -> None:
+    shadow = index()
+    for n in (1, 2):
+        request(shadow, n, now=0.0)
+    request(shadow, 3, now=30.0)
+    assert shadow.sweep(now=40.0) == 2  # past ttl and stale_if_error: 10 + 30 s
+    f = shadow.figures()
+    assert (f.entries, f.expired) == (1, 2)
+    one = index()
+    request(one, 3, now=30.0)
+    assert f.overhead == one.figures().overhead  # only the live record's
