@@ -1,7 +1,9 @@
 """``GET /metrics``: the Prometheus text format, via the official client library.
 
-A custom collector reads the same ``Stats`` and store figures as ``/stats`` at
-scrape time, so the two always agree exactly, and no counter is kept twice.
+A custom collector reads the same ``Stats``, store figures and ``/stats``
+sections (``storage``, ``shadow``) as ``/stats`` at scrape time, so the two
+always agree exactly, and no counter is kept twice (the supervisor of several
+workers passes the documents it added up).
 Labels stay bounded: route names (from the config), cache statuses, outcomes
 and eviction reasons; never paths or users.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -20,8 +23,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from proxy.shadow import ShadowIndex
-from proxy.stats import CacheFigures, Histogram, Stats, StorageCounters
+from proxy.stats import CacheFigures, Histogram, Stats
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OUTCOMES = ("HIT", "MISS", "STALE", "BYPASS")
@@ -34,8 +36,8 @@ class StatsCollector(Collector):
         figures: Callable[[], CacheFigures],
         clock: Callable[[], float],
         shared: Callable[[], SharedFigures | None] = lambda: None,
-        storage: Callable[[], Mapping[str, StorageCounters]] = dict,
-        shadow: Callable[[], ShadowIndex | None] = lambda: None,
+        storage: Callable[[], Mapping[str, Any]] = dict,
+        shadow: Callable[[], Mapping[str, Any]] = dict,
     ) -> None:
         self._stats = stats
         self._figures = figures
@@ -123,7 +125,7 @@ class StatsCollector(Collector):
         yield evictions
         yield from _storage(self._storage())
         shadow = self._shadow()
-        if shadow is not None:
+        if shadow:
             yield from _shadow(shadow)
 
         response = HistogramMetricFamily(
@@ -171,7 +173,8 @@ class StatsCollector(Collector):
             yield lat
 
 
-def _storage(storage: Mapping[str, StorageCounters]) -> Iterator[Metric]:
+def _storage(storage: Mapping[str, Any]) -> Iterator[Metric]:
+    """Fills stored or not, from the ``/stats`` ``storage`` section (route -> counts)."""
     stored = CounterMetricFamily(
         "sidecache_stored", "Fills whose answer was stored, by route", labels=["route"]
     )
@@ -181,15 +184,16 @@ def _storage(storage: Mapping[str, StorageCounters]) -> Iterator[Metric]:
         labels=["route", "reason"],
     )
     for name, counters in sorted(storage.items()):
-        stored.add_metric([name], counters.stored)
-        for reason, count in sorted(counters.not_stored.items()):
+        stored.add_metric([name], counters["stored"])
+        for reason, count in sorted(counters["not_stored"].items()):
             not_stored.add_metric([name, reason], count)
     yield stored
     yield not_stored
 
 
-def _shadow(shadow: ShadowIndex) -> Iterator[Metric]:
-    """Shadow routes: what the cache would have done (``proxy.shadow``)."""
+def _shadow(shadow: Mapping[str, Any]) -> Iterator[Metric]:
+    """Shadow routes: what the cache would have done (``proxy.shadow``), from the
+    ``/stats`` ``shadow`` section (one process's, or all workers' added up)."""
     requests = CounterMetricFamily(
         "sidecache_shadow_requests",
         "Requests to shadow routes by what the cache would have done (hit, miss, stale)",
@@ -211,31 +215,33 @@ def _shadow(shadow: ShadowIndex) -> Iterator[Metric]:
     saved_bytes = CounterMetricFamily(
         "sidecache_shadow_saved_bytes", "Body bytes the app would not have sent", labels=["route"]
     )
-    for name, c in sorted(shadow.routes.items()):
-        for outcome, value in (("hit", c.hits), ("miss", c.misses), ("stale", c.stale)):
+    for name, c in sorted(shadow.get("routes", {}).items()):
+        for outcome, value in (("hit", c["hits"]), ("miss", c["misses"]), ("stale", c["stale"])):
             requests.add_metric([name, outcome], value)
-        stored.add_metric([name], c.stored)
-        for reason, count in sorted(c.not_stored.items()):
+        stored.add_metric([name], c["stored"])
+        for reason, count in sorted(c["not_stored"].items()):
             not_stored.add_metric([name, reason], count)
-        saved.add_metric([name], c.saved_requests)
-        saved_bytes.add_metric([name], c.saved_bytes)
+        saved.add_metric([name], c["saved_requests"])
+        saved_bytes.add_metric([name], c["saved_bytes"])
     yield from (requests, stored, not_stored, saved, saved_bytes)
-    f = shadow.figures()
+    f = shadow.get("index")
+    if not f:
+        return
     yield GaugeMetricFamily(
-        "sidecache_shadow_index_entries", "Entries the cache would hold", f.entries
+        "sidecache_shadow_index_entries", "Entries the cache would hold", f["entries"]
     )
     yield GaugeMetricFamily(
-        "sidecache_shadow_index_bytes", "Bytes the cache would hold (of max_bytes)", f.bytes
+        "sidecache_shadow_index_bytes", "Bytes the cache would hold (of max_bytes)", f["bytes"]
     )
     yield GaugeMetricFamily(
         "sidecache_shadow_index_overhead_bytes",
         "Memory of the shadow index's records (no bodies)",
-        f.overhead,
+        f["overhead_bytes"],
     )
     yield GaugeMetricFamily(
         "sidecache_shadow_index_max_overhead_bytes",
         "Bound of the shadow index's records (cache.shadow_index_bytes)",
-        f.max_overhead,
+        f["max_overhead_bytes"],
     )
     evictions = CounterMetricFamily(
         "sidecache_shadow_index_evictions",
@@ -243,10 +249,10 @@ def _shadow(shadow: ShadowIndex) -> Iterator[Metric]:
         "capped (over cache.shadow_index_bytes)",
         labels=["reason"],
     )
-    evictions.add_metric(["size"], f.evictions)
-    evictions.add_metric(["expiry"], f.expired)
-    evictions.add_metric(["purge"], f.purged)
-    evictions.add_metric(["capped"], f.capped)
+    evictions.add_metric(["size"], f["evictions"])
+    evictions.add_metric(["expiry"], f["expired"])
+    evictions.add_metric(["purge"], f["purged"])
+    evictions.add_metric(["capped"], f["capped"])
     yield evictions
 
 
@@ -262,8 +268,8 @@ def make_registry(
     figures: Callable[[], CacheFigures],
     clock: Callable[[], float],
     shared: Callable[[], SharedFigures | None] = lambda: None,
-    storage: Callable[[], Mapping[str, StorageCounters]] = dict,
-    shadow: Callable[[], ShadowIndex | None] = lambda: None,
+    storage: Callable[[], Mapping[str, Any]] = dict,
+    shadow: Callable[[], Mapping[str, Any]] = dict,
 ) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StatsCollector(stats, figures, clock, shared, storage, shadow))

@@ -18,7 +18,7 @@ from proxy.config import Config
 from proxy.dashboard import History, sample
 from proxy.handler import Proxy
 from proxy.shared import SharedTier
-from proxy.stats import Stats
+from proxy.stats import Stats, storage_document
 from proxy.store import MemoryLRUCache
 from proxy.tiers import Tiers
 from proxy.upstream import Upstream
@@ -53,8 +53,6 @@ class Runtime:
         snap = self.stats.snapshot(now=self.clock(), cache=self.store.figures())
         if self.shared is not None:
             snap["shared"] = {**self.shared.figures(), "served": self.stats.shared_hits}
-        snap["storage"] = {
-            name: counters.as_dict() for name, counters in sorted(self.proxy.filler.storage.items())
-        }
+        snap["storage"] = storage_document(self.proxy.filler.storage)
         snap["shadow"] = self.proxy.shadow.snapshot()
         return snap

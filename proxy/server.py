@@ -39,7 +39,7 @@ from proxy.runtime import Runtime
 from proxy.safety import check_http_stack
 from proxy.shadow import ShadowIndex
 from proxy.shared import SharedTier
-from proxy.stats import Stats
+from proxy.stats import Stats, storage_document
 from proxy.store import SWEEP_BATCH, MemoryLRUCache
 from proxy.tiers import Tiers
 from proxy.upstream import Upstream
@@ -142,8 +142,8 @@ class Sidecache:
                 store.figures,
                 self.clock,
                 lambda: _shared_figures(shared),
-                lambda: proxy.filler.storage,
-                lambda: proxy.shadow,
+                lambda: storage_document(proxy.filler.storage),
+                proxy.shadow.snapshot,
             ),
             clock=self.clock,
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import enum
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 # Latency bucket bounds in seconds (Prometheus "le"): fine where hits live (under
@@ -125,6 +126,11 @@ class StorageCounters:
 
     def as_dict(self) -> dict[str, object]:
         return {"stored": self.stored, "not_stored": dict(sorted(self.not_stored.items()))}
+
+
+def storage_document(storage: Mapping[str, StorageCounters]) -> dict[str, dict[str, object]]:
+    """The ``/stats`` ``storage`` section: route -> what became of its fills."""
+    return {name: counters.as_dict() for name, counters in sorted(storage.items())}
 
 
 @dataclass(slots=True)

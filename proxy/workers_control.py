@@ -228,7 +228,14 @@ class WorkersCollector(Collector):
 async def _metrics(request: web.Request) -> web.Response:
     pool = request.app[POOL_KEY]
     merged, states = await pool.merged()
-    registry = make_registry(merged.stats, lambda: merged.cache, pool.clock, lambda: merged.shared)
+    registry = make_registry(
+        merged.stats,
+        lambda: merged.cache,
+        pool.clock,
+        lambda: merged.shared,
+        lambda: merged.storage,
+        lambda: merged.shadow,
+    )
     up = sum(1 for s in states if s is not None)
     registry.register(WorkersCollector(up, len(pool.links), pool.restarts))
     return web.Response(body=render(registry), headers={"Content-Type": CONTENT_TYPE, **NO_STORE})

@@ -116,6 +116,9 @@ async def test_both_workers_answer_on_one_port_and_stats_add_up_exactly(
     assert hits in text
     assert f'sidecache_response_seconds_count{{cache_status="HIT"}} {cache["hits"]}.0' in text
     assert "sidecache_workers_up 2.0" in text
+    # The storage and shadow series too, from the same added-up documents as /stats.
+    assert f'sidecache_stored_total{{route="photo"}} {cache["entries"]}.0' in text
+    assert "sidecache_shadow_index_entries 0.0" in text
 
     assert await control(served, "GET", "/readyz") == (200, "ready\n")
     assert await control(served, "GET", "/healthz") == (200, "ok\n")
