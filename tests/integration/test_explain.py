@@ -75,7 +75,8 @@ async def agree(
     assert got.headers["X-Cache"] == said["outcome"]["x_cache"], said
     if said["decision"]["action"] == "bypass":
         assert f"detail={said['decision']['reason']}" in got.headers["Cache-Status"]
-    line = await access.first(lambda line: access.lines.index(line) >= seen)
+    await access.first(lambda _: len(access.lines) > seen)
+    line = access.lines[seen]
     route = said["route"]["name"] if said["route"] is not None else None
     assert line["route"] == route and line["cache"] == got.headers["X-Cache"]
     return said, got
@@ -184,9 +185,11 @@ async def test_a_vary_variant(
     assert cold["outcome"]["step"] == "fetch" and cold["entry"] is None
     said, _ = await agree(client, proxy, access, target, english)
     assert said["outcome"]["step"] == "serve"
-    assert said["entry"]["key_digest"] == said["vary"]["variant_digest"] == cold["vary"][
-        "variant_digest"
-    ]
+    assert (
+        said["entry"]["key_digest"]
+        == said["vary"]["variant_digest"]
+        == cold["vary"]["variant_digest"]
+    )
     assert said["vary"]["variant_digest"] != bare["vary"]["variant_digest"]
     other, _ = await agree(client, proxy, access, target, french)
     assert other["outcome"]["step"] == "fetch"
@@ -203,3 +206,96 @@ async def test_no_route_and_a_refused_host(
     async with client.get(proxy.control / "explain", params=params) as r:
         refused = await r.json()
     assert refused["decision"] == {"action": "refuse", "reason": "unknown or malformed host"}
+
+
+async def test_header_values_are_never_shown_nor_logged(
+    sidecache: Factory,
+    client: aiohttp.ClientSession,
+    access: AccessLines,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)  # before the start: the handler reads it then
+    proxy = await sidecache(ROUTES)
+    secrets = {"Authorization": SECRET, "Cookie": "session=tOpSeCrEt-cookie"}
+    texts: list[str] = []
+    for target in ("/api/photo/6", "/files/6", "/api/photo/6"):
+        params = [("url", target), ("h", f"Host: {host(proxy)}")]
+        params += [("h", f"{name}: {value}") for name, value in secrets.items()]
+        async with client.get(proxy.control / "explain", params=params) as r:
+            assert r.status == 200
+            texts.append(await r.text())
+        await real(client, proxy, target, secrets)
+    # Wrong questions: the error names the parameter, never what it held.
+    for wrong in (SECRET, f"Bad Name: {SECRET}", f"X-A: {SECRET}\r\nX-B: b"):
+        async with client.get(proxy.control / "explain", params={"url": "/", "h": wrong}) as r:
+            assert r.status == 400
+            texts.append(await r.text())
+    await access.first(lambda _: len(access.lines) == 3)
+    assert '"credentials":' in texts[0] and "authorization" in texts[0]
+    logged = [record.getMessage() for record in caplog.records]
+    for text in (*texts, *access.messages, *logged):
+        assert "tOpSeCrEt" not in text
+
+
+async def test_explain_changes_no_counter_and_no_lru_order(
+    sidecache: Factory,
+    client: aiohttp.ClientSession,
+    access: AccessLines,
+    upstream: TestServer,
+) -> None:
+    # Room for two 10 kB entries, not three: the third evicts the least recent.
+    proxy = await sidecache(ROUTES, cache={"max_bytes": 25_000, "max_object_bytes": 20_000})
+    first, second, third = (f"/api/photo/{n}?size=10000" for n in (7, 8, 9))
+    for target in (first, second):
+        await real(client, proxy, target)
+
+    async def stats() -> dict[str, Any]:
+        async with client.get(proxy.control / "stats") as r:
+            data: dict[str, Any] = await r.json()
+        data.pop("uptime_s")
+        return data
+
+    before = await stats()
+    for _ in range(3):  # a lookup would make ``first`` the most recent
+        said = await explain(client, proxy, first)
+        assert said["outcome"]["x_cache"] == "HIT"
+    assert await stats() == before
+    await real(client, proxy, third)
+    evicted = await explain(client, proxy, first)
+    assert evicted["outcome"]["step"] == "fetch" and evicted["entry"] is None
+    kept = await explain(client, proxy, second)
+    assert kept["outcome"]["x_cache"] == "HIT"
+    await agree(client, proxy, access, first)
+    assert upstream.app[HITS][f"GET {first}"] == 2
+
+
+async def test_explain_takes_the_purge_token_when_one_is_set(
+    sidecache: Factory, client: aiohttp.ClientSession
+) -> None:
+    proxy = await sidecache(ROUTES, control={"token": "s3cret"})
+    url = proxy.control.with_path("/explain").with_query(url="/api/photo/1")
+    for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "s3cret"}):
+        async with client.get(url, headers=headers) as r:
+            assert r.status == 401
+            assert "WWW-Authenticate" in r.headers
+    said = await explain(client, proxy, "/api/photo/1", token="s3cret")
+    assert said["outcome"]["x_cache"] == "MISS"
+    # The token on the control port is not the request's: not among its headers.
+    assert said["request"]["headers"] == ["host"]
+
+
+async def test_without_a_host_the_public_listen_address_is_assumed(
+    sidecache: Factory, client: aiohttp.ClientSession
+) -> None:
+    proxy = await sidecache(ROUTES)
+    url = proxy.control.with_path("/explain").with_query(url="/api/photo/1")
+    async with client.get(url) as r:
+        said = await r.json()
+    assert said["request"]["host_from"] == "listen"
+    listen = proxy.runtime.config.listen
+    assert said["key"]["host"] == f"{listen.host}:{listen.port}"
+    absolute = "http://photos.example:8080/api/photo/1"
+    async with client.get(proxy.control / "explain", params={"url": absolute}) as r:
+        said = await r.json()
+    assert said["request"]["host_from"] == "url" and said["key"]["host"] == "photos.example:8080"
+    assert said["key"]["target"] == "/api/photo/1"
