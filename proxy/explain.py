@@ -161,7 +161,13 @@ async def explain(runtime: Runtime, question: Question) -> dict[str, Any]:
     match decision:
         case Bypass():
             doc["decision"] = _bypass_doc(decision)
-            doc["outcome"] = {"x_cache": "BYPASS", "reason": decision.reason.value}
+            reason = decision.reason.value
+            doc["outcome"] = {
+                "x_cache": "BYPASS",
+                "step": "tunnel" if decision.reason is BypassReason.UPGRADE else "forward",
+                "reason": reason,
+                "why": f"sent to the app as it is (Cache-Status: fwd=bypass; detail={reason})",
+            }
             doc["key"] = None
             doc["entry"] = None
         case Lookup():
