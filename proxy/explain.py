@@ -391,6 +391,4 @@ def lifetime_rule(entry: StoredResponse, route: RouteConfig) -> dict[str, Any]:
     rule = "ttl" if a.basis is Basis.DEFAULT else a.basis.value
     if a.directives.no_cache:
         rule, why = "no-cache", "the app's no-cache: revalidated before every use"
-    elif a.basis is Basis.DEFAULT and entry.origin_lifetime:
-        rule = "origin"
     return {"rule": rule, "why": why, "fresh_for_s": given}
