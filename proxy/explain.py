@@ -201,7 +201,7 @@ def _route_doc(runtime: Runtime, route: RouteConfig | None, path: str | None) ->
     match = runtime.proxy.routes.match(path) if path is not None else None
     return {
         "name": route.name,
-        "index": next(i for i, r in enumerate(runtime.config.routes) if r is route),
+        "index": next((i for i, r in enumerate(runtime.proxy.config.routes) if r is route), None),
         "match": route.match,
         "params": dict(match.params) if match is not None and match.route is route else {},
         "why": f"the first route whose match template fits {path}"
@@ -321,8 +321,10 @@ def _outcome(step: OnLookup, fill: bool) -> dict[str, Any]:
                 "while one background refresh runs",
             }
         case Revalidate():
+            # The app decides: its 304 makes the answer a hit on the refreshed entry.
             return {
                 "x_cache": "MISS",
+                "x_cache_if_304": "HIT",
                 "step": "revalidate",
                 "why": "the entry is stale: a conditional request with its validators; "
                 "a 304 refreshes it, an error may serve it within stale-if-error" + joins,

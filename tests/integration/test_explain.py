@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestServer
 from yarl import URL
 
 from tests.integration.conftest import AccessLines, Clock, Factory, Running
-from tests.integration.upstream_app import HITS
+from tests.integration.upstream_app import HITS, TAGS
 
 ROUTES: list[dict[str, Any]] = [
     {"name": "photo", "match": "/api/photo/{id}", "ttl": "5m", "credentials": "per-user"},
@@ -122,6 +122,27 @@ async def test_a_stale_entry_within_stale_while_revalidate(
     assert entry["fresh_for_s"] == -5 and entry["stale_while_revalidate_s"] == 30
     assert entry["stale_while_revalidate_left_s"] == 25
     assert entry["validators"]["etag"] == '"r1"' and entry["lifetime"]["rule"] == "ttl"
+
+
+async def test_a_stale_entry_past_its_windows_is_revalidated(
+    sidecache: Factory, client: aiohttp.ClientSession, access: AccessLines, upstream: TestServer
+) -> None:
+    clock = Clock()
+    proxy = await sidecache(ROUTES, clock=clock)
+    await real(client, proxy, "/swr/validated/2")
+    clock.now += 45  # past 10 s of ttl and 30 s of stale-while-revalidate
+    said = await explain(client, proxy, "/swr/validated/2")
+    assert said["outcome"]["step"] == "revalidate" and said["entry"]["state"] == "expired"
+    # The app's answer decides: 304, the refreshed entry is a hit.
+    got = await real(client, proxy, "/swr/validated/2")
+    assert got.headers["X-Cache"] == said["outcome"]["x_cache_if_304"] == "HIT"
+    assert "fwd=stale; fwd-status=304" in got.headers["Cache-Status"]
+    clock.now += 45
+    upstream.app[TAGS]["2"] = '"r2"'  # changed: the app answers 200
+    said = await explain(client, proxy, "/swr/validated/2")
+    assert said["outcome"]["step"] == "revalidate"
+    got = await real(client, proxy, "/swr/validated/2")
+    assert got.headers["X-Cache"] == said["outcome"]["x_cache"] == "MISS"
 
 
 async def test_authorization_on_routes_that_do_and_do_not_take_credentials(
