@@ -278,6 +278,8 @@ async def test_explain_asks_every_worker(workers: tuple[Served, Path]) -> None:
     host = f"h=Host:127.0.0.1:{served.public}"
     assert (await control(served, "GET", f"/explain?url=/api/photo/1&{host}", token="no"))[0] == 401
     assert (await control(served, "GET", "/explain?h=X"))[0] == 400
+    # Each worker's unauthenticated one is on its private socket only.
+    assert (await control(served, "GET", f"/_worker/explain?url=/api/photo/1&{host}"))[0] == 404
     status, said = await control(served, "GET", f"/explain?url=/api/photo/1&{host}")
     assert status == 200
     assert said["route"]["name"] == "photo" and said["decision"]["action"] == "lookup"
