@@ -320,3 +320,17 @@ async def test_without_a_host_the_public_listen_address_is_assumed(
         said = await r.json()
     assert said["request"]["host_from"] == "url" and said["key"]["host"] == "photos.example:8080"
     assert said["key"]["target"] == "/api/photo/1"
+
+
+async def test_a_range_miss_is_forwarded_and_a_range_hit_served(
+    sidecache: Factory, client: aiohttp.ClientSession, access: AccessLines
+) -> None:
+    proxy = await sidecache(ROUTES)
+    part = {"Range": "bytes=0-9"}
+    said, got = await agree(client, proxy, access, "/api/photo/10", part)
+    assert said["outcome"]["step"] == "forward" and "range" in said["outcome"]["why"]
+    assert "detail=range" in got.headers["Cache-Status"]
+    assert said["decision"]["range"].startswith("a stored entry answers the range")
+    await real(client, proxy, "/api/photo/10")
+    said, got = await agree(client, proxy, access, "/api/photo/10", part)
+    assert got.status == 206 and said["outcome"]["step"] == "serve"
