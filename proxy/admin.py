@@ -1,4 +1,4 @@
-"""``sidecache stats`` and ``sidecache purge``: the control port from a terminal.
+"""``sidecache stats``, ``purge`` and ``explain``: the control port from a terminal.
 
 Tables for people (rich), ``--json`` for scripts. The control URL and token come
 from flags, else ``$SIDECACHE_CONTROL_URL`` / ``$SIDECACHE_CONTROL_TOKEN``.
@@ -12,10 +12,11 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 DEFAULT_CONTROL_URL = "http://127.0.0.1:9090"
 # A /stats answer is a few KiB; a URL that streams something else is cut here.
@@ -206,3 +207,112 @@ def purge(
     else:
         what = path or (f"route {route}" if route else "everything")
         console.print(f"purged {result['purged']} entries ({what})")
+
+
+def explain(
+    control: str,
+    token: str,
+    url: str,
+    *,
+    headers: list[str],
+    method: str,
+    peer: str | None,
+    as_json: bool,
+    console: Console,
+) -> None:
+    """``GET /explain`` for ``url`` with ``headers`` (``Name: value`` each), printed."""
+    if not url.strip():
+        raise AdminUsageError("URL is empty (an unset variable?)")
+    for number, line in enumerate(headers, start=1):
+        if ":" not in line:
+            raise AdminUsageError(f"-H number {number} must be 'Name: value'")
+    params = [("url", url), ("method", method), *(("h", line) for line in headers)]
+    if peer:
+        params.append(("peer", peer))
+    said = call(control, "/explain?" + urlencode(params), token=token)
+    try:
+        table = explain_table(said)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise AdminError(
+            f"{control_url(control)}/explain answered JSON that is not sidecache's ({NOT_CONTROL})"
+        ) from None
+    if as_json:
+        console.print_json(data=said)
+        return
+    console.print(table)
+
+
+def explain_table(said: Mapping[str, Any]) -> Table:
+    request, decision, outcome = said["request"], said["decision"], said["outcome"]
+    # Text, not markup: a path or an ETag may hold "[...]".
+    table = Table(title=Text(f"{request['method']} {request['url']}"), show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    key = said.get("key") or {}
+    rows = [("headers", ", ".join(request["headers"]) or "-")]
+    if "path" in said:
+        path = said["path"]
+        rows.append(("path", path["normalised"] or f"{path['raw']} (ambiguous)"))
+    route = said.get("route")
+    if route is not None:
+        params = ", ".join(f"{k}={v}" for k, v in route["params"].items())
+        rows.append(
+            ("route", f"{route['name']} (match {route['match']}{'; ' + params if params else ''})")
+        )
+    elif "route" in said:
+        rows.append(("route", "none"))
+    rows.append(("decision", f"{decision['action']}: {decision['reason']}"))
+    if decision.get("why"):
+        rows.append(("", decision["why"]))
+    if decision.get("credentials"):
+        rows.append(("credentials", decision["credentials"]))
+    if key:
+        parts = [f"host {key['host']}", f"target {key['target']}"]
+        parts += [f"vary {', '.join(key['vary'])}"] if key["vary"] else []
+        parts += ["credentials digest"] if key["credentials"] else []
+        rows.append(("key", f"{key['digest'][:16]}… ({'; '.join(parts)})"))
+    rows.append(("outcome", f"{outcome['x_cache'] or '-'} ({outcome.get('step', '-')})"))
+    rows.append(("", outcome["why"]))
+    entries = [("entry", said["entry"])] if said.get("entry") else []
+    for worker in said.get("workers", []):
+        if not worker["up"]:
+            rows.append((f"worker {worker['index']}", "not answering"))
+            continue
+        got = worker["outcome"]
+        rows.append((f"worker {worker['index']}", f"{got['x_cache']} ({got.get('step', '-')})"))
+        if worker.get("entry"):
+            entries.append((f"worker {worker['index']} entry", worker["entry"]))
+    if not entries and decision["action"] == "lookup":
+        rows.append(("entry", "none stored"))
+    for label, entry in entries:
+        rows.extend(_entry_rows(label, entry))
+    for label, value in rows:
+        table.add_row(label, Text(value))
+    return table
+
+
+def _entry_rows(label: str, entry: Mapping[str, Any]) -> list[tuple[str, str]]:
+    fresh = entry["fresh_for_s"]
+    freshness = f"fresh for {fresh:,.0f} s" if fresh > 0 else f"stale for {-fresh:,.0f} s"
+    validators = entry["validators"]
+    lifetime = entry["lifetime"]
+    return [
+        (label, f"{entry['tier']}, status {entry['status']}, {entry['state']}"),
+        ("", f"age {entry['age_s']} s, {freshness}"),
+        (
+            "",
+            f"stale-while-revalidate {entry['stale_while_revalidate_s']:g} s "
+            f"({entry['stale_while_revalidate_left_s']:g} left), stale-if-error "
+            f"{entry['stale_if_error_s']:g} s ({entry['stale_if_error_left_s']:g} left)",
+        ),
+        (
+            "",
+            f"ETag {validators['etag'] or '-'}, Last-Modified {validators['last_modified'] or '-'}",
+        ),
+        (
+            "",
+            f"{entry['size']['body_bytes']:,} bytes ({entry['size']['charged_bytes']:,} charged)"
+            + (f", Vary {', '.join(entry['vary'])}" if entry["vary"] else ""),
+        ),
+        ("lifetime", f"{lifetime['rule']}: {lifetime['why']}"),
+    ]

@@ -99,6 +99,36 @@ def build_parser() -> argparse.ArgumentParser:
             admin.add_argument("--route", help="every entry of this route")
             admin.add_argument("--all", action="store_true", help="everything")
 
+    explain = sub.add_parser(
+        "explain", help="what a running instance would do with a request now, and why"
+    )
+    explain.add_argument(
+        "url", help="a path (/api/photo/12) or an absolute URL (its host is the Host)"
+    )
+    explain.add_argument(
+        "-H",
+        "--header",
+        action="append",
+        default=[],
+        metavar="'Name: value'",
+        help="a request header (repeatable); values are never shown",
+    )
+    explain.add_argument("-X", "--method", default="GET", help="the request method (GET)")
+    explain.add_argument(
+        "--peer", help="the client address the public port would see (for trusted_proxies)"
+    )
+    explain.add_argument(
+        "--control",
+        default=os.environ.get("SIDECACHE_CONTROL_URL", "http://127.0.0.1:9090"),
+        help="control URL (default: $SIDECACHE_CONTROL_URL, else http://127.0.0.1:9090)",
+    )
+    explain.add_argument(
+        "--token",
+        default=os.environ.get("SIDECACHE_CONTROL_TOKEN", ""),
+        help="control token (default: $SIDECACHE_CONTROL_TOKEN)",
+    )
+    explain.add_argument("--json", action="store_true", help="JSON output, for scripts")
+
     load = sub.add_parser("loadtest", help="simulate a crowd scrolling galleries against a URL")
     load.add_argument(
         "url", type=_http_url, help="the target, e.g. http://127.0.0.1:8080 (sidecache)"
@@ -251,12 +281,23 @@ def _load(path_flag: str | None) -> Config:
 def _admin(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from proxy.admin import AdminError, AdminUsageError, purge, show_stats
+    from proxy.admin import AdminError, AdminUsageError, explain, purge, show_stats
 
     console = Console()
     try:
         if args.command == "stats":
             show_stats(args.control, args.token, args.json, console)
+        elif args.command == "explain":
+            explain(
+                args.control,
+                args.token,
+                args.url,
+                headers=args.header,
+                method=args.method,
+                peer=args.peer,
+                as_json=args.json,
+                console=console,
+            )
         else:
             purge(
                 args.control,
@@ -356,7 +397,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "loadtest":
             return _loadtest(args)
-        if args.command in ("stats", "purge"):
+        if args.command in ("stats", "purge", "explain"):
             return _admin(args)
     except (ConfigError, DatabaseURLError, UnsafeHTTPStack) as exc:
         print(f"sidecache: {exc}", file=sys.stderr)

@@ -15,8 +15,10 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
+from proxy.config import Address
 from proxy.dashboard import latency_ms, series, top_routes
 from proxy.dashboard_page import PAGE
+from proxy.explain import Question, explain, read_question
 from proxy.keys import normalise_path
 from proxy.metrics import CONTENT_TYPE, render
 from proxy.runtime import Runtime
@@ -38,6 +40,7 @@ def build_control_app(runtime: Runtime) -> web.Application:
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_post("/purge", _purge)
+    app.router.add_get("/explain", _explain)
     app.on_response_prepare.append(name_server)
     return app
 
@@ -191,3 +194,34 @@ async def _purge(request: web.Request) -> web.Response:
     if kind == "route" and value is not None and not knows_route(runtime, value):
         return no_such_route(value)
     return json_answer({"purged": await runtime.tiers.purge(kind, value)})
+
+
+def explain_question(request: web.Request, listen: Address) -> Question | web.Response:
+    """The request ``/explain`` asks about, or the 400 answer (which names the
+    wrong parameter, never a header value)."""
+    query = request.query
+    question = read_question(
+        query.getall("url", []),
+        query.getall("method", []),
+        query.getall("h", []),
+        query.getall("peer", []),
+        listen,
+    )
+    if isinstance(question, str):
+        return json_answer({"error": question}, 400)
+    return question
+
+
+async def _explain(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME_KEY]
+    if not authorised(request, runtime.config.control.token):
+        return unauthorised()
+    return await explained(request, runtime)
+
+
+async def explained(request: web.Request, runtime: Runtime) -> web.Response:
+    """``/explain`` once authorised (the supervisor's ``/_worker/explain`` too)."""
+    question = explain_question(request, runtime.config.listen)
+    if isinstance(question, web.Response):
+        return question
+    return json_answer(await explain(runtime, question))

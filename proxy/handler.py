@@ -110,6 +110,20 @@ class FastHit(NamedTuple):
     started: float  # time.perf_counter() when the request was read
 
 
+class Explained(NamedTuple):
+    """``Proxy.explain``: the decision (None: refused with ``400``, ``target`` then
+    says why), and for a lookup the in-process entry, the key it is (or would be)
+    stored under, the ``Vary`` names learned for it and the flow's next step."""
+
+    decision: Decision | None
+    target: str
+    now: float
+    entry: StoredResponse | None = None
+    key: str | None = None
+    vary: tuple[str, ...] | None = None
+    step: OnLookup | None = None
+
+
 # Requests whose plain-hit decision is remembered (``Proxy.fast_hit``), each at most
 # FAST_MEMO_HEAD bytes of target and headers: at most about 2 MB, dropped whole
 # when full like the memo below, and on every reload.
@@ -289,17 +303,39 @@ class Proxy:
         return decision, target
 
     def _find(
-        self, key: str, headers: CIMultiDictProxy[str], now: float
+        self,
+        key: str,
+        headers: CIMultiDictProxy[str],
+        now: float,
+        get: Callable[[str, float], StoredResponse | None] | None = None,
     ) -> tuple[StoredResponse | None, str, tuple[str, ...] | None]:
         """The in-process entry for the lookup of ``key``, the key it is (or would be)
-        stored under, and the app's ``Vary`` names learned for ``key`` (None: none)."""
+        stored under, and the app's ``Vary`` names learned for ``key`` (None: none).
+        ``get`` replaces the store's ``lookup`` (``explain`` peeks)."""
+        lookup = self._lookup if get is None else get
         vary = self._vary_spec(key)
         if vary is None:
-            return self._lookup(key, now), key, None
+            return lookup(key, now), key, None
         variant = variant_of(key, vary, headers)
         # An answer stored without Vary (under the base key) suits every client,
         # e.g. the identity one beside an implicit gzip variant.
-        return self._lookup(variant, now) or self._lookup(key, now), variant, vary
+        return lookup(variant, now) or lookup(key, now), variant, vary
+
+    def explain(
+        self, method: str, raw: str, headers: CIMultiDictProxy[str], remote: str | None
+    ) -> Explained:
+        """What ``__call__`` would decide on this request now (``/explain``), changing
+        nothing: the same ``_classify`` and ``_find``, then ``flow.on_lookup``, with
+        the in-process entry peeked at (no recency bump, no expiry, no counters)."""
+        decision, target = self._classify(method, raw, headers, HttpVersion11, False, remote)
+        now = self.clock()
+        if not isinstance(decision, Lookup):
+            return Explained(decision, target, now)
+        entry, key, vary = self._find(decision.key, headers, now, self.tiers.local.peek)
+        if vary is not None:
+            decision = decision._replace(learned=vary)
+        step = on_lookup(entry, decision, headers, now)
+        return Explained(decision, target, now, entry, key, vary, step)
 
     def fast_hit(
         self,

@@ -24,7 +24,7 @@ from aiocache import RedisCache
 from aiocache.serializers import BaseSerializer
 from redis.exceptions import RedisError
 
-from proxy.breaker import Breaker
+from proxy.breaker import Breaker, BreakerState
 from proxy.entry import StoredResponse
 from proxy.envelope import EnvelopeError, decode, encode
 from proxy.keys import loose_path
@@ -127,6 +127,21 @@ class SharedTier:
         elif ok:
             self.misses += 1
         return ok, entry
+
+    async def peek(self, key: str) -> tuple[bool, StoredResponse | None]:
+        """``lookup`` that changes nothing (``/explain``): no counters, no latency, and
+        the breaker neither asked (which may move it to half-open) nor told; while it
+        is not closed the tier is not asked at all. (answered, entry) as ``lookup``."""
+        if self.breaker.state is not BreakerState.CLOSED:
+            return False, None
+        try:
+            async with asyncio.timeout(self.timeout):
+                data = await self.cache.get(self.hashed(key))
+                if data is None:
+                    return True, None
+                return True, decode(data, mono_now=self.clock(), wall_now=self.wall())
+        except (TimeoutError, RedisError, OSError, EnvelopeError):
+            return False, None
 
     async def put(self, entry: StoredResponse) -> bool:
         """Store ``entry`` until its last usable instant, indexed by path, by the

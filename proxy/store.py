@@ -77,6 +77,11 @@ class MemoryLRUCache(BaseCache):  # type: ignore[misc]  # aiocache is untyped
     def lookup(self, key: str, now: float) -> StoredResponse | None:
         return self._lru.get(key, now)
 
+    def peek(self, key: str, now: float) -> StoredResponse | None:
+        """``lookup`` that changes nothing: no recency bump, no expiry, no counters
+        (``/explain``)."""
+        return self._lru.peek(key, now)
+
     def store(self, entry: StoredResponse, now: float, since: Epoch | None = None) -> bool:
         """Keep ``entry`` until its ``stale_until``; False if it can never fit, or if
         a purge touched its path or route after ``since`` (``purge_epoch()`` taken

@@ -9,7 +9,9 @@ TCP port. On that socket, besides the usual control endpoints, it answers:
 - ``GET /_worker/state``: its counters, histograms and store figures, whole
   (``proxy.merge``), for the supervisor's ``/stats``, ``/metrics`` and dashboard;
 - ``POST /_worker/purge`` ``{"kind", "value", "shared"}``: an in-process purge
-  (with ``shared``, the shared tier's too), already validated by the supervisor.
+  (with ``shared``, the shared tier's too), already validated by the supervisor;
+- ``GET /_worker/explain?...``: ``/explain`` of this worker, already authorised by
+  the supervisor.
 
 It writes ``ready`` on stdout once both sites listen. SIGTERM/SIGINT drain it as
 they drain a single process, SIGHUP reloads (the file, then its share); the end
@@ -28,7 +30,7 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from proxy.config import Address, Config, ConfigError, load_config
-from proxy.control import RUNTIME_KEY, build_control_app, json_answer, knows_route
+from proxy.control import RUNTIME_KEY, build_control_app, explained, json_answer, knows_route
 from proxy.merge import figures_document, shared_document, stats_document
 from proxy.runtime import Runtime
 from proxy.safety import UnsafeHTTPStack
@@ -104,11 +106,16 @@ async def _purge(request: web.Request) -> web.Response:
     return json_answer({"purged": purged, "known": known})
 
 
+async def _explain(request: web.Request) -> web.Response:
+    return await explained(request, request.app[RUNTIME_KEY])
+
+
 def private_app(runtime: Runtime) -> web.Application:
     """The control app, plus what only the supervisor asks; on the private socket."""
     app = build_control_app(runtime)
     app.router.add_get("/_worker/state", _state)
     app.router.add_post("/_worker/purge", _purge)
+    app.router.add_get("/_worker/explain", _explain)
     return app
 
 

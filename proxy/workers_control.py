@@ -9,6 +9,10 @@ which asks every worker and answers for all of them:
   single process's; ``/stats`` also lists the workers (``workers``);
 - ``/purge``: validated and authorised here, then every worker's in-process tier,
   then (one worker) the shared tier; the answer is the sum;
+- ``/explain``: validated and authorised here, then asked of every worker: what
+  the request decides is the same in each (one config), what it finds is not
+  (each has its own cache), so the answer has each worker's ``outcome`` and
+  ``entry``, and a top-level ``outcome`` only when they all agree;
 - ``/readyz``: ready when every worker is; ``/healthz``: the supervisor answers.
 
 None of the workers' own endpoints is reachable from the public control port.
@@ -41,6 +45,7 @@ from proxy.control import (
     MAX_CONTROL_BODY,
     authorised,
     dashboard,
+    explain_question,
     json_answer,
     name_server,
     no_such_route,
@@ -164,6 +169,7 @@ def build_workers_control_app(pool: Pool) -> web.Application:
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_post("/purge", _purge)
+    app.router.add_get("/explain", _explain)
     app.on_response_prepare.append(name_server)
     return app
 
@@ -292,3 +298,43 @@ async def _purge(request: web.Request) -> web.Response:
             {"error": f"worker {names} did not answer: purge again", "purged": purged}, 503
         )
     return json_answer({"purged": purged})
+
+
+# What each worker answers for itself in ``/explain``: the rest is the same in all.
+_PER_WORKER = ("outcome", "entry", "vary", "shared_tier")
+
+
+async def _explain(request: web.Request) -> web.Response:
+    pool = request.app[POOL_KEY]
+    if not authorised(request, pool.config.control.token):
+        return unauthorised()
+    question = explain_question(request, pool.config.listen)
+    if isinstance(question, web.Response):
+        return question
+    path = "/_worker/explain?" + request.rel_url.raw_query_string
+    answers = await asyncio.gather(*(link.call("GET", path) for link in pool.links))
+    doc: dict[str, Any] | None = None
+    workers: list[dict[str, Any]] = []
+    for link, answer in zip(pool.links, answers, strict=True):
+        if answer is None or answer[0] != 200:
+            workers.append({"index": link.index, "up": False})
+            continue
+        said: dict[str, Any] = json.loads(answer[1])
+        workers.append({"index": link.index, "up": True, **{k: said.get(k) for k in _PER_WORKER}})
+        if doc is None:
+            doc = {k: v for k, v in said.items() if k not in _PER_WORKER}
+    if doc is None:
+        return json_answer({"error": "no worker answered: explain again"}, 503)
+    outcomes = {json.dumps(w["outcome"], sort_keys=True) for w in workers if w["up"]}
+    doc["outcome"] = (
+        next(w["outcome"] for w in workers if w["up"])
+        if len(outcomes) == 1
+        else {
+            "x_cache": None,
+            "why": "the workers differ (each has its own cache): the next request gets "
+            "the outcome of the worker its connection goes to",
+        }
+    )
+    doc["entry"] = None
+    doc["workers"] = workers
+    return json_answer(doc)

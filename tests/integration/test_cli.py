@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import sys
@@ -241,3 +242,30 @@ async def test_loadtest_says_when_its_target_is_not_a_url() -> None:
     code, _out, err = await run("loadtest", "not-a-url", "--no-progress")
     assert code == 2
     assert "argument url: 'not-a-url' is not an http(s) URL" in err and "cannot read" not in err
+
+
+async def test_explain_prints_what_the_next_request_gets(
+    sidecache: Factory, client: aiohttp.ClientSession
+) -> None:
+    proxy = await sidecache(control={"token": "s3cret"})
+    await fill(client, proxy, 1)
+    host = f"Host: 127.0.0.1:{proxy.url.port}"
+    base = ("--control", str(proxy.control), "--token", "s3cret")
+    code, out, err = await run(
+        "explain", "/api/photo/1", "-H", host, "-H", "Authorization: Bearer tOpSeCrEt", *base
+    )
+    assert code == 0, err
+    assert "GET /api/photo/1" in out and "photo (match /api/photo/{id}; id=1)" in out
+    assert "HIT (serve)" in out and "memory, status 200, fresh" in out
+    assert "ttl: the route's ttl" in out and "authorization, host" in out
+    assert "tOpSeCrEt" not in out + err
+    code, out, err = await run("explain", "/api/photo/2", "-H", host, "--json", *base)
+    assert code == 0, err
+    said = json.loads(out)
+    assert said["outcome"]["x_cache"] == "MISS" and said["entry"] is None
+    code, out, err = await run("explain", "/api/photo/1", "-X", "DELETE", "-H", host, *base)
+    assert code == 0 and "BYPASS (forward)" in out and "bypass: method" in out
+    code, _out, err = await run("explain", "/api/photo/1", "-H", "tOpSeCrEt", *base)
+    assert code == 2 and "'Name: value'" in one_line(err) and "tOpSeCrEt" not in err
+    code, _out, err = await run("explain", "/api/photo/1", "--control", str(proxy.control))
+    assert code == 1 and "401" in one_line(err)

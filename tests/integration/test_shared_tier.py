@@ -23,6 +23,7 @@ from aiohttp.test_utils import TestServer
 
 from proxy.breaker import Breaker, BreakerState
 from proxy.entry import StoredResponse
+from proxy.keys import build_key
 from proxy.shared import SharedTier
 from proxy.stats import Stats
 from proxy.store import MemoryLRUCache
@@ -462,3 +463,32 @@ async def test_a_fill_finished_between_the_lookup_and_the_lock_is_not_fetched_ag
     finally:
         await other.close()
         await shared.close()
+
+
+async def test_explain_reads_the_shared_tier_without_changing_it(
+    namespace: str, sidecache: Factory, client: aiohttp.ClientSession
+) -> None:
+    shared = {"shared": {"url": REDIS_URL, "namespace": namespace}}
+    a, b = [await sidecache(cache=shared) for _ in range(2)]
+    headers = {"Host": "photos.example"}
+    async with client.get(a.url / "api/photo/1", headers=headers) as r:
+        assert r.headers["X-Cache"] == "MISS"
+    tier_b = b.runtime.shared
+    assert tier_b is not None
+    key = build_key("photo", "photos.example", "/api/photo/1")
+    async with asyncio.timeout(10):
+        while (await tier_b.peek(key))[1] is None:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)  # the write-through follows the response: no event
+    before = (b.runtime.snapshot(), b.runtime.store.figures().entries)
+    params = {"url": "/api/photo/1", "h": "Host: photos.example"}
+    async with client.get(b.control / "explain", params=params) as r:
+        said = await r.json()
+    assert said["outcome"]["x_cache"] == "HIT" and "shared tier" in said["outcome"]["why"]
+    assert said["shared_tier"] == {"answered": True, "found": True}
+    assert said["entry"]["tier"] == "shared"
+    assert said["entry"]["key_digest"] == said["key"]["digest"] == SharedTier.hashed(key)
+    after = (b.runtime.snapshot(), b.runtime.store.figures().entries)
+    before[0].pop("uptime_s"), after[0].pop("uptime_s")
+    assert after == before and after[1] == 0  # no counter moved, nothing kept in-process
+    async with client.get(b.url / "api/photo/1", headers=headers) as r:
+        assert r.headers["X-Cache"] == "HIT" and "detail=shared" in r.headers["Cache-Status"]

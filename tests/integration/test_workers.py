@@ -317,3 +317,27 @@ async def test_a_public_port_taken_by_another_program_is_a_clear_error(
             _, err = await proc.communicate()
     assert proc.returncode == 1
     assert err.decode().strip().splitlines()[-1] == "sidecache: Address already in use"
+
+
+async def test_explain_asks_every_worker(workers: tuple[Served, Path]) -> None:
+    served, _ = workers
+    base = f"http://127.0.0.1:{served.public}"
+    await asyncio.gather(*(fresh_get(f"{base}/api/photo/1") for _ in range(CONNECTIONS)))
+    host = f"h=Host:127.0.0.1:{served.public}"
+    assert (await control(served, "GET", f"/explain?url=/api/photo/1&{host}", token="no"))[0] == 401
+    assert (await control(served, "GET", "/explain?h=X"))[0] == 400
+    # Each worker's unauthenticated one is on its private socket only.
+    assert (await control(served, "GET", f"/_worker/explain?url=/api/photo/1&{host}"))[0] == 404
+    status, said = await control(served, "GET", f"/explain?url=/api/photo/1&{host}")
+    assert status == 200
+    assert said["route"]["name"] == "photo" and said["decision"]["action"] == "lookup"
+    assert said["outcome"]["x_cache"] == "HIT"  # cached in both
+    assert [(w["index"], w["outcome"]["x_cache"]) for w in said["workers"]] == [
+        (0, "HIT"),
+        (1, "HIT"),
+    ]
+    assert all(w["entry"]["key_digest"] == said["key"]["digest"] for w in said["workers"])
+    _, cold = await control(served, "GET", f"/explain?url=/api/photo/2&{host}")
+    assert cold["outcome"]["step"] == "fetch"
+    assert [w["entry"] for w in cold["workers"]] == [None, None]
+    assert await stop_gracefully(served.proc) == 0
