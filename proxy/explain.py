@@ -283,6 +283,21 @@ async def _lookup_doc(
         "found_under": None if entry is None else "variant" if entry.key != lookup.key else "key",
     }
     step: OnLookup = explained.step
+    if explained.shadow:
+        # Forwarded as it is; what the cache would do is what the route counts.
+        would = _outcome(step, False)
+        doc["decision"]["shadow"] = "mode: shadow: forwarded, and counted as the cache would do"
+        doc["shared_tier"] = None
+        doc["outcome"] = {
+            "x_cache": "BYPASS",
+            "step": "forward",
+            "reason": "shadow",
+            "why": "a shadow route: sent to the app as it is (Cache-Status: fwd=bypass; "
+            "detail=shadow)",
+            "would_be": would,
+        }
+        doc["entry"] = None if entry is None else _entry_doc(entry, route, now, "shadow index")
+        return doc
     tier = "memory" if entry is not None else None
     shared: dict[str, Any] | None = None
     fill = runtime.coalescer.get(key) is not None

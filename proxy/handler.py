@@ -122,6 +122,9 @@ class Explained(NamedTuple):
     key: str | None = None
     vary: tuple[str, ...] | None = None
     step: OnLookup | None = None
+    # A shadow route's: the entry and step are the shadow index's (what the cache
+    # would do); the request itself is forwarded.
+    shadow: bool = False
 
 
 # Requests whose plain-hit decision is remembered (``Proxy.fast_hit``), each at most
@@ -331,6 +334,13 @@ class Proxy:
         now = self.clock()
         if not isinstance(decision, Lookup):
             return Explained(decision, target, now)
+        if decision.route.mode == "shadow":
+            record, learned = self.shadow.peek(decision.key, headers, now)
+            key = decision.key if learned is None else variant_of(decision.key, learned, headers)
+            if learned is not None:
+                decision = decision._replace(learned=learned)
+            step = on_lookup(record, decision, headers, now)
+            return Explained(decision, target, now, record, key, learned, step, shadow=True)
         entry, key, vary = self._find(decision.key, headers, now, self.tiers.local.peek)
         if vary is not None:
             decision = decision._replace(learned=vary)

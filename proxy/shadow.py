@@ -322,17 +322,28 @@ class ShadowIndex:
 
     # -- internals -------------------------------------------------------------------
 
-    def _find(
+    def peek(
         self, key: str, headers: RequestHeaders, now: float
     ) -> tuple[StoredResponse | None, tuple[str, ...] | None]:
+        """``_find`` that changes nothing (no recency bump, no expiry): ``/explain``."""
+        return self._find(key, headers, now, self._lru.peek)
+
+    def _find(
+        self,
+        key: str,
+        headers: RequestHeaders,
+        now: float,
+        get: Callable[[str, float], StoredResponse | None] | None = None,
+    ) -> tuple[StoredResponse | None, tuple[str, ...] | None]:
         """As ``handler.Proxy._find``: the record for ``key``, or for its variant."""
+        lookup = self._lru.get if get is None else get
         spec = self._vary.get(key)
         if spec is None:
-            return self._lru.get(key, now), None
+            return lookup(key, now), None
         vary = spec[0]
         assert isinstance(vary, tuple)
         variant = variant_of(key, vary, headers)
-        return self._lru.get(variant, now) or self._lru.get(key, now), vary
+        return lookup(variant, now) or lookup(key, now), vary
 
     def _stands_in(self, stale: StoredResponse | None, route: RouteConfig, now: float) -> bool:
         return stale is not None and usable_on_error(stale, route, now)

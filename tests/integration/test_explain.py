@@ -342,3 +342,22 @@ async def test_a_range_miss_is_forwarded_and_a_range_hit_served(
     await real(client, proxy, "/api/photo/10")
     said, got = await agree(client, proxy, access, "/api/photo/10", part)
     assert got.status == 206 and said["outcome"]["step"] == "serve"
+
+
+async def test_a_shadow_route_is_forwarded_and_says_what_the_cache_would_do(
+    sidecache: Factory, client: aiohttp.ClientSession, access: AccessLines
+) -> None:
+    proxy = await sidecache([{**ROUTES[0], "mode": "shadow"}])
+    target = "/api/photo/5?cache-control=max-age%3D60"
+    cold, got = await agree(client, proxy, access, target)
+    assert cold["outcome"]["x_cache"] == "BYPASS" and cold["outcome"]["reason"] == "shadow"
+    assert "detail=shadow" in got.headers["Cache-Status"]
+    assert cold["outcome"]["would_be"]["x_cache"] == "MISS" and cold["entry"] is None
+    again, got = await agree(client, proxy, access, target)
+    assert got.headers["X-Cache"] == "BYPASS"
+    # The shadow index now holds what the cache would have stored: a hit, were it on.
+    assert again["outcome"]["would_be"]["x_cache"] == "HIT"
+    assert again["entry"]["tier"] == "shadow index" and again["entry"]["status"] == 200
+    assert again["key"] == cold["key"]
+    counted = proxy.runtime.snapshot()["shadow"]["routes"]["photo"]  # type: ignore[index]
+    assert (counted["hits"], counted["misses"]) == (1, 1)  # the explains counted nothing
