@@ -147,6 +147,7 @@ class WorkerState:
     cache: CacheFigures
     shared: SharedFigures | None
     draining: bool
+    rss: int | None = None  # resident bytes; None: unknown (or a worker that did not say)
 
     @classmethod
     def from_document(cls, doc: Mapping[str, Any]) -> WorkerState:
@@ -163,6 +164,7 @@ class WorkerState:
                 _histogram(shared),
             ),
             draining=bool(doc["draining"]),
+            rss=None if doc.get("rss") is None else int(doc["rss"]),
         )
 
 
@@ -233,6 +235,13 @@ def merge(
         if state.shared is not None:
             shared.append(state.shared)
     return Merged(total, add_figures(figures), merge_shared(shared))
+
+
+def total_rss(own: int | None, workers: Iterable[WorkerState | None]) -> int | None:
+    """The resident memory of the supervisor (``own``) and of the workers that
+    answered, added up: they share the cgroup's limit. None if none is known."""
+    known = [r for r in (own, *(s.rss for s in workers if s is not None)) if r is not None]
+    return sum(known) if known else None
 
 
 def merge_shared(many: list[SharedFigures]) -> SharedFigures | None:
