@@ -317,7 +317,7 @@ class CacheConfig(BaseModel):
         raw = data.get("max_bytes") if isinstance(data, dict) else None
         if isinstance(raw, str) and is_percentage(raw):
             size, name = _memory_base(raw, info)
-            cache._max_bytes_from = f"{raw.strip()} of {name} ({mib(size)})"
+            cache._max_bytes_from = f"{''.join(raw.split())} of {name} ({mib(size)})"
         return cache
 
     @property
@@ -744,6 +744,8 @@ def _translate(exc: ValidationError, data: object) -> str:
         "int_type": "is not a whole number",
         "int_from_float": "is not a whole number",
         "string_type": "is not a string",
+        "bool_parsing": "is not true or false",
+        "bool_type": "is not true or false",
         "greater_than": f"must be greater than {ctx.get('gt')}",
         "greater_than_equal": f"must be {ctx.get('ge')} or more",
         "less_than_equal": f"must be {ctx.get('le')} or less",

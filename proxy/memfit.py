@@ -113,8 +113,11 @@ class MemoryPlan:
         """The one-line reason to refuse this config, or None if it fits."""
         if self.fits or self.limit is None:
             return None
+        limit = mib(self.limit)
+        if limit == mib(self.total):  # over by less than the rounding shows
+            limit = f"{limit} ({self.limit} bytes, {self.total - self.limit} short)"
         return (
-            f"memory: {self.sum_text()} > the cgroup memory limit {mib(self.limit)}: lower "
+            f"memory: {self.sum_text()} > the cgroup memory limit {limit}: lower "
             "cache.max_bytes, upstream.max_connections or cache.max_object_bytes, or set "
             "cache.allow_overcommit: true"
         )
