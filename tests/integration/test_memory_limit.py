@@ -27,7 +27,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from proxy.config import parse_config
+from proxy.config import load_config, parse_config
 from proxy.memfit import PROCESS_OVERHEAD, Machine
 from proxy.server import Sidecache
 from tests.integration.conftest import stop_gracefully
@@ -88,9 +88,6 @@ async def test_stats_and_metrics_report_rss_the_limit_and_the_headroom(
         assert metric(text, "sidecache_memory_headroom_bytes") is not None
 
 
-# -- real processes ----------------------------------------------------------------------
-
-
 def config_text(upstream_port: int, cache: str, connections: int = 50) -> str:
     return f"""
 listen: 127.0.0.1:0
@@ -100,6 +97,32 @@ cache: {cache}
 routes:
   - {{name: photo, match: "/api/photo/{{id}}", ttl: 5m}}
 """
+
+
+async def test_a_reload_that_would_not_fit_is_refused_and_a_percentage_follows_the_limit(
+    tmp_path: Path, upstream: TestServer
+) -> None:
+    path = tmp_path / "sidecache.yaml"
+    fits = "{max_bytes: 25%, max_object_bytes: 4MiB}"
+    path.write_text(config_text(upstream.port, fits, connections=4))
+    machine = Machine(cgroup_limit=LIMIT, physical=None)
+    instance = Sidecache(load_config(path, machine=machine), str(path), machine=machine)
+    await instance.start()
+    try:
+        runtime = instance.runtime
+        assert runtime is not None
+        assert runtime.store.figures().max_bytes == LIMIT // 4
+        path.write_text(config_text(upstream.port, "{max_bytes: 128MiB}"))  # 992 MiB in all
+        assert instance.reload() is False
+        assert runtime.config.cache.max_bytes == LIMIT // 4  # the old config stays
+        path.write_text(config_text(upstream.port, "{max_bytes: 128MiB, allow_overcommit: true}"))
+        assert instance.reload() is True
+        assert runtime.store.figures().max_bytes == 128 * MIB
+    finally:
+        await instance.stop(grace=1.0)
+
+
+# -- real processes ----------------------------------------------------------------------
 
 
 async def start(argv: list[str], config: Path) -> asyncio.subprocess.Process:
