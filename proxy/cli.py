@@ -332,7 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             machine = read_machine()
             config = load_config(path, machine=machine)
             for line in memory_lines(config, machine.cgroup_limit):
-                logging.getLogger("proxy.memory").info("memory: %s", line)
+                logging.getLogger("proxy.memfit").info("memory: %s", line)
             from proxy.server import run_loop, serve
 
             if config.server.workers > 1:

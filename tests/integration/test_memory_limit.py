@@ -99,7 +99,7 @@ routes:
 """
 
 
-async def test_a_reload_that_would_not_fit_is_refused_and_a_percentage_follows_the_limit(
+async def test_a_reload_that_would_not_fit_is_refused_unless_overcommit_is_allowed(
     tmp_path: Path, upstream: TestServer
 ) -> None:
     path = tmp_path / "sidecache.yaml"
