@@ -774,7 +774,7 @@ def parse_config(
     machine: Machine | None = None,
 ) -> Config:
     """Validate already-loaded YAML data. A percentage of memory is resolved against
-    ``machine``, else against this machine (read only if there is one)."""
+    ``machine``, else against this machine (read only when one is used)."""
     env = os.environ if environ is None else environ
     if data is None:
         raise ConfigError(f"{source}: the config is empty (it needs at least upstream.url)")
