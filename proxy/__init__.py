@@ -1,7 +1,8 @@
 """sidecache: a caching reverse proxy that runs as a sidecar beside a web application.
 
 The package is split into a pure core (``config``, ``routes``, ``keys``, ``policy``,
-``flow``, ``answer``, ``ranges``, ``lru``, ``stats``, ``entry``) that imports neither
+``flow``, ``answer``, ``ranges``, ``lru``, ``stats``, ``entry``, ``cgroup``,
+``memfit``) that imports neither
 aiohttp nor asyncio, and an I/O edge (``handler``, ``fill``, ``passthrough``,
 ``tiers``, ``store``, ``shared``, ``upstream``, ``coalesce``, ``control``,
 ``server``, ``cli``) that drives it. A request travels::

@@ -120,6 +120,14 @@ def stats_tables(stats: Mapping[str, Any]) -> list[Table]:
         ("upstream in flight / queued", f"{upstream['in_flight']} / {upstream['queued']}"),
         ("coalesced / rejected", f"{upstream['coalesced']:,} / {upstream.get('rejected', 0):,}"),
     ]  # fmt: skip
+    memory = stats.get("memory")  # absent from an older release's answer
+    if memory is not None and memory["rss_bytes"] is not None:
+        limit = memory["limit_bytes"]
+        rows.append((
+            "resident memory",
+            f"{_mib(memory['rss_bytes'])}, no limit" if limit is None else
+            f"{_mib(memory['rss_bytes'])} of {_mib(limit)} ({_mib(memory['headroom_bytes'])} left)",
+        ))  # fmt: skip
     for label, value in rows:
         summary.add_row(label, value)
     routes = Table(title="routes")

@@ -22,11 +22,14 @@ from proxy.config import (
     ConfigError,
     format_routes,
     load_config,
+    memory_lines,
     parse_duration,
     resolve_config_path,
     route_warnings,
 )
 from proxy.demo import DEMO_PHOTOS, DatabaseUnavailable, DatabaseURLError
+from proxy.machine import read_machine
+from proxy.memfit import Machine
 from proxy.safety import UnsafeHTTPStack
 
 if TYPE_CHECKING:
@@ -274,8 +277,9 @@ def _app_options(args: argparse.Namespace, port: int, host: str) -> UpstreamOpti
     )
 
 
-def _load(path_flag: str | None) -> Config:
-    return load_config(resolve_config_path(path_flag, os.environ))
+def _load(path_flag: str | None) -> tuple[Config, Machine]:
+    machine = read_machine()
+    return load_config(resolve_config_path(path_flag, os.environ), machine=machine), machine
 
 
 def _admin(args: argparse.Namespace) -> int:
@@ -357,14 +361,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         if args.command == "check":
-            config = _load(args.config)
+            config, machine = _load(args.config)
             print(format_routes(config))
+            for n, line in enumerate(memory_lines(config, machine.cgroup_limit)):
+                print(f"{'memory' if n == 0 else '':<10}{line}")
             for warning in route_warnings(config):
                 print(f"sidecache: warning: {warning}", file=sys.stderr)
             return 0
         if args.command == "serve":
             path = resolve_config_path(args.config, os.environ)
-            config = load_config(path)
+            machine = read_machine()
+            config = load_config(path, machine=machine)
+            for line in memory_lines(config, machine.cgroup_limit):
+                logging.getLogger("proxy.memfit").info("memory: %s", line)
             from proxy.server import run_loop, serve
 
             if config.server.workers > 1:

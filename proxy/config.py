@@ -14,7 +14,7 @@ import math
 import os
 import re
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -25,6 +25,8 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -33,6 +35,15 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from proxy.keys import IPNetwork, normalise_host
+from proxy.memfit import (
+    Machine,
+    MemoryPlan,
+    is_percentage,
+    mib,
+    parse_percentage,
+    plan_memory,
+    share_of,
+)
 from proxy.routes import TemplateError, compile_template, shadowed
 
 DEFAULT_CONFIG_PATH = "config/sidecache.yaml"
@@ -253,13 +264,70 @@ class SharedConfig(BaseModel):
         return value
 
 
+def _machine(info: ValidationInfo) -> Machine:
+    """The machine a percentage of memory is resolved against: the one given to
+    ``parse_config``, else this one, read once per config."""
+    context = info.context
+    if isinstance(context, dict) and callable(context.get("machine")):
+        machine = context["machine"]()
+        assert isinstance(machine, Machine)
+        return machine
+    from proxy.machine import read_machine
+
+    return read_machine()
+
+
+def _memory_base(value: str, info: ValidationInfo) -> tuple[int, str]:
+    base = _machine(info).base
+    if base is None:
+        raise _fail(
+            value,
+            "cannot be resolved: neither a cgroup memory limit nor the physical memory is "
+            "known here; give a size (e.g. '1GiB')",
+        )
+    return base
+
+
+def _budget(value: object, info: ValidationInfo) -> int:
+    """A size, or a percentage of the cgroup memory limit (else of physical memory)."""
+    if not isinstance(value, str) or not is_percentage(value):
+        return _size(value)
+    try:
+        percent = parse_percentage(value)
+    except ValueError as exc:
+        raise PydanticCustomError("sidecache", str(exc)) from None
+    return share_of(_memory_base(value, info)[0], percent)
+
+
 class CacheConfig(BaseModel):
     model_config = _FROZEN
-    max_bytes: Size = 1024**3
+    max_bytes: Annotated[int, BeforeValidator(_budget), Field(gt=0)] = 1024**3
     max_object_bytes: Size = 16 * 1024**2
     shared: SharedConfig | None = None
     # The shadow index's own memory (its records without bodies, ``proxy.shadow``).
     shadow_index_bytes: Size = 64 * 1024**2
+    # Start even if the budget, the processes and the fills in flight may need
+    # more than the cgroup memory limit (``proxy.memfit``).
+    allow_overcommit: bool = False
+    # ``max_bytes`` as written when it is a percentage: "60% of the cgroup memory
+    # limit (1024MiB)", for ``sidecache check`` and the log.
+    _max_bytes_from: str | None = PrivateAttr(None)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _remember_percentage(
+        cls, data: object, handler: ModelWrapValidatorHandler[CacheConfig], info: ValidationInfo
+    ) -> CacheConfig:
+        cache = handler(data)
+        raw = data.get("max_bytes") if isinstance(data, dict) else None
+        if isinstance(raw, str) and is_percentage(raw):
+            size, name = _memory_base(raw, info)
+            cache._max_bytes_from = f"{''.join(raw.split())} of {name} ({mib(size)})"
+        return cache
+
+    @property
+    def max_bytes_from(self) -> str | None:
+        return self._max_bytes_from
 
     @model_validator(mode="after")
     def _object_fits(self) -> CacheConfig:
@@ -700,6 +768,8 @@ def _translate(exc: ValidationError, data: object) -> str:
         "int_type": "is not a whole number",
         "int_from_float": "is not a whole number",
         "string_type": "is not a string",
+        "bool_parsing": "is not true or false",
+        "bool_type": "is not true or false",
         "greater_than": f"must be greater than {ctx.get('gt')}",
         "greater_than_equal": f"must be {ctx.get('ge')} or more",
         "less_than_equal": f"must be {ctx.get('le')} or less",
@@ -721,9 +791,14 @@ def _format_number(value: float) -> float | int:
 
 
 def parse_config(
-    data: object, *, source: str = "<config>", environ: Mapping[str, str] | None = None
+    data: object,
+    *,
+    source: str = "<config>",
+    environ: Mapping[str, str] | None = None,
+    machine: Machine | None = None,
 ) -> Config:
-    """Validate already-loaded YAML data."""
+    """Validate already-loaded YAML data. A percentage of memory is resolved against
+    ``machine``, else against this machine (read only when one is used)."""
     env = os.environ if environ is None else environ
     if data is None:
         raise ConfigError(f"{source}: the config is empty (it needs at least upstream.url)")
@@ -736,9 +811,52 @@ def parse_config(
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     try:
-        return Config.model_validate(substituted)
+        return Config.model_validate(substituted, context={"machine": _once(machine)})
     except ValidationError as exc:
         raise ConfigError(f"{source}: {_translate(exc, substituted)}") from None
+
+
+def _once(machine: Machine | None) -> Callable[[], Machine]:
+    found: list[Machine] = [] if machine is None else [machine]
+
+    def get() -> Machine:
+        if not found:
+            from proxy.machine import read_machine
+
+            found.append(read_machine())
+        return found[0]
+
+    return get
+
+
+def memory_plan(config: Config, limit: int | None) -> MemoryPlan:
+    """What ``config`` may need at most, against the cgroup memory ``limit``."""
+    return plan_memory(
+        max_bytes=config.cache.max_bytes,
+        max_object_bytes=config.cache.max_object_bytes,
+        max_connections=config.upstream.max_connections,
+        workers=config.server.workers,
+        limit=limit,
+    )
+
+
+def memory_lines(config: Config, limit: int | None) -> list[str]:
+    """The budget as resolved and the memory it may need, as ``check`` prints them."""
+    lines: list[str] = []
+    if config.cache.max_bytes_from is not None:
+        lines.append(
+            f"cache.max_bytes {config.cache.max_bytes_from} = {config.cache.max_bytes} bytes "
+            f"({mib(config.cache.max_bytes)})"
+        )
+    return [*lines, memory_plan(config, limit).describe()]
+
+
+def check_memory(config: Config, limit: int | None, *, source: str = "<config>") -> None:
+    """Refuse a config that may need more than the cgroup memory ``limit``, unless
+    ``cache.allow_overcommit`` says to run anyway."""
+    refusal = memory_plan(config, limit).refusal()
+    if refusal is not None and not config.cache.allow_overcommit:
+        raise ConfigError(f"{source}: {refusal}")
 
 
 class _Refused(Exception):
@@ -807,11 +925,13 @@ def load_config(
     *,
     resolve_hosts: bool = True,
     text: str | None = None,
+    machine: Machine | None = None,
 ) -> Config:
     """Read, substitute and validate a YAML config file. ``resolve_hosts`` looks up
     the listen host names (a blocking DNS query when they are names, not addresses);
     a reload turns it off: listen addresses only change on restart. ``text``: the
-    file's content, already read (``read_config_text``); messages still name ``path``."""
+    file's content, already read (``read_config_text``); messages still name ``path``.
+    Percentages of memory and the memory check use ``machine``, by default this one."""
     source = str(path)
     if text is None:
         text = read_config_text(path)
@@ -824,13 +944,18 @@ def load_config(
         problem = getattr(exc, "problem", None) or str(exc)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         raise ConfigError(f"{source}: invalid YAML{where}: {problem}") from None
-    config = parse_config(data, source=source, environ=environ)
+    if machine is None:
+        from proxy.machine import read_machine
+
+        machine = read_machine()
+    config = parse_config(data, source=source, environ=environ, machine=machine)
     for key, address in (("listen", config.listen), ("control.listen", config.control.listen)):
         if resolve_hosts and not _resolves(address.host):
             raise ConfigError(
                 f"{source}: {key}: {str(address)!r}: the host name does not resolve (expected "
                 "an IP address such as '0.0.0.0', localhost, or a name this machine resolves)"
             )
+    check_memory(config, machine.cgroup_limit, source=source)
     return config
 
 

@@ -33,6 +33,7 @@ from proxy.flow import (
     Stored,
     on_response,
 )
+from proxy.memfit import STREAM_WINDOW
 from proxy.pacing import BodyCopy, SlowClient
 from proxy.policy import Lookup, NoStore, build_entry
 from proxy.stats import Stats, StorageCounters
@@ -43,10 +44,6 @@ if TYPE_CHECKING:
     from proxy.config import Config
 
 log = logging.getLogger(__name__)
-
-# Unread bytes a relay may hold before the upstream read waits for its client:
-# bounds memory per streaming response.
-STREAM_WINDOW = 1024 * 1024
 
 
 class Filler:

@@ -168,6 +168,7 @@ class WorkerState:
     # Its ``/stats`` ``storage`` and ``shadow`` sections, as documents.
     storage: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     shadow: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    rss: int | None = None  # resident bytes; None: unknown (or a worker that did not say)
 
     @classmethod
     def from_document(cls, doc: Mapping[str, Any]) -> WorkerState:
@@ -186,6 +187,7 @@ class WorkerState:
             draining=bool(doc["draining"]),
             storage=dict(doc.get("storage") or {}),
             shadow=dict(doc.get("shadow") or {}),
+            rss=None if doc.get("rss") is None else int(doc["rss"]),
         )
 
 
@@ -284,6 +286,13 @@ def merge(
         add_documents(storage),
         add_documents(shadow),
     )
+
+
+def total_rss(own: int | None, workers: Iterable[WorkerState | None]) -> int | None:
+    """The resident memory of the supervisor (``own``) and of the workers that
+    answered, added up: they share the cgroup's limit. None if none is known."""
+    known = [r for r in (own, *(s.rss for s in workers if s is not None)) if r is not None]
+    return sum(known) if known else None
 
 
 def merge_shared(many: list[SharedFigures]) -> SharedFigures | None:

@@ -263,6 +263,26 @@ class SharedFigures:
     latency: Histogram
 
 
+class MemoryCollector(Collector):
+    """RSS, the cgroup memory limit and the headroom between them, read at scrape
+    time (``proxy.memfit.memory_figures``); the limit and the headroom are absent
+    when there is no limit."""
+
+    def __init__(self, figures: Callable[[], dict[str, int | None]]) -> None:
+        self._figures = figures
+
+    def collect(self) -> Iterator[Metric]:
+        f = self._figures()
+        for name, key, text in (
+            ("sidecache_memory_rss_bytes", "rss_bytes", "Resident set size of the process(es)"),
+            ("sidecache_memory_limit_bytes", "limit_bytes", "The cgroup memory limit"),
+            ("sidecache_memory_headroom_bytes", "headroom_bytes", "The limit less the RSS"),
+        ):
+            value = f[key]
+            if value is not None:
+                yield GaugeMetricFamily(name, text, value)
+
+
 def make_registry(
     stats: Stats,
     figures: Callable[[], CacheFigures],
@@ -280,4 +300,4 @@ def render(registry: CollectorRegistry) -> bytes:
     return generate_latest(registry)
 
 
-__all__ = ["CONTENT_TYPE", "Histogram", "make_registry", "render"]
+__all__ = ["CONTENT_TYPE", "Histogram", "MemoryCollector", "make_registry", "render"]

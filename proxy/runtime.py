@@ -17,6 +17,8 @@ from proxy.coalesce import Coalescer
 from proxy.config import Config
 from proxy.dashboard import History, sample
 from proxy.handler import Proxy
+from proxy.machine import rss_bytes
+from proxy.memfit import memory_figures
 from proxy.shared import SharedTier
 from proxy.stats import Stats, storage_document
 from proxy.store import MemoryLRUCache
@@ -37,6 +39,8 @@ class Runtime:
     history: History = field(default_factory=History)
     # Set on stop: /readyz answers 503 while in-flight requests finish.
     draining: bool = False
+    # The cgroup memory limit, read at start and on reload; None: no limit.
+    memory_limit: int | None = None
 
     @property
     def store(self) -> MemoryLRUCache:
@@ -49,10 +53,14 @@ class Runtime:
     def take_sample(self) -> None:
         self.history.add(sample(self.stats, self.store.figures(), self.clock()))
 
+    def memory(self) -> dict[str, int | None]:
+        return memory_figures(rss_bytes(), self.memory_limit)
+
     def snapshot(self) -> dict[str, object]:
         snap = self.stats.snapshot(now=self.clock(), cache=self.store.figures())
         if self.shared is not None:
             snap["shared"] = {**self.shared.figures(), "served": self.stats.shared_hits}
         snap["storage"] = storage_document(self.proxy.filler.storage)
         snap["shadow"] = self.proxy.shadow.snapshot()
+        snap["memory"] = self.memory()
         return snap

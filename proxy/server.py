@@ -34,7 +34,9 @@ from proxy.control import build_control_app
 from proxy.guard import GuardedServer
 from proxy.handler import Proxy
 from proxy.logwriter import LineWriter
-from proxy.metrics import SharedFigures, make_registry
+from proxy.machine import read_machine
+from proxy.memfit import Machine
+from proxy.metrics import MemoryCollector, SharedFigures, make_registry
 from proxy.runtime import Runtime
 from proxy.safety import check_http_stack
 from proxy.shadow import ShadowIndex
@@ -68,11 +70,15 @@ class Sidecache:
         reuse_port: bool | None = None,
         control_socket: str | None = None,
         control_app: Callable[[Runtime], web.Application] = build_control_app,
+        machine: Machine | None = None,
     ) -> None:
         """``reuse_port``, ``control_socket`` and ``control_app`` are for a worker of
         several (``proxy.worker``): the public port shared with SO_REUSEPORT, the
-        control app on a private Unix socket instead of ``control.listen``."""
+        control app on a private Unix socket instead of ``control.listen``.
+        ``machine``: the memory limit to report, by default this machine's (read at
+        start and on each reload)."""
         self.config = config
+        self._machine = machine
         self.clock = clock
         self.config_path = config_path
         self._reuse_port = reuse_port
@@ -146,7 +152,9 @@ class Sidecache:
                 proxy.shadow.snapshot,
             ),
             clock=self.clock,
+            memory_limit=(self._machine or read_machine()).cgroup_limit,
         )
+        self.runtime.metrics.register(MemoryCollector(self.runtime.memory))
 
         # The low-level Server takes the protocol options itself (ServerRunner
         # ignores them). aiohttp's own access log costs about half of a hit's
@@ -212,11 +220,13 @@ class Sidecache:
             return False
         try:
             # On the event loop (a signal handler): no DNS lookups.
-            new = load_config(self.config_path, resolve_hosts=False)
+            machine = self._machine or read_machine()
+            new = load_config(self.config_path, resolve_hosts=False, machine=machine)
         except ConfigError as exc:
             log.error("reload failed, keeping the current config: %s", exc)
             return False
         self.apply(new)
+        self.runtime.memory_limit = machine.cgroup_limit
         return True
 
     def apply(self, new: Config) -> None:

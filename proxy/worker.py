@@ -31,6 +31,7 @@ from aiohttp import web
 
 from proxy.config import Address, Config, ConfigError, load_config
 from proxy.control import RUNTIME_KEY, build_control_app, explained, json_answer, knows_route
+from proxy.machine import rss_bytes
 from proxy.merge import figures_document, shared_document, stats_document
 from proxy.runtime import Runtime
 from proxy.safety import UnsafeHTTPStack
@@ -77,6 +78,7 @@ def worker_state(runtime: Runtime) -> dict[str, object]:
     shared = runtime.shared
     return {
         "pid": os.getpid(),
+        "rss": rss_bytes(),
         "stats": stats_document(runtime.stats),
         "cache": figures_document(runtime.store.figures()),
         "shared": None

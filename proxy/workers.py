@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from proxy.config import Address, Config, ConfigError, load_config, read_config_text
+from proxy.machine import read_machine
 from proxy.server import CUT_TIMEOUT, stop_signals
 from proxy.worker import READY
 from proxy.workers_control import Pool, WorkerLink, build_workers_control_app
@@ -163,6 +164,7 @@ class Supervisor:
             for i in range(config.server.workers)
         ]
         self.pool = Pool(config, [s.link for s in self._slots], self.clock(), self.clock)
+        self.pool.memory_limit = read_machine().cgroup_limit
         started = await asyncio.gather(
             *(self._launch(slot) for slot in self._slots), return_exceptions=True
         )
@@ -270,7 +272,8 @@ class Supervisor:
         try:
             text = read_config_text(self.config_path)
             # On the event loop (a signal handler): no DNS lookups.
-            new = load_config(self.config_path, resolve_hosts=False, text=text)
+            machine = read_machine()
+            new = load_config(self.config_path, resolve_hosts=False, text=text, machine=machine)
             self._keep_config(text)
         except (ConfigError, OSError) as exc:
             log.error("reload failed, keeping the current config: %s", exc)
@@ -283,6 +286,7 @@ class Supervisor:
         self.config = new
         if self.pool is not None:
             self.pool.config = new
+            self.pool.memory_limit = machine.cgroup_limit
         for slot in self._slots:
             if slot.ready and slot.process is not None and slot.process.returncode is None:
                 slot.process.send_signal(signal.SIGHUP)

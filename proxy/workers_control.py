@@ -53,8 +53,10 @@ from proxy.control import (
     unauthorised,
 )
 from proxy.dashboard import History, latency_ms, sample, series, top_routes
-from proxy.merge import Merged, Retired, WorkerState, merge
-from proxy.metrics import CONTENT_TYPE, make_registry, render
+from proxy.machine import rss_bytes
+from proxy.memfit import memory_figures
+from proxy.merge import Merged, Retired, WorkerState, merge, total_rss
+from proxy.metrics import CONTENT_TYPE, MemoryCollector, make_registry, render
 
 # A worker that takes longer than this to answer its supervisor counts as away.
 PRIVATE_TIMEOUT = 5.0
@@ -126,6 +128,8 @@ class Pool:
     history: History = field(default_factory=History)
     draining: bool = False
     restarts: int = 0
+    # The cgroup memory limit all the processes share; None: no limit.
+    memory_limit: int | None = None
 
     # Each worker's last report, by slot; and what exited workers had counted.
     last: dict[int, WorkerState] = field(default_factory=dict)
@@ -147,6 +151,13 @@ class Pool:
         states = await self.states()
         live = (s for s in states if s is not None)
         return merge(live, self.started_at, self.retired), states
+
+    def memory(self, states: list[WorkerState | None]) -> dict[str, int | None]:
+        """The supervisor's RSS and its workers', against the limit they share."""
+        return memory_figures(total_rss(rss_bytes(), states), self.memory_limit)
+
+    def snapshot(self, merged: Merged, states: list[WorkerState | None]) -> dict[str, object]:
+        return {**merged.snapshot(self.clock()), "memory": self.memory(states)}
 
     async def sample_forever(self) -> None:
         """One dashboard sample a second, of all workers together."""
@@ -189,6 +200,7 @@ def _workers(states: list[WorkerState | None]) -> list[dict[str, object]]:
                 "requests": c.hits + c.misses + c.stale + c.bypass,
                 "entries": state.cache.entries,
                 "bytes": state.cache.bytes,
+                "rss_bytes": state.rss,
             }
         )
     return out
@@ -197,15 +209,15 @@ def _workers(states: list[WorkerState | None]) -> list[dict[str, object]]:
 async def _stats(request: web.Request) -> web.Response:
     pool = request.app[POOL_KEY]
     merged, states = await pool.merged()
-    return json_answer({**merged.snapshot(pool.clock()), "workers": _workers(states)})
+    return json_answer({**pool.snapshot(merged, states), "workers": _workers(states)})
 
 
 async def _dashboard_data(request: web.Request) -> web.Response:
     pool = request.app[POOL_KEY]
-    merged, _ = await pool.merged()
+    merged, states = await pool.merged()
     return json_answer(
         {
-            "stats": merged.snapshot(pool.clock()),
+            "stats": pool.snapshot(merged, states),
             "series": series(pool.history),
             "latency": latency_ms(pool.history),
             "routes": top_routes(merged.stats),
@@ -244,6 +256,7 @@ async def _metrics(request: web.Request) -> web.Response:
     )
     up = sum(1 for s in states if s is not None)
     registry.register(WorkersCollector(up, len(pool.links), pool.restarts))
+    registry.register(MemoryCollector(lambda: pool.memory(states)))
     return web.Response(body=render(registry), headers={"Content-Type": CONTENT_TYPE, **NO_STORE})
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import sys
 
 import aiohttp
@@ -163,6 +164,8 @@ async def test_admin_stats_and_purge_commands(
     assert code == 0 and json.loads(out)["cache"]["hits"] == 1
     code, out, _ = await run_cli("stats", "--control", control)
     assert code == 0 and "hit rate" in out and "photo" in out
+    if sys.platform.startswith("linux"):
+        assert re.search(r"resident memory\W+[\d.,]+ MiB", out), out
     code, _, err = await run_cli("purge", "/api/photo/1", "--control", control)
     assert code == 1 and "401" in err  # the token is required
     code, out, _ = await run_cli("purge", "/api/photo/1", "--control", control, "--token", "t0ken")

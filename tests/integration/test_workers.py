@@ -20,6 +20,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
+from proxy.machine import read_machine
 from proxy.workers import MAX_RESTARTS
 from tests.integration.conftest import ROOT, stop_gracefully
 from tests.integration.test_lifecycle import PHOTO, Served, serving
@@ -125,6 +126,26 @@ async def test_both_workers_answer_on_one_port_and_stats_add_up_exactly(
     # The workers' private endpoints are not on the control port.
     assert (await control(served, "GET", "/_worker/state"))[0] == 404
     assert (await control(served, "POST", "/_worker/purge", json={}))[0] == 404
+    assert await stop_gracefully(served.proc) == 0
+
+
+async def test_memory_is_the_supervisor_and_its_workers_against_one_limit(
+    workers: tuple[Served, Path],
+) -> None:
+    served, _ = workers
+    status, stats = await control(served, "GET", "/stats")
+    assert status == 200
+    memory, each = stats["memory"], [w["rss_bytes"] for w in stats["workers"]]
+    assert all(rss > 0 for rss in each)
+    # One reading of every process: the total is the workers' and the supervisor's.
+    supervisor = memory["rss_bytes"] - sum(each)
+    assert 0 < supervisor < 256 * 1024**2
+    # They all share the cgroup of the process that started them: this one's.
+    assert memory["limit_bytes"] == read_machine().cgroup_limit
+    if memory["limit_bytes"] is not None:
+        assert memory["headroom_bytes"] == memory["limit_bytes"] - memory["rss_bytes"]
+    status, text = await control(served, "GET", "/metrics")
+    assert "sidecache_memory_rss_bytes " in text
     assert await stop_gracefully(served.proc) == 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from proxy.memfit import memory_figures
 from proxy.merge import (
     Retired,
     WorkerState,
@@ -13,8 +14,9 @@ from proxy.merge import (
     shared_document,
     stats_document,
     stats_from_document,
+    total_rss,
 )
-from proxy.metrics import make_registry, render
+from proxy.metrics import MemoryCollector, make_registry, render
 from proxy.stats import CacheFigures, CacheOutcome, Histogram, Stats
 from proxy.workers import RestartBudget
 
@@ -103,6 +105,45 @@ def test_the_shared_tier_figures_add_up_and_show_the_worst_state() -> None:
     assert (shared["state"], shared["hits"], shared["misses"]) == ("open", 3, 2)
     assert shared["served"] == 0
     assert shared["latency_ms_p50"] is not None
+
+
+def _with_rss(pid: int, rss: int | None) -> WorkerState:
+    doc = {
+        "pid": pid,
+        "stats": stats_document(Stats(started_at=0.0)),
+        "cache": figures_document(CacheFigures(0, 0, 1000, 0, 0, 0)),
+        "shared": None,
+        "draining": False,
+    }
+    if rss is not None:
+        doc["rss"] = rss
+    return WorkerState.from_document(json.loads(json.dumps(doc)))
+
+
+def test_the_rss_of_the_supervisor_and_its_workers_adds_up() -> None:
+    workers = [_with_rss(1, 70_000_000), None, _with_rss(3, 90_000_000)]  # one away
+    assert total_rss(60_000_000, workers) == 220_000_000
+    # A worker of an older release says nothing: the others still count.
+    assert total_rss(60_000_000, [_with_rss(1, None), _with_rss(2, 5)]) == 60_000_005
+    assert total_rss(None, [_with_rss(1, 7)]) == 7
+    assert total_rss(None, [None, _with_rss(2, None)]) is None
+
+
+def test_memory_metrics_give_the_limit_and_headroom_only_when_there_is_a_limit() -> None:
+    def rendered(figures: dict[str, int | None]) -> str:
+        registry = make_registry(Stats(started_at=0.0), lambda: CacheFigures(0, 0, 1, 0, 0, 0),
+                                 lambda: 1.0)  # fmt: skip
+        registry.register(MemoryCollector(lambda: figures))
+        return render(registry).decode()
+
+    limited = rendered(memory_figures(300 * 2**20, 2**30))
+    assert "sidecache_memory_rss_bytes 3.145728e+08" in limited
+    assert "sidecache_memory_limit_bytes 1.073741824e+09" in limited
+    assert "sidecache_memory_headroom_bytes 7.59169024e+08" in limited
+    free = rendered(memory_figures(300 * 2**20, None))
+    assert "sidecache_memory_rss_bytes 3.145728e+08" in free
+    assert "sidecache_memory_limit_bytes" not in free
+    assert "sidecache_memory_headroom_bytes" not in free
 
 
 def test_the_restart_budget_allows_so_many_in_a_window() -> None:
