@@ -36,6 +36,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -245,6 +246,31 @@ def run_wrk(base: str, script: Path, connections: int, duration: int, cpu: int |
     ).stdout
 
 
+def median_result(rounds: list[Result]) -> Result:
+    """One target's rounds at one size as one result: each figure the median of
+    its rounds (errors: their sum), so that one round the VM slowed down does not
+    decide a ratio."""
+    if not rounds:
+        raise ValueError("no rounds")
+    first = rounds[0]
+
+    def mid(values: list[float]) -> float:
+        return float(statistics.median(values))
+
+    return Result(
+        first.target,
+        first.size,
+        first.connections,
+        first.duration_s,
+        mid([r.requests_per_s for r in rounds]),
+        mid([r.transfer_mb_per_s for r in rounds]),
+        mid([r.p50_ms for r in rounds]),
+        mid([r.p90_ms for r in rounds]),
+        mid([r.p99_ms for r in rounds]),
+        sum(r.errors for r in rounds),
+    )
+
+
 def _ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}x" if b else "-"
 
@@ -333,6 +359,14 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--objects", type=int, default=50, help="distinct objects per size (default 50)")
     p.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="wrk runs per server and size, interleaved across the servers; the "
+        "tables give the median of each figure (default 3; every round is in "
+        "latest.json)",
+    )
+    p.add_argument(
         "--connections",
         type=int,
         help="wrk connections for every size (default 32 up to 64KB, 16 above)",
@@ -359,6 +393,8 @@ def command_line(args: argparse.Namespace, duration: int) -> str:
         parts.append("--sizes " + ",".join(size_label(s) for s in args.sizes))
     if args.objects != 50:
         parts.append(f"--objects {args.objects}")
+    if args.rounds != 3:
+        parts.append(f"--rounds {args.rounds}")
     if args.connections:
         parts.append(f"--connections {args.connections}")
     if args.access_log != "on":
@@ -372,6 +408,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.objects < 1:
         print("--objects must be at least 1")
         return 2
+    if args.rounds < 1:
+        print("--rounds must be at least 1")
+        return 2
     for tool in ("nginx", "wrk"):
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
             print(f"{tool} is not installed (Debian: apt-get install nginx-light wrk)")
@@ -381,7 +420,8 @@ def main(argv: list[str] | None = None) -> int:
     server_cpu, wrk_cpu = (SERVER_CPU, WRK_CPU) if pin else (None, None)
     log_on = args.access_log == "on"
 
-    results: list[Result] = []
+    results: list[Result] = []  # per size and target: the median of its rounds
+    every: list[dict[str, object]] = []  # every round, as measured
     with tempfile.TemporaryDirectory(prefix="sidecache-bench-") as tmpdir:
         tmp = Path(tmpdir)
         up, ng, sc, ctl, raw = (free_port() for _ in range(5))
@@ -469,32 +509,41 @@ def main(argv: list[str] | None = None) -> int:
                 conns = args.connections or default_connections(size)
                 script = tmp / f"objects-{size}.lua"
                 script.write_text(wrk_script(object_paths(size, args.objects)))
-                for name, (base, _) in targets.items():
-                    # The access log the previous server wrote is written back to
-                    # disk now, not by the kernel during this server's run.
-                    os.sync()
-                    out = run_wrk(base, script, conns, duration, wrk_cpu)
-                    r = parse_wrk(out, name, label, conns, duration)
-                    results.append(r)
-                    print(
-                        f"{label:>6} {name:<10} {r.requests_per_s:>10,.0f} req/s "
-                        f"{r.transfer_mb_per_s:>8,.0f} MB/s  p50 {r.p50_ms:.2f} ms  "
-                        f"p99 {r.p99_ms:.2f} ms  errors {r.errors}",
-                        flush=True,
-                    )
+                measured: dict[str, list[Result]] = {name: [] for name in targets}
+                # Rounds interleaved (nginx, sidecache, raw, nginx, ...): a slow
+                # spell of the machine falls on every server, not on one.
+                for round_ in range(args.rounds):
+                    for name, (base, _) in targets.items():
+                        # The access log the previous server wrote is written back
+                        # to disk now, not by the kernel during this server's run.
+                        os.sync()
+                        out = run_wrk(base, script, conns, duration, wrk_cpu)
+                        r = parse_wrk(out, name, label, conns, duration)
+                        measured[name].append(r)
+                        every.append({**asdict(r), "round": round_ + 1})
+                        print(
+                            f"{label:>6} {name:<10} round {round_ + 1} "
+                            f"{r.requests_per_s:>10,.0f} req/s "
+                            f"{r.transfer_mb_per_s:>8,.0f} MB/s  p50 {r.p50_ms:.2f} ms  "
+                            f"p99 {r.p99_ms:.2f} ms  errors {r.errors}",
+                            flush=True,
+                        )
+                results.extend(median_result(rounds) for rounds in measured.values())
         for f in ("sidecache.log", "nginx-access.log"):
             if (tmp / f).exists():
                 print(f"{f}: {(tmp / f).stat().st_size / 1e6:,.1f} MB written")
     header = (
         f"Run on {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}, {args.objects} objects per size, "
-        f"access logs {args.access_log}, command: `{command_line(args, duration)}`"
+        f"access logs {args.access_log}, figures: the median of {args.rounds} "
+        f"interleaved {duration} s rounds, command: `{command_line(args, duration)}`"
     )
     table = markdown(results, header)
     print()
     print(table)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "latest.json").write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n")
+    document = {"median": [asdict(r) for r in results], "rounds": every}
+    (RESULTS / "latest.json").write_text(json.dumps(document, indent=2) + "\n")
     if args.markdown:
         update_markdown(args.markdown, table)
     return 0

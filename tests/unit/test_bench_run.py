@@ -9,6 +9,7 @@ from bench.rawserver import response, split_requests
 from bench.run import (
     Result,
     markdown,
+    median_result,
     object_paths,
     parse_size,
     parse_wrk,
@@ -114,3 +115,18 @@ def test_raw_server_response_is_a_hit_with_the_upstream_bytes() -> None:
     assert sent == body and len(body) == 8192
     assert head.startswith(b"HTTP/1.1 200 OK\r\n")
     assert b"\r\nContent-Length: 8192" in head and b"\r\nX-Cache: HIT" in head
+
+
+def test_a_median_result_takes_each_figure_from_the_middle_round() -> None:
+    rounds = [
+        Result("sidecache", "8KB", 32, 10, 50_000.0, 400.0, 0.5, 0.6, 1.2, 0),
+        Result("sidecache", "8KB", 32, 10, 30_000.0, 250.0, 0.9, 1.1, 9.0, 2),
+        Result("sidecache", "8KB", 32, 10, 52_000.0, 420.0, 0.4, 0.7, 1.0, 1),
+    ]
+    m = median_result(rounds)
+    assert (m.target, m.size, m.connections, m.duration_s) == ("sidecache", "8KB", 32, 10)
+    assert (m.requests_per_s, m.transfer_mb_per_s) == (50_000.0, 400.0)
+    assert (m.p50_ms, m.p90_ms, m.p99_ms) == (0.5, 0.7, 1.2)  # the slow round decides nothing
+    assert m.errors == 3  # errors are never averaged away
+    with pytest.raises(ValueError, match="no rounds"):
+        median_result([])
