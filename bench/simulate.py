@@ -18,6 +18,11 @@ objects of the trace.
 
     python -m bench.simulate [--seed 1] [--requests 200000] [--budgets 0.01,0.1]
     python -m bench.simulate --timeit      # get() cost of each policy, hit path
+    python -m bench.simulate --reference   # our LRU against libCacheSim's (extra "sim")
+
+``--reference`` checks the harness: libCacheSim's LRU (an independent
+implementation, ``pip install -e ".[sim]"``) replays the same traces with the
+sizes our store charges, and should find the same hit ratios as our LRU.
 """
 
 from __future__ import annotations
@@ -194,6 +199,25 @@ def replay(trace: Trace, max_bytes: int, policy: str) -> tuple[float, float, int
     return hits / n, hit_bytes / total_bytes, store.figures().rejected
 
 
+def reference(trace: Trace, max_bytes: int, policy: str = "LRU") -> tuple[float, float]:
+    """(object, byte hit ratio) of ``trace`` in libCacheSim's ``policy`` with the
+    sizes our store charges for the same responses (the extra ``sim``)."""
+    import libcachesim  # optional: only --reference needs it
+
+    cache = getattr(libcachesim, policy)(cache_size=max_bytes)
+    ids: dict[str, int] = {}
+    hits = hit_bytes = total_bytes = 0
+    for key, size in trace.requests:
+        total_bytes += size
+        req = libcachesim.Request(
+            obj_size=_entry(key, size, 0.0).size, obj_id=ids.setdefault(key, len(ids) + 1)
+        )
+        if cache.get(req):
+            hits += 1
+            hit_bytes += size
+    return hits / len(trace.requests), hit_bytes / total_bytes
+
+
 def compare(
     traces: Sequence[Trace], budgets: Sequence[float], policies: Sequence[str] = POLICIES
 ) -> list[Result]:
@@ -252,6 +276,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--traces", default=",".join(TRACES))
     parser.add_argument("--policies", default=",".join(POLICIES))
     parser.add_argument("--timeit", action="store_true", help="measure get() on the hit path")
+    parser.add_argument(
+        "--reference", action="store_true", help="our LRU against libCacheSim's (extra 'sim')"
+    )
     args = parser.parse_args(argv)
     policies = [p for p in args.policies.split(",") if p]
     if args.timeit:
@@ -270,6 +297,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"working set {trace.working_set / MB:.0f} MB",
             file=sys.stderr,
         )
+    if args.reference:
+        print("| trace | budget | our lru object / byte hit | libCacheSim LRU object / byte hit |")
+        print("|---|---:|---:|---:|")
+        for trace in traces:
+            for budget in budgets:
+                max_bytes = max(1, int(trace.working_set * budget))
+                ours = replay(trace, max_bytes, "lru")
+                theirs = reference(trace, max_bytes)
+                print(
+                    f"| {trace.name} | {budget:.0%} | {ours[0]:.2%} / {ours[1]:.2%} "
+                    f"| {theirs[0]:.2%} / {theirs[1]:.2%} |"
+                )
+        return 0
     print(table(compare(traces, budgets, policies)))
     return 0
 
