@@ -3,16 +3,19 @@
 
 After Einziger, Friedman and Manes, "TinyLFU: A Highly Efficient Cache
 Admission Policy" (2017), as Caffeine runs it, with sizes: an entry leaving the
-window (1 % of the budget) competes with main's oldest probation entry, and the
-one seen less often goes. An object larger than the window is not put in it:
-it must be seen more often than every entry it would push out, otherwise the
-put is refused (``PutResult(stored=False)``, counted in ``rejected``). So a
-burst of large objects seen once cannot flush the small ones that earn hits.
+window (1 % of the budget) competes with main's oldest entries for the room it
+takes: it stays only if seen more often than they are *together* (the sum of
+their frequencies: a large object pays for every small one it displaces, which
+bench/simulate.py found better for object hits at a small cost in byte hits);
+the incumbents win a tie. An object larger than the window is not put in it: it
+faces the same contest at once, and if it loses the put is refused
+(``PutResult(stored=False)``, counted in ``rejected``). So a burst of large
+objects seen once cannot flush the small ones that earn hits.
 
 Frequencies: the sketch counts misses (lookups of absent keys); an entry's own
 ``freq`` counts its hits. The hit path therefore costs what an LRU hit costs
 plus one capped increment (no hashing); a key's frequency is the sum of both.
-Every ``SAMPLE_FACTOR x width`` misses the sketch halves its counters (aging);
+Every ``SAMPLE_FACTOR x entries`` misses the sketch halves its counters (aging);
 entries' counters are halved lazily, by the number of halvings since they last
 looked (``epoch``). The sketch hashes keys with BLAKE2b, not ``hash()``, so a
 replay is the same in every process. Pure: imports neither aiohttp nor asyncio.
@@ -28,8 +31,11 @@ from proxy.budget import Node, Queue, QueuedMap, V
 from proxy.lru import PutResult
 
 FREQ_CAP = 15
+# Aging: the sketch halves after this many misses per stored entry (Caffeine: 10).
 SAMPLE_FACTOR = 10
 MIN_SAMPLE = 16
+WINDOW = 0.01  # of the budget (Caffeine's initial share)
+PROTECTED = 0.8  # of main
 # The sketch has a counter per this many bytes of budget (per row), within bounds.
 BYTES_PER_COUNTER = 16 * 1024
 MIN_WIDTH, MAX_WIDTH = 1 << 8, 1 << 22
@@ -76,8 +82,8 @@ class TinyLFU(QueuedMap[V]):
         max_bytes: int,
         on_remove: Callable[[str, V], None] | None = None,
         *,
-        window: float = 0.01,
-        protected: float = 0.8,
+        window: float = WINDOW,
+        protected: float = PROTECTED,
         sketch_width: int | None = None,
         aggregate: bool = True,
     ) -> None:
