@@ -51,6 +51,7 @@ class BytePolicy(Protocol[V]):
     def retime(self, update: Callable[[str, V], tuple[V, float] | None], now: float) -> int: ...
     def sweep(self, now: float, limit: int | None = None) -> int: ...
     def resize(self, max_bytes: int, now: float) -> int: ...
+    def evict_oldest(self) -> bool: ...
 
 
 def make_policy(
@@ -189,6 +190,18 @@ class QueuedMap(Generic[V]):
                 self.expired += 1
                 removed += 1
         return removed
+
+    def evict_oldest(self) -> bool:
+        """Drop the entry the policy would evict first, for a bound of the caller's
+        own (not counted in ``evictions``: the caller says why); False if empty."""
+        node = next(self._oldest_first(), None)
+        if node is None:
+            return False
+        self._drop(node.key)
+        return True
+
+    def _oldest_first(self) -> Iterator[Node[V]]:
+        raise NotImplementedError
 
     def _refusable(self, size: int, expires_at: float, now: float) -> bool:
         return size > self._max_bytes or expires_at <= now or size < 0

@@ -15,7 +15,8 @@ Pure: imports neither aiohttp nor asyncio.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from itertools import chain
 
 from proxy.budget import Node, Queue, QueuedMap, V
 from proxy.lru import PutResult
@@ -119,6 +120,9 @@ class S3FIFO(QueuedMap[V]):
             self._main.nodes.move_to_end(node.key)
             return None
         return self._evict(node)
+
+    def _oldest_first(self) -> Iterator[Node[V]]:
+        return chain(self._small.nodes.values(), self._main.nodes.values())
 
     def _trim_ghost(self) -> None:
         while self._ghost_bytes > self._ghost_max and self._ghost:

@@ -185,9 +185,14 @@ class MemoryLRUCache(BaseCache):  # type: ignore[misc]  # aiocache is untyped
             evictions=lru.evictions,
             expired=lru.expired,
             purged=lru.purged,
-            # ByteLRU has no admission: it stores whatever fits.
-            rejected=getattr(lru, "rejected", 0),
+            rejected=self.rejected,
         )
+
+    @property
+    def rejected(self) -> int:
+        """New entries the policy's admission refused so far (``ByteLRU`` has no
+        admission: it stores whatever fits)."""
+        return int(getattr(self._lru, "rejected", 0))
 
     def resize(self, max_bytes: int) -> int:
         return self._lru.resize(max_bytes, self._clock())

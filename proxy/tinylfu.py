@@ -185,6 +185,9 @@ class TinyLFU(QueuedMap[V]):
             self._window.nodes.values(),
         )
 
+    def _oldest_first(self) -> Iterator[Node[V]]:
+        return self._victims()
+
     def _admit_large(self, node: Node[V], now: float) -> PutResult:
         """Store ``node`` (larger than the window) in probation only if it wins the
         contest against the entries that would leave for it."""

@@ -158,7 +158,9 @@ async def test_the_default_policy_keeps_what_earns_hits_and_says_what_it_refused
     # Seen once, 4 would push out entries that earn hits: it is served, not stored.
     assert await get(4) == ("MISS", 30000)
     async with client.get(proxy.control / "stats") as r:
-        cache = (await r.json())["cache"]
+        stats = await r.json()
+    cache = stats["cache"]
+    assert stats["storage"]["photo"] == {"stored": 3, "not_stored": {"admission": 1}}
     assert cache["policy"] == "tinylfu"
     assert (cache["entries"], cache["rejected"], cache["evictions"]) == (3, 1, 0)
     assert [await get(n) for n in (1, 2, 3)] == [("HIT", 30000)] * 3
