@@ -257,3 +257,13 @@ def test_an_entry_of_exactly_the_budget_fits(name: str) -> None:
     assert p.get("b", 0) is None
     assert p.put("b", 2, 100, expires_at=10, now=0).stored
     assert list(p.keys()) == ["b"]
+
+
+@pytest.mark.parametrize("name", POLICIES)
+def test_evict_oldest_drops_the_first_to_go_without_counting_an_eviction(name: str) -> None:
+    p, removed = policy(name, 1000)
+    for i in range(3):
+        p.put(f"k{i}", i, 10, expires_at=100, now=0)
+    assert p.evict_oldest() and removed == [("k0", 0)]
+    assert p.bytes_used == 20 and p.evictions == 0
+    assert p.evict_oldest() and p.evict_oldest() and not p.evict_oldest()
