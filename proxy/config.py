@@ -34,6 +34,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from proxy.budget import DEFAULT_POLICY, PolicyName
 from proxy.keys import IPNetwork, normalise_host
 from proxy.memfit import (
     Machine,
@@ -303,6 +304,8 @@ class CacheConfig(BaseModel):
     model_config = _FROZEN
     max_bytes: Annotated[int, BeforeValidator(_budget), Field(gt=0)] = 1024**3
     max_object_bytes: Size = 16 * 1024**2
+    # Eviction and admission of the in-memory tier (``proxy.budget``); read at start.
+    policy: PolicyName = DEFAULT_POLICY
     shared: SharedConfig | None = None
     # The shadow index's own memory (its records without bodies, ``proxy.shadow``).
     shadow_index_bytes: Size = 64 * 1024**2
@@ -1044,7 +1047,8 @@ def format_routes(config: Config) -> str:
         f"timeout {_duration_text(config.upstream.timeout)})",
         f"control   {config.control.listen} (token {'set' if config.control.token else 'not set'})",
         f"cache     {_size_text(config.cache.max_bytes)} "
-        f"(objects up to {_size_text(config.cache.max_object_bytes)}{each})",
+        f"(objects up to {_size_text(config.cache.max_object_bytes)}{each}, "
+        f"policy {config.cache.policy})",
         f"routes    {len(config.routes)}",
     ]
     header = (

@@ -37,6 +37,7 @@ from proxy.memfit import STREAM_WINDOW
 from proxy.pacing import BodyCopy, SlowClient
 from proxy.policy import Lookup, NoStore, build_entry
 from proxy.stats import Stats, StorageCounters
+from proxy.store import Epoch
 from proxy.tiers import Tiers
 from proxy.upstream import Upstream, UpstreamBusy, UpstreamError
 
@@ -173,9 +174,7 @@ class Filler:
                     entry = self._entry(
                         lookup, stale.status, merged, stale.body, headers, requested_at
                     )
-                    kept_now = self.tiers.store(entry, since)
-                    if kept_now:
-                        self._storage(lookup.route.name).stored += 1
+                    kept_now = self._store(lookup.route.name, entry, since)
                     log.debug("fill %r: not modified, refreshed (stored=%s)", lookup.key, kept_now)
                     fill.settle(Stored(entry, Source.REFRESHED, upstream_s))
                     if kept_now and share:
@@ -221,9 +220,8 @@ class Filler:
             stored: StoredResponse | None = None
             if relay.keeping:
                 entry = self._entry(lookup, resp.status, kept, relay.body(), headers, requested_at)
-                if self.tiers.store(entry, since):
+                if self._store(lookup.route.name, entry, since):
                     stored = entry
-                    self._storage(lookup.route.name).stored += 1
                 log.debug(
                     "fill %r complete: %d bytes, stored=%s", lookup.key, relay.size, bool(stored)
                 )
@@ -251,6 +249,17 @@ class Filler:
             wall=self.wall(),
             requested_at=requested_at,
         )
+
+    def _store(self, route: str, entry: StoredResponse, since: Epoch) -> bool:
+        """Store a fill's entry and count what became of it: stored, or kept out by
+        the eviction policy's admission (a purge that won is not the fill's doing)."""
+        rejected = self.tiers.local.rejected
+        if self.tiers.store(entry, since):
+            self._storage(route).stored += 1
+            return True
+        if self.tiers.local.rejected > rejected:
+            self._storage(route).not_stored[NoStore.ADMISSION.value] += 1
+        return False
 
     def _storage(self, route: str) -> StorageCounters:
         found = self.storage.get(route)

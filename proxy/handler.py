@@ -178,7 +178,10 @@ class Proxy:
         self.tunnels = Tunnels(config.upstream.max_tunnels, upstream=upstream, stats=stats)
         # What the cache would hold on shadow routes; it follows every purge.
         self.shadow = ShadowIndex(
-            config.cache.max_bytes, config.cache.shadow_index_bytes, config.cache.max_object_bytes
+            config.cache.max_bytes,
+            config.cache.shadow_index_bytes,
+            config.cache.max_object_bytes,
+            policy=tiers.local.policy,
         )
         tiers.local.on_purge(self.shadow.purge)
         self._date = hitwire.Clock()

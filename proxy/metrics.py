@@ -127,6 +127,11 @@ class StatsCollector(Collector):
         shadow = self._shadow()
         if shadow:
             yield from _shadow(shadow)
+        yield CounterMetricFamily(
+            "sidecache_cache_rejected",
+            "New objects the eviction policy's admission did not store (cache.policy)",
+            f.rejected,
+        )
 
         response = HistogramMetricFamily(
             "sidecache_response_seconds",

@@ -213,6 +213,9 @@ class NoStore(enum.Enum):
     # ``origin`` routes: ``must-understand`` with a status whose caching rules
     # sidecache does not know (RFC 9111 section 5.2.2.3).
     MUST_UNDERSTAND = "must-understand"
+    # ``cache.policy``'s admission kept it out: asked for less often than the
+    # entries it would have pushed out (``store.MemoryLRUCache.rejected``).
+    ADMISSION = "admission"
 
 
 # Never stored as entries, whatever ``statuses`` says: not whole representations.

@@ -58,6 +58,9 @@ class Runtime:
 
     def snapshot(self) -> dict[str, object]:
         snap = self.stats.snapshot(now=self.clock(), cache=self.store.figures())
+        cache = snap["cache"]
+        assert isinstance(cache, dict)
+        cache["policy"] = self.store.policy  # the one running, whatever a reload asked
         if self.shared is not None:
             snap["shared"] = {**self.shared.figures(), "served": self.stats.shared_hits}
         snap["storage"] = storage_document(self.proxy.filler.storage)

@@ -109,7 +109,7 @@ class Sidecache:
             log.warning("config: %s", warning)
         for problem in check_http_stack(config.server.allow_unsafe_http_parser):
             log.warning("running anyway (server.allow_unsafe_http_parser): %s", problem)
-        store = MemoryLRUCache(config.cache.max_bytes, clock=self.clock)
+        store = MemoryLRUCache(config.cache.max_bytes, clock=self.clock, policy=config.cache.policy)
         store.apply_lifetimes(route_lifetimes(config))
         stats = Stats(started_at=self.clock())
         access_writer = LineWriter(
@@ -237,6 +237,14 @@ class Sidecache:
             log.warning("listen addresses changed in the config: they take effect on restart")
         if new.upstream != old.upstream:
             log.warning("upstream settings changed in the config: they take effect on restart")
+        if new.cache.policy != runtime.store.policy:
+            # Entries are not moved from one policy's queues to another's: the
+            # frequencies the new one would need are not there to move.
+            log.warning(
+                "cache.policy changed in the config (%s, running %s): it takes effect on restart",
+                new.cache.policy,
+                runtime.store.policy,
+            )
         runtime.store.resize(new.cache.max_bytes)
         runtime.proxy.apply(new)
         if self._access_writer is not None:

@@ -4,10 +4,11 @@ A ``mode: shadow`` route forwards every request unchanged, but each one is decid
 as on a ``cache`` route by the same code: the key (``policy.decide``), what is
 found and what it is worth (``flow.on_lookup``), whether the app's answer may be
 stored and for how long (``flow.on_response``, ``policy.build_entry``). What would
-be stored goes into an index: a real ``lru.ByteLRU`` charged what the cache would
-charge (``StoredResponse.size`` with the real body's length), so it fills, evicts
-and expires as the cache would within the same budget. Its records keep the
-entry's metadata (key, headers, validators, lifetimes), never a body.
+be stored goes into an index: the cache's own policy (``budget.make_policy``),
+charged what the cache would charge (``StoredResponse.size`` with the real
+body's length), so it fills, evicts, admits and expires as the cache would
+within the same budget. Its records keep the entry's metadata (key, headers,
+validators, lifetimes), never a body.
 
 The index's own memory is the records' size without their bodies; it is counted
 (``overhead``) and bounded by ``cache.shadow_index_bytes``: beyond it the least
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, NamedTuple, assert_never
 
 from proxy import headers as h
+from proxy.budget import DEFAULT_POLICY, BytePolicy, make_policy
 from proxy.entry import Headers, StoredResponse
 from proxy.flow import (
     Fetch,
@@ -39,7 +41,6 @@ from proxy.flow import (
     on_response,
 )
 from proxy.keys import loose_path
-from proxy.lru import ByteLRU
 from proxy.policy import (
     Lookup,
     NoStore,
@@ -114,8 +115,18 @@ class Watch(NamedTuple):
 class ShadowIndex:
     """The would-be cache of every shadow route, and their counters."""
 
-    def __init__(self, max_bytes: int, max_overhead: int, max_object_bytes: int) -> None:
-        self._lru: ByteLRU[StoredResponse] = ByteLRU(max_bytes, on_remove=self._unindex)
+    def __init__(
+        self,
+        max_bytes: int,
+        max_overhead: int,
+        max_object_bytes: int,
+        policy: str = DEFAULT_POLICY,
+    ) -> None:
+        # The cache's own eviction policy (``cache.policy``): it fills, evicts and
+        # admits as the cache would.
+        self._lru: BytePolicy[StoredResponse] = make_policy(
+            policy, max_bytes, on_remove=self._unindex
+        )
         self.max_overhead = max_overhead
         self.max_object_bytes = max_object_bytes
         self.overhead = 0
@@ -391,8 +402,11 @@ class ShadowIndex:
             body_size=body_bytes,
         )
         record = replace(record, headers=())
+        rejected = getattr(self._lru, "rejected", 0)
         result = self._lru.put(record.key, record, charged, record.stale_until, now)
         if not result.stored:
+            if getattr(self._lru, "rejected", 0) > rejected:
+                counters.not_stored[NoStore.ADMISSION.value] += 1
             return
         counters.stored += 1
         self.overhead += _own_size(record)

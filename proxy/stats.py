@@ -89,6 +89,9 @@ class CacheFigures:
     evictions: int
     expired: int
     purged: int
+    # New objects the eviction policy's admission refused (``cache.policy``): a
+    # fill of one was served to its clients but not stored.
+    rejected: int = 0
 
 
 @dataclass(slots=True)
@@ -206,6 +209,7 @@ class Stats:
                 "evictions": cache.evictions,
                 "expired": cache.expired,
                 "purged": cache.purged,
+                "rejected": cache.rejected,
             },
             "upstream": {
                 "requests": self.upstream_requests,

@@ -1,7 +1,9 @@
-"""The in-memory tier: our byte-budgeted LRU as an aiocache backend.
+"""The in-memory tier: our byte-budgeted map as an aiocache backend.
 
 Owns the only aiocache import. ``MemoryLRUCache`` implements aiocache's backend
-contract (``_get``, ``_set``, ...) over ``lru.ByteLRU[StoredResponse]``, so the
+contract (``_get``, ``_set``, ...) over the eviction policy ``cache.policy``
+names (``budget.make_policy``: ``lru.ByteLRU``, ``s3fifo.S3FIFO`` or
+``tinylfu.TinyLFU``, all of the same interface), so the
 generic aiocache API works on it, and adds typed synchronous methods that the
 request handler calls on the hot path (a lookup is a dict access: wrapping it in
 aiocache's coroutine, plugin and timeout layers would cost more than the lookup).
@@ -22,9 +24,9 @@ from typing import Any
 from aiocache.base import BaseCache
 from aiocache.serializers import NullSerializer
 
+from proxy.budget import DEFAULT_POLICY, BytePolicy, make_policy
 from proxy.entry import StoredResponse
 from proxy.keys import loose_path
-from proxy.lru import ByteLRU
 from proxy.policy import retimed
 from proxy.stats import CacheFigures
 
@@ -43,8 +45,9 @@ PurgeListener = Callable[[str, str | None], object]
 
 
 class MemoryLRUCache(BaseCache):  # type: ignore[misc]  # aiocache is untyped
-    """Byte-budgeted LRU of ``StoredResponse`` values, indexed by route and by the
-    loose form of their path (``keys.loose_path``), which is what purges match."""
+    """Byte-budgeted map of ``StoredResponse`` values under the eviction ``policy``,
+    indexed by route and by the loose form of their path (``keys.loose_path``),
+    which is what purges match. The name is historical: LRU is one policy of three."""
 
     NAME = "memory-lru"
 
@@ -54,12 +57,17 @@ class MemoryLRUCache(BaseCache):  # type: ignore[misc]  # aiocache is untyped
         *,
         clock: Callable[[], float] = time.monotonic,
         namespace: str | None = None,
+        policy: str = DEFAULT_POLICY,
     ) -> None:
         super().__init__(serializer=NullSerializer(), namespace=namespace, timeout=None)
         self._clock = clock
+        # Fixed for the process's life: a reload that names another one is told so.
+        self.policy = policy
         self._by_path: dict[str, set[str]] = {}  # loose path -> keys
         self._by_route: dict[str, set[str]] = {}
-        self._lru: ByteLRU[StoredResponse] = ByteLRU(max_bytes, on_remove=self._unindex)
+        self._lru: BytePolicy[StoredResponse] = make_policy(
+            policy, max_bytes, on_remove=self._unindex
+        )
         # base key -> [Vary names of its latest variant, number of stored variants]
         self._vary: dict[str, list[Any]] = {}
         # The latest purges, each as (kind, what it matches): a route's name, or the
@@ -83,9 +91,10 @@ class MemoryLRUCache(BaseCache):  # type: ignore[misc]  # aiocache is untyped
         return self._lru.peek(key, now)
 
     def store(self, entry: StoredResponse, now: float, since: Epoch | None = None) -> bool:
-        """Keep ``entry`` until its ``stale_until``; False if it can never fit, or if
-        a purge touched its path or route after ``since`` (``purge_epoch()`` taken
-        when its fill began): a purge must win over a fill that was already running."""
+        """Keep ``entry`` until its ``stale_until``; False if it can never fit, if
+        the policy's admission refused it (``rejected``), or if a purge touched its
+        path or route after ``since`` (``purge_epoch()`` taken when its fill
+        began): a purge must win over a fill that was already running."""
         if since is not None and self.purged_since(since, entry.route, entry.path):
             return False
         if self._lifetimes is not None:
@@ -176,7 +185,14 @@ class MemoryLRUCache(BaseCache):  # type: ignore[misc]  # aiocache is untyped
             evictions=lru.evictions,
             expired=lru.expired,
             purged=lru.purged,
+            rejected=self.rejected,
         )
+
+    @property
+    def rejected(self) -> int:
+        """New entries the policy's admission refused so far (``ByteLRU`` has no
+        admission: it stores whatever fits)."""
+        return int(getattr(self._lru, "rejected", 0))
 
     def resize(self, max_bytes: int) -> int:
         return self._lru.resize(max_bytes, self._clock())

@@ -283,6 +283,8 @@ class Supervisor:
             log.warning("server.workers changed in the config: it takes effect on restart")
         if new.listen != old.listen or new.control.listen != old.control.listen:
             log.warning("listen addresses changed in the config: they take effect on restart")
+        if new.cache.policy != old.cache.policy:
+            log.warning("cache.policy changed in the config: it takes effect on restart")
         self.config = new
         if self.pool is not None:
             self.pool.config = new

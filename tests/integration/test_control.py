@@ -120,7 +120,11 @@ async def test_purge_requires_the_token_when_one_is_set(
 async def test_byte_budget_is_kept_and_eviction_is_lru(
     sidecache: Factory, upstream: TestServer, client: aiohttp.ClientSession
 ) -> None:
-    proxy = await sidecache(cache={"max_bytes": "100KiB", "max_object_bytes": "40KiB"})
+    proxy = await sidecache(
+        cache={"max_bytes": "100KiB", "max_object_bytes": "40KiB", "policy": "lru"}
+    )
+    async with client.get(proxy.control / "stats") as r:
+        assert (await r.json())["cache"]["policy"] == "lru"
 
     async def get(n: int) -> str:
         async with client.get(proxy.url.with_path(f"/api/photo/{n}").with_query(size="30000")) as r:
@@ -137,6 +141,31 @@ async def test_byte_budget_is_kept_and_eviction_is_lru(
     assert await get(1) == "HIT"
     assert await get(3) == "HIT"
     assert await get(2) == "MISS"
+
+
+async def test_the_default_policy_keeps_what_earns_hits_and_says_what_it_refused(
+    sidecache: Factory, client: aiohttp.ClientSession
+) -> None:
+    proxy = await sidecache(cache={"max_bytes": "100KiB", "max_object_bytes": "40KiB"})
+
+    async def get(n: int) -> tuple[str, int]:
+        async with client.get(proxy.url.with_path(f"/api/photo/{n}").with_query(size="30000")) as r:
+            return r.headers["X-Cache"], len(await r.read())
+
+    for n in (1, 2, 3):
+        assert await get(n) == ("MISS", 30000)
+        assert await get(n) == ("HIT", 30000)
+    # Seen once, 4 would push out entries that earn hits: it is served, not stored.
+    assert await get(4) == ("MISS", 30000)
+    async with client.get(proxy.control / "stats") as r:
+        stats = await r.json()
+    cache = stats["cache"]
+    assert stats["storage"]["photo"] == {"stored": 3, "not_stored": {"admission": 1}}
+    assert cache["policy"] == "tinylfu"
+    assert (cache["entries"], cache["rejected"], cache["evictions"]) == (3, 1, 0)
+    assert [await get(n) for n in (1, 2, 3)] == [("HIT", 30000)] * 3
+    async with client.get(proxy.control / "metrics") as r:
+        assert "sidecache_cache_rejected_total 1.0" in await r.text()
 
 
 async def test_purge_refuses_empty_names_and_keeps_the_cache(

@@ -273,7 +273,9 @@ async def test_explain_changes_no_counter_and_no_lru_order(
     upstream: TestServer,
 ) -> None:
     # Room for two 10 kB entries, not three: the third evicts the least recent.
-    proxy = await sidecache(ROUTES, cache={"max_bytes": 25_000, "max_object_bytes": 20_000})
+    proxy = await sidecache(
+        ROUTES, cache={"max_bytes": 25_000, "max_object_bytes": 20_000, "policy": "lru"}
+    )
     first, second, third = (f"/api/photo/{n}?size=10000" for n in (7, 8, 9))
     for target in (first, second):
         await real(client, proxy, target)

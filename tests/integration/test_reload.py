@@ -152,6 +152,27 @@ async def test_entries_of_a_route_a_reload_removed_are_not_served_and_stay_purge
         await instance.stop(grace=1.0)
 
 
+async def test_a_policy_change_is_logged_and_waits_for_a_restart(
+    tmp_path: Path, upstream: TestServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = _photo_config(tmp_path, upstream)
+    instance = Sidecache(load_config(path), str(path))
+    await instance.start()
+    try:
+        assert instance.runtime is not None and instance.runtime.store.policy == "tinylfu"
+        path.write_text(path.read_text() + "cache: {policy: lru}\n")
+        with caplog.at_level(logging.WARNING, logger="proxy.server"):
+            assert instance.reload() is True
+        assert (
+            "cache.policy changed in the config (lru, running tinylfu): it takes effect on restart"
+            in caplog.messages
+        )
+        assert instance.runtime.store.policy == "tinylfu"
+        assert instance.runtime.snapshot()["cache"]["policy"] == "tinylfu"  # type: ignore[index]
+    finally:
+        await instance.stop()
+
+
 async def test_a_shadowed_route_is_logged_at_start_and_on_reload(
     tmp_path: Path, upstream: TestServer, caplog: pytest.LogCaptureFixture
 ) -> None:

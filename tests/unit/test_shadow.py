@@ -24,7 +24,7 @@ def lookup(n: int = 1) -> Lookup:
 
 
 def index(max_bytes: int = 100_000, max_overhead: int = 1_000_000) -> ShadowIndex:
-    shadow = ShadowIndex(max_bytes, max_overhead, max_object_bytes=20_000)
+    shadow = ShadowIndex(max_bytes, max_overhead, max_object_bytes=20_000, policy="lru")
     shadow.apply(max_bytes, max_overhead, 20_000, LIFETIMES, frozenset({"photo"}), now=0.0)
     return shadow
 

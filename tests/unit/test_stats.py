@@ -22,6 +22,7 @@ def test_empty_snapshot_has_the_contract_shape() -> None:
             "evictions": 1,
             "expired": 2,
             "purged": 4,
+            "rejected": 0,
         },
         "upstream": {
             "requests": 0,

@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import pytest
 
+from proxy.budget import POLICIES
 from proxy.entry import StoredResponse
 from proxy.store import PURGE_MEMORY, MemoryLRUCache
 
@@ -130,12 +131,16 @@ def test_typed_api_store_lookup_and_purges(cache: MemoryLRUCache, clock: Clock) 
     assert not cache._by_path and not cache._by_route  # indexes follow removals
 
 
-def test_indexes_stay_consistent_through_eviction_expiry_and_replacement(clock: Clock) -> None:
+@pytest.mark.parametrize("policy", POLICIES)
+def test_indexes_stay_consistent_through_eviction_expiry_and_replacement(
+    clock: Clock, policy: str
+) -> None:
     size = entry("k1", path="/1").size
-    cache = MemoryLRUCache(size * 2 + 10, clock=clock)  # room for two entries
+    cache = MemoryLRUCache(size * 2 + 10, clock=clock, policy=policy)  # room for two entries
     cache.store(entry("k1", path="/1"), clock.now)
     cache.store(entry("k2", path="/2"), clock.now)
-    cache.store(entry("k3", path="/3"), clock.now)  # evicts k1
+    assert cache.lookup("k3", clock.now) is None  # the miss its fill follows
+    assert cache.store(entry("k3", path="/3"), clock.now)  # evicts k1
     assert set(cache._by_path) == {"/2", "/3"}
     cache.store(replace(entry("k2", path="/2b")), clock.now)  # replaced under a new path
     assert set(cache._by_path) == {"/2b", "/3"}
@@ -145,6 +150,21 @@ def test_indexes_stay_consistent_through_eviction_expiry_and_replacement(clock: 
     assert not cache._by_path
     f = cache.figures()
     assert (f.evictions, f.expired) == (1, 2)
+
+
+def test_a_put_the_admission_refuses_is_reported_and_leaves_no_trace(clock: Clock) -> None:
+    size = entry("k1", path="/1").size
+    cache = MemoryLRUCache(size * 2 + 10, clock=clock, policy="tinylfu")
+    for key in ("k1", "k2"):
+        cache.store(entry(key, path=f"/{key}"), clock.now)
+        for _ in range(3):
+            assert cache.lookup(key, clock.now) is not None  # both earn hits
+    # Seen once (its miss): not more often than what it would push out.
+    assert cache.lookup("k3", clock.now) is None
+    assert cache.store(entry("k3", path="/3"), clock.now) is False
+    assert set(cache._by_path) == {"/k1", "/k2"} and cache.lookup("k3", clock.now) is None
+    f = cache.figures()
+    assert (f.entries, f.rejected, f.evictions) == (2, 1, 0)
 
 
 def test_refuses_what_can_never_fit(clock: Clock) -> None:
