@@ -152,6 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--socket", required=True)
     parser.add_argument("--log-level", default="INFO")
+    # The eviction policy the supervisor started with: a worker started again
+    # after a reload that changed it keeps the others' (it changes on restart).
+    parser.add_argument("--policy")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level,
@@ -160,6 +163,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         config = load_config(args.config)
+        if args.policy and args.policy != config.cache.policy:
+            cache = config.cache.model_copy(update={"policy": args.policy})
+            config = config.model_copy(update={"cache": cache})
         run_loop(run_worker(config, args.config, args.port, args.socket))
     except (ConfigError, UnsafeHTTPStack) as exc:
         logging.getLogger(__name__).error("worker %d: %s", args.index, exc)

@@ -126,6 +126,8 @@ class Supervisor:
     ) -> None:
         self.config = config
         self.config_path = os.path.abspath(config_path)
+        # Every worker's, for the supervisor's life (``proxy.worker --policy``).
+        self._policy = config.cache.policy
         self.clock = clock
         self.on_give_up = on_give_up
         # True once a stop is asked for, before ``stop`` runs: a worker that the
@@ -206,6 +208,7 @@ class Supervisor:
             sys.executable, "-m", "proxy.worker",
             "--config", self._config_copy, "--index", str(slot.index),
             "--port", str(self.public_port), "--socket", slot.link.path, "--log-level", level,
+            "--policy", self._policy,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
         slot.process = proc

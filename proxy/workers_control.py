@@ -130,6 +130,12 @@ class Pool:
     restarts: int = 0
     # The cgroup memory limit all the processes share; None: no limit.
     memory_limit: int | None = None
+    # ``cache.policy`` as the supervisor started (``__post_init__``).
+    policy: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.policy:
+            self.policy = self.config.cache.policy
 
     # Each worker's last report, by slot; and what exited workers had counted.
     last: dict[int, WorkerState] = field(default_factory=dict)
@@ -157,7 +163,13 @@ class Pool:
         return memory_figures(total_rss(rss_bytes(), states), self.memory_limit)
 
     def snapshot(self, merged: Merged, states: list[WorkerState | None]) -> dict[str, object]:
-        return {**merged.snapshot(self.clock()), "memory": self.memory(states)}
+        snap = {**merged.snapshot(self.clock()), "memory": self.memory(states)}
+        cache = snap["cache"]
+        assert isinstance(cache, dict)
+        # The workers' policy: the one of the config they were started with (a
+        # reload that changes it takes effect on restart).
+        cache["policy"] = self.policy
+        return snap
 
     async def sample_forever(self) -> None:
         """One dashboard sample a second, of all workers together."""
