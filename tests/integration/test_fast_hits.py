@@ -44,6 +44,21 @@ class Wire:
         reader, writer = await asyncio.open_connection(sock=sock, limit=4096)
         return cls(reader, writer)
 
+    @classmethod
+    async def held_hit(cls, proxy: Running, target: str, size: int) -> tuple[Wire, bytes]:
+        """``target`` (a body of ``size`` bytes) stored by a MISS, then asked for on a
+        slow connection (``open_slow``): that connection, once the hit's head is in."""
+        filler = await cls.open(proxy)
+        filler.send(get(target))
+        _, headers, body = await filler.answer()  # the MISS that stores it
+        assert headers["x-cache"] == "MISS" and len(body) == size
+        filler.close()
+        wire = await cls.open_slow(proxy)
+        wire.send(get(target))
+        async with asyncio.timeout(10):
+            head = await wire.reader.readuntil(b"\r\n\r\n")
+        return wire, head
+
     def send(self, *requests: bytes) -> None:
         self.writer.write(b"".join(requests))  # pipelined: one write, one packet
 
@@ -341,16 +356,8 @@ async def test_a_large_protocol_hit_the_client_stops_reading_is_cut_at_send_time
 ) -> None:
     size = 24 * 1024 * 1024  # far more than the socket buffers can hold
     proxy = await sidecache(cache={"max_object_bytes": "32MiB"}, server={"send_timeout": "200ms"})
-    filler = await Wire.open(proxy)
-    filler.send(get(f"/api/photo/8?size={size}"))
-    _, headers, body = await filler.answer()  # the MISS that stores it
-    assert headers["x-cache"] == "MISS" and len(body) == size
-    filler.close()
-    wire = await Wire.open_slow(proxy)
+    wire, head = await Wire.held_hit(proxy, f"/api/photo/8?size={size}", size)
     reader, writer = wire.reader, wire.writer
-    wire.send(get(f"/api/photo/8?size={size}"))
-    async with asyncio.timeout(10):
-        head = await reader.readuntil(b"\r\n\r\n")
     assert b"X-Cache: HIT" in head
     assert answered_in_protocol == [f"/api/photo/8?size={size}"]
     # The head is out, the body is not: nothing counted or logged yet.
@@ -500,15 +507,8 @@ async def test_a_stop_waits_for_a_large_protocol_hit_still_being_sent(
 ) -> None:
     size = 8 * 1024 * 1024
     proxy = await sidecache(cache={"max_object_bytes": "16MiB"})
-    filler = await Wire.open(proxy)
-    filler.send(get(f"/api/photo/3?size={size}"))
-    await filler.answer()
-    filler.close()
-    wire = await Wire.open_slow(proxy)
+    wire, _ = await Wire.held_hit(proxy, f"/api/photo/3?size={size}", size)
     reader, writer = wire.reader, wire.writer
-    wire.send(get(f"/api/photo/3?size={size}"))
-    async with asyncio.timeout(10):
-        await reader.readuntil(b"\r\n\r\n")
     assert answered_in_protocol == [f"/api/photo/3?size={size}"]
     public = proxy.instance._public
     assert public is not None
@@ -534,22 +534,13 @@ async def test_a_large_protocol_hit_is_cut_at_send_timeout_after_keep_alive_expi
         cache={"max_object_bytes": "32MiB"},
         server={"send_timeout": "300ms", "keepalive_timeout": "50ms"},
     )
-    filler = await Wire.open(proxy)
-    filler.send(get(f"/api/photo/8?size={size}"))
-    _, headers, body = await filler.answer()
-    assert headers["x-cache"] == "MISS" and len(body) == size
-    filler.close()
-    wire = await Wire.open_slow(proxy)
-    reader, writer = wire.reader, wire.writer
-    wire.send(get(f"/api/photo/8?size={size}"))
-    async with asyncio.timeout(10):
-        head = await reader.readuntil(b"\r\n\r\n")
+    wire, head = await Wire.held_hit(proxy, f"/api/photo/8?size={size}", size)
     assert b"X-Cache: HIT" in head
     assert answered_in_protocol == [f"/api/photo/8?size={size}"]
     hit = await access.first(lambda line: line["cache"] == "HIT")  # once cut
     assert 0 < hit["bytes"] < size
     assert proxy.runtime.snapshot()["upstream"]["slow_clients"] == 1  # type: ignore[index]
-    writer.close()
+    wire.close()
 
 
 async def test_a_stop_cuts_a_large_protocol_hit_the_client_never_takes_at_send_timeout(
@@ -559,14 +550,7 @@ async def test_a_stop_cuts_a_large_protocol_hit_the_client_never_takes_at_send_t
     client that takes nothing: the grace period is not spent on it."""
     size = 24 * 1024 * 1024
     proxy = await sidecache(cache={"max_object_bytes": "32MiB"}, server={"send_timeout": "300ms"})
-    filler = await Wire.open(proxy)
-    filler.send(get(f"/api/photo/8?size={size}"))
-    await filler.answer()
-    filler.close()
-    wire = await Wire.open_slow(proxy)
-    wire.send(get(f"/api/photo/8?size={size}"))
-    async with asyncio.timeout(10):
-        await wire.reader.readuntil(b"\r\n\r\n")
+    wire, _ = await Wire.held_hit(proxy, f"/api/photo/8?size={size}", size)
     assert answered_in_protocol == [f"/api/photo/8?size={size}"]
     public = proxy.instance._public
     assert public is not None and public.requests_in_progress() == 1
@@ -590,14 +574,7 @@ async def test_a_head_trickled_behind_a_large_protocol_hit_never_taken_is_cut_on
         cache={"max_object_bytes": "32MiB"},
         server={"send_timeout": "300ms", "header_timeout": "50ms"},
     )
-    filler = await Wire.open(proxy)
-    filler.send(get(f"/api/photo/8?size={size}"))
-    await filler.answer()
-    filler.close()
-    wire = await Wire.open_slow(proxy)
-    wire.send(get(f"/api/photo/8?size={size}"))
-    async with asyncio.timeout(10):
-        await wire.reader.readuntil(b"\r\n\r\n")
+    wire, _ = await Wire.held_hit(proxy, f"/api/photo/8?size={size}", size)
     wire.send(b"GET /api/photo/9 HTTP/1.1\r\nHo")  # and never the rest
     hit = await access.first(lambda line: line["cache"] == "HIT")  # once cut
     assert 0 < hit["bytes"] < size
