@@ -40,6 +40,21 @@ EXIT_USAGE = 2
 DEMO_MODULES = frozenset({"sqlalchemy", "aiosqlite", "asyncpg", "PIL"})
 
 
+def _control_arguments(parser: argparse.ArgumentParser) -> None:
+    """What every command talking to a running instance's control port takes."""
+    parser.add_argument(
+        "--control",
+        default=os.environ.get("SIDECACHE_CONTROL_URL", "http://127.0.0.1:9090"),
+        help="control URL (default: $SIDECACHE_CONTROL_URL, else http://127.0.0.1:9090)",
+    )
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("SIDECACHE_CONTROL_TOKEN", ""),
+        help="control token (default: $SIDECACHE_CONTROL_TOKEN)",
+    )
+    parser.add_argument("--json", action="store_true", help="JSON output, for scripts")
+
+
 def _add_config_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-c",
@@ -86,17 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("purge", "remove entries from a running instance's cache"),
     ):
         admin = sub.add_parser(name, help=text)
-        admin.add_argument(
-            "--control",
-            default=os.environ.get("SIDECACHE_CONTROL_URL", "http://127.0.0.1:9090"),
-            help="control URL (default: $SIDECACHE_CONTROL_URL, else http://127.0.0.1:9090)",
-        )
-        admin.add_argument(
-            "--token",
-            default=os.environ.get("SIDECACHE_CONTROL_TOKEN", ""),
-            help="control token (default: $SIDECACHE_CONTROL_TOKEN)",
-        )
-        admin.add_argument("--json", action="store_true", help="JSON output, for scripts")
+        _control_arguments(admin)
         if name == "purge":
             admin.add_argument("path", nargs="?", help="a path: every variant of it goes")
             admin.add_argument("--route", help="every entry of this route")
@@ -120,17 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument(
         "--peer", help="the client address the public port would see (for trusted_proxies)"
     )
-    explain.add_argument(
-        "--control",
-        default=os.environ.get("SIDECACHE_CONTROL_URL", "http://127.0.0.1:9090"),
-        help="control URL (default: $SIDECACHE_CONTROL_URL, else http://127.0.0.1:9090)",
-    )
-    explain.add_argument(
-        "--token",
-        default=os.environ.get("SIDECACHE_CONTROL_TOKEN", ""),
-        help="control token (default: $SIDECACHE_CONTROL_TOKEN)",
-    )
-    explain.add_argument("--json", action="store_true", help="JSON output, for scripts")
+    _control_arguments(explain)
 
     load = sub.add_parser("loadtest", help="simulate a crowd scrolling galleries against a URL")
     load.add_argument(
