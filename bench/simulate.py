@@ -48,8 +48,10 @@ MIN_SIZE, MAX_SIZE = 2 * KB, 4 * MB
 # One zero buffer: bodies are views of it (no copy, and len() is the size).
 _ZEROS = memoryview(bytes(MAX_SIZE + 1))
 TRACES = ("zipf-0.7", "zipf-1.0", "scan", "gallery")
-# The target of the issue: the default beats LRU by this much (relative), object hits.
+# The target: on these traces the default beats LRU by this much (relative, object
+# hits) with no worse byte hit ratio. The gallery trace is reported, not targeted.
 TARGET_GAIN = 0.10
+TARGET_TRACES = ("zipf-0.7", "zipf-1.0", "scan")
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,7 +244,8 @@ def table(results: Sequence[Result], default: str = DEFAULT_POLICY) -> str:
         base = lru.get((r.trace, r.budget))
         gain = "" if base is None or r.policy == "lru" else f"{_gain(r, base):+.1%}"
         verdict = ""
-        if base is not None and r.policy == default and r.policy != "lru":
+        targeted = r.trace in TARGET_TRACES
+        if base is not None and r.policy == default and r.policy != "lru" and targeted:
             met = _gain(r, base) >= TARGET_GAIN and r.byte_hit >= base.byte_hit
             verdict = "met" if met else "not met"
         name = f"**{r.policy}**" if r.policy == default else r.policy

@@ -2,7 +2,7 @@
 
 Owns the contract of the in-memory tier's map (``BytePolicy``: the interface
 ``lru.ByteLRU`` has always had) and the bookkeeping the frequency-aware
-policies (``s3fifo``, ``tinylfu``) have in common: entries in named queues,
+policies (``gdsf``, ``s3fifo``, ``tinylfu``) have in common: entries in named queues,
 bytes charged per queue, the expiry heap for the sweep, the counters, and
 ``on_remove`` for every entry that leaves. A policy only decides where an
 entry goes on insert, what a hit does, and which entry leaves when room is
@@ -20,10 +20,10 @@ from proxy.lru import ByteLRU, PutResult
 
 V = TypeVar("V")
 
-PolicyName = Literal["lru", "s3fifo", "tinylfu"]
+PolicyName = Literal["gdsf", "lru", "s3fifo", "tinylfu"]
 POLICIES: tuple[str, ...] = get_args(PolicyName)
 # The winner of bench/simulate.py's comparison (BENCHMARKS.md, "Eviction policy").
-DEFAULT_POLICY: PolicyName = "tinylfu"
+DEFAULT_POLICY: PolicyName = "gdsf"
 
 
 class BytePolicy(Protocol[V]):
@@ -58,10 +58,13 @@ def make_policy(
     name: str, max_bytes: int, on_remove: Callable[[str, V], None] | None = None
 ) -> BytePolicy[V]:
     """The map ``cache.policy`` names; ValueError for an unknown name."""
-    # Imported here: both modules build on this one.
+    # Imported here: these modules build on this one.
+    from proxy.gdsf import GDSF
     from proxy.s3fifo import S3FIFO
     from proxy.tinylfu import TinyLFU
 
+    if name == "gdsf":
+        return GDSF(max_bytes, on_remove=on_remove)
     if name == "lru":
         return ByteLRU(max_bytes, on_remove=on_remove)
     if name == "s3fifo":
@@ -83,9 +86,10 @@ class Queue(Generic[V]):
 
 
 class Node(Generic[V]):
-    """An entry: ``freq`` counts its hits (capped, aged by the policy)."""
+    """An entry: ``freq`` counts its hits (capped, aged by the policy); ``base``
+    and ``ticket`` are a priority policy's (``gdsf``)."""
 
-    __slots__ = ("epoch", "expires_at", "freq", "key", "queue", "size", "value")
+    __slots__ = ("base", "epoch", "expires_at", "freq", "key", "queue", "size", "ticket", "value")
 
     def __init__(
         self, key: str, value: V, size: int, expires_at: float, queue: Queue[V], epoch: int = 0
@@ -97,6 +101,8 @@ class Node(Generic[V]):
         self.queue = queue
         self.freq = 0
         self.epoch = epoch
+        self.base = 0.0
+        self.ticket = 0
 
 
 class QueuedMap(Generic[V]):

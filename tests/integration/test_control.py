@@ -143,10 +143,37 @@ async def test_byte_budget_is_kept_and_eviction_is_lru(
     assert await get(2) == "MISS"
 
 
-async def test_the_default_policy_keeps_what_earns_hits_and_says_what_it_refused(
+async def test_the_default_policy_keeps_what_earns_hits(
     sidecache: Factory, client: aiohttp.ClientSession
 ) -> None:
+    """GDSF: room for a newcomer is taken from the entry with the fewest hits per
+    byte, not from the least recently used (which an LRU would evict)."""
     proxy = await sidecache(cache={"max_bytes": "100KiB", "max_object_bytes": "40KiB"})
+
+    async def get(n: int) -> tuple[str, int]:
+        async with client.get(proxy.url.with_path(f"/api/photo/{n}").with_query(size="30000")) as r:
+            return r.headers["X-Cache"], len(await r.read())
+
+    assert [await get(1) for _ in range(3)] == [("MISS", 30000)] + [("HIT", 30000)] * 2
+    assert [await get(2) for _ in range(2)] == [("MISS", 30000), ("HIT", 30000)]
+    assert await get(3) == ("MISS", 30000)
+    assert await get(4) == ("MISS", 30000)  # room for it: 3 goes, asked for once
+    async with client.get(proxy.control / "stats") as r:
+        stats = await r.json()
+    cache = stats["cache"]
+    assert cache["policy"] == "gdsf"
+    assert (cache["entries"], cache["rejected"], cache["evictions"]) == (3, 0, 1)
+    assert stats["storage"]["photo"] == {"stored": 4, "not_stored": {}}
+    assert [await get(n) for n in (1, 2, 4)] == [("HIT", 30000)] * 3
+    assert await get(3) == ("MISS", 30000)
+
+
+async def test_tinylfu_keeps_what_earns_hits_and_says_what_it_refused(
+    sidecache: Factory, client: aiohttp.ClientSession
+) -> None:
+    proxy = await sidecache(
+        cache={"max_bytes": "100KiB", "max_object_bytes": "40KiB", "policy": "tinylfu"}
+    )
 
     async def get(n: int) -> tuple[str, int]:
         async with client.get(proxy.url.with_path(f"/api/photo/{n}").with_query(size="30000")) as r:

@@ -159,16 +159,16 @@ async def test_a_policy_change_is_logged_and_waits_for_a_restart(
     instance = Sidecache(load_config(path), str(path))
     await instance.start()
     try:
-        assert instance.runtime is not None and instance.runtime.store.policy == "tinylfu"
+        assert instance.runtime is not None and instance.runtime.store.policy == "gdsf"
         path.write_text(path.read_text() + "cache: {policy: lru}\n")
         with caplog.at_level(logging.WARNING, logger="proxy.server"):
             assert instance.reload() is True
         assert (
-            "cache.policy changed in the config (lru, running tinylfu): it takes effect on restart"
+            "cache.policy changed in the config (lru, running gdsf): it takes effect on restart"
             in caplog.messages
         )
-        assert instance.runtime.store.policy == "tinylfu"
-        assert instance.runtime.snapshot()["cache"]["policy"] == "tinylfu"  # type: ignore[index]
+        assert instance.runtime.store.policy == "gdsf"
+        assert instance.runtime.snapshot()["cache"]["policy"] == "gdsf"  # type: ignore[index]
     finally:
         await instance.stop()
 

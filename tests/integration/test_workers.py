@@ -102,7 +102,7 @@ async def test_both_workers_answer_on_one_port_and_stats_add_up_exactly(
     assert photo["hits"] + photo["misses"] == CONNECTIONS
     # Each worker has its own cache and its own share of the budget.
     assert cache["max_bytes"] == 64 * 1024**2
-    assert cache["policy"] == "tinylfu"  # the workers' (the default)
+    assert cache["policy"] == "gdsf"  # the workers' (the default)
     assert stats["upstream"]["requests"] == upstream.app[HITS]["GET /api/photo/1"]
     assert [w["index"] for w in stats["workers"]] == [0, 1]
     assert all(w["up"] and w["requests"] > 0 for w in stats["workers"])  # both answered

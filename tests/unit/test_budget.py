@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from proxy.budget import POLICIES, BytePolicy, make_policy
+from proxy.budget import DEFAULT_POLICY, POLICIES, BytePolicy, make_policy
+from proxy.gdsf import GDSF
 from proxy.lru import ByteLRU, PutResult
 from proxy.s3fifo import S3FIFO
 from proxy.tinylfu import CountMinSketch, TinyLFU
@@ -24,6 +25,7 @@ def policy(name: str, budget: int) -> tuple[BytePolicy[int], Removed]:
 
 
 def test_make_policy_names_each_class_and_refuses_others() -> None:
+    assert isinstance(make_policy("gdsf", 10), GDSF)
     assert isinstance(make_policy("lru", 10), ByteLRU)
     assert isinstance(make_policy("s3fifo", 10), S3FIFO)
     assert isinstance(make_policy("tinylfu", 10), TinyLFU)
@@ -192,6 +194,118 @@ def test_a_scan_cannot_evict_a_frequently_used_small_set(name: str, scan_size: i
 
 def test_the_same_scan_flushes_the_lru() -> None:
     assert scan_after_a_hot_set("lru", hot_size=20, scan_size=150) == set()
+
+
+def scan_while_a_small_set_is_in_use(name: str, *, scan_size: int) -> set[str]:
+    """The same hot set, still read (each key once every ten scan objects) while a
+    scan of 200 objects, each asked for once, goes by; what stays of the set."""
+    p, _ = policy(name, 2000)
+    hot = [f"hot{i}" for i in range(10)]
+    for key in hot:
+        p.put(key, 0, 20, expires_at=1e9, now=0)
+        for _ in range(5):
+            p.get(key, 0)
+    for i in range(200):
+        key = f"scan{i}"
+        assert p.get(key, 1) is None
+        p.put(key, i, scan_size, expires_at=1e9, now=1)
+        if i % 10 == 9:
+            for key in hot:
+                p.get(key, 1)
+    return {key for key in hot if key in p}
+
+
+@pytest.mark.parametrize("name", ["gdsf", "s3fifo", "tinylfu"])
+@pytest.mark.parametrize("scan_size", [30, 150, 900])
+def test_a_scan_cannot_evict_a_small_set_still_in_use(name: str, scan_size: int) -> None:
+    assert len(scan_while_a_small_set_is_in_use(name, scan_size=scan_size)) == 10
+
+
+def test_the_same_scan_while_in_use_flushes_the_lru() -> None:
+    assert len(scan_while_a_small_set_is_in_use("lru", scan_size=900)) < 10
+
+
+def test_gdsf_evicts_the_fewest_hits_per_byte_first() -> None:
+    """Asked for as often, the large entry leaves before the small one, even when
+    the small one was asked for longer ago (an LRU would evict it)."""
+    p, removed = policy("gdsf", 1000)
+    p.put("small", 1, 100, expires_at=100, now=0)
+    p.put("large", 2, 400, expires_at=100, now=0)
+    p.get("small", 0)
+    p.get("large", 0)
+    assert p.put("new", 3, 600, expires_at=100, now=0) == PutResult(True, 1, 400)
+    assert removed == [("large", 2)] and sorted(p.keys()) == ["new", "small"]
+    # Asked for three times as often, the large entry outranks the small one.
+    p, removed = policy("gdsf", 1000)
+    p.put("small", 1, 100, expires_at=100, now=0)
+    p.put("large", 2, 400, expires_at=100, now=0)
+    for _ in range(5):
+        p.get("large", 0)
+    assert p.put("new", 3, 600, expires_at=100, now=0).stored
+    assert removed == [("small", 1)]
+
+
+def test_gdsf_ages_what_is_no_longer_asked_for() -> None:
+    """An entry read often and then never again leaves in time (the inflation
+    rises past it), where counting alone would keep it for ever."""
+    p, removed = policy("gdsf", 1000)
+    p.put("was-hot", 0, 100, expires_at=1e9, now=0)
+    for _ in range(20):
+        p.get("was-hot", 0)
+    for i in range(400):
+        key = f"k{i}"
+        p.put(key, i, 100, expires_at=1e9, now=0)
+        p.get(key, 0)
+        p.get(key, 0)
+    assert "was-hot" not in p and ("was-hot", 0) in removed
+    assert "k399" in p and "k398" in p  # the newest, asked for as often, stay
+
+
+def test_gdsf_a_replacement_keeps_the_count_of_its_key() -> None:
+    p, removed = policy("gdsf", 200)
+    p.put("kept", 1, 100, expires_at=100, now=0)
+    for _ in range(3):
+        p.get("kept", 0)
+    p.put("fresh", 2, 100, expires_at=100, now=0)
+    p.get("fresh", 0)  # asked for twice; "kept" four times, before its refill
+    p.put("kept", 3, 100, expires_at=100, now=0)  # a refill: same key, new value
+    p.put("new", 4, 100, expires_at=100, now=0)  # room for it: the fewest requests go
+    assert removed == [("kept", 1), ("fresh", 2)] and p.peek("kept", 0) == 3
+
+
+def test_gdsf_a_hit_renews_an_entry_against_the_inflation() -> None:
+    """Each request lifts an entry to the current inflation: read now and then, an
+    entry outlives a stream of newcomers that it would not outlive unread."""
+
+    def survives(read_every: int | None) -> bool:
+        p, _ = policy("gdsf", 300)
+        p.put("a", 0, 100, expires_at=1e9, now=0)
+        for _ in range(4):
+            p.get("a", 0)
+        for i in range(60):
+            p.put(f"k{i}", i, 100, expires_at=1e9, now=0)
+            if read_every and i % read_every == read_every - 1:
+                p.get("a", 0)
+        return "a" in p
+
+    assert not survives(None)
+    assert survives(10)
+
+
+def test_gdsf_heap_stays_bounded_by_the_entries() -> None:
+    """Entries that left (deleted, replaced, expired) leave stale heap records;
+    they are pruned, so the heap never grows past about twice the entries."""
+    p: GDSF[int] = GDSF(10_000)
+    for i in range(5000):
+        p.put("a", i, 10, expires_at=1e9, now=0)  # replaced every time
+        p.put(f"gone{i}", i, 10, expires_at=1e9, now=0)
+        p.delete(f"gone{i}")
+        assert len(p._heap) <= 2 * len(p) + 65
+    assert list(p.keys()) == ["a"] and p.bytes_used == 10
+
+
+def test_the_default_policy_is_gdsf() -> None:
+    assert DEFAULT_POLICY == "gdsf"
 
 
 def test_tinylfu_refuses_a_large_newcomer_seen_less_often_than_its_victims() -> None:

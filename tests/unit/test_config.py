@@ -257,8 +257,8 @@ def test_resolve_config_path() -> None:
     assert resolve_config_path(None, {}) == DEFAULT_CONFIG_PATH == "config/sidecache.yaml"
 
 
-@pytest.mark.parametrize("policy", ["lru", "s3fifo", "tinylfu"])
-def test_cache_policy_is_one_of_the_three(policy: str) -> None:
+@pytest.mark.parametrize("policy", ["gdsf", "lru", "s3fifo", "tinylfu"])
+def test_cache_policy_is_one_of_the_four(policy: str) -> None:
     data = {"upstream": {"url": "http://127.0.0.1:8000"}, "cache": {"policy": policy}}
     assert parse_config(data).cache.policy == policy
 
@@ -273,7 +273,7 @@ def test_format_routes_lists_every_route() -> None:
         assert ",".join(route.methods) in line
     assert "upstream  http://127.0.0.1:8000" in text
     assert "token not set" in text
-    assert f"policy {c.cache.policy})" in text and c.cache.policy == "tinylfu"
+    assert f"policy {c.cache.policy})" in text and c.cache.policy == "gdsf"
     assert "[w,h]" in text and "5m" in text and "10m" in text and "1h" in text
 
 
