@@ -2,8 +2,8 @@
 
 Owns the only aiocache import. ``MemoryLRUCache`` implements aiocache's backend
 contract (``_get``, ``_set``, ...) over the eviction policy ``cache.policy``
-names (``budget.make_policy``: ``lru.ByteLRU``, ``s3fifo.S3FIFO`` or
-``tinylfu.TinyLFU``, all of the same interface), so the
+names (``budget.make_policy``: ``gdsf.GDSF``, ``lru.ByteLRU``,
+``s3fifo.S3FIFO`` or ``tinylfu.TinyLFU``, all of the same interface), so the
 generic aiocache API works on it, and adds typed synchronous methods that the
 request handler calls on the hot path (a lookup is a dict access: wrapping it in
 aiocache's coroutine, plugin and timeout layers would cost more than the lookup).
@@ -47,7 +47,7 @@ PurgeListener = Callable[[str, str | None], object]
 class MemoryLRUCache(BaseCache):  # type: ignore[misc]  # aiocache is untyped
     """Byte-budgeted map of ``StoredResponse`` values under the eviction ``policy``,
     indexed by route and by the loose form of their path (``keys.loose_path``),
-    which is what purges match. The name is historical: LRU is one policy of three."""
+    which is what purges match. The name is historical: LRU is one policy of four."""
 
     NAME = "memory-lru"
 

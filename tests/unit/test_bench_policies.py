@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from bench.policies import change, cpu_seconds, main
+from bench.policies import change, cpu_seconds, main, per_hit
 
 
 def test_change_is_relative_to_the_reference() -> None:
@@ -37,3 +37,8 @@ def test_bad_arguments_are_refused_before_anything_starts(
 ) -> None:
     assert main(argv) == 2
     assert "--" in capsys.readouterr().out
+
+
+def test_cpu_per_hit_is_all_the_time_over_all_the_hits() -> None:
+    assert per_hit([1.0, 3.0], [100.0, 300.0], 5) == 4.0 / 2000
+    assert per_hit([], [], 5) == 0.0
