@@ -23,7 +23,9 @@ hits above LRU's too (BENCHMARKS.md, "Eviction policy").
 A hit costs what an LRU hit costs without the reordering: a capped increment
 and one assignment. Priorities are kept in a heap that is corrected lazily: a
 hit does not touch it; when room is needed, an entry whose priority rose since
-it was pushed is pushed again, and entries that left are skipped. Nothing is
+it was pushed is pushed again (at most ``SETTLE_LIMIT`` per victim, so no put
+does work in proportion to the cache), and entries that left are skipped (the
+heap is rebuilt once it holds twice as many records as entries). Nothing is
 refused: every put that fits is stored. Pure: imports neither aiohttp nor
 asyncio, and no ``hash()`` reaches a decision (ties go to the older entry).
 """
@@ -41,6 +43,11 @@ from proxy.lru import PutResult
 SIZE_EXPONENT = 0.5
 # Caps how long a once-popular entry outlives its popularity.
 FREQ_CAP = 15
+# Entries pushed again, at most, to find one victim: after a long spell of hits
+# without evictions nearly every record in the heap is low, and settling them
+# all at once would hold the event loop for as long as the cache is large.
+# Beyond this the top record is taken as it stands (its pushed priority).
+SETTLE_LIMIT = 64
 
 
 class GDSF(QueuedMap[V]):
@@ -108,25 +115,34 @@ class GDSF(QueuedMap[V]):
     def _push(self, node: Node[V]) -> None:
         node.ticket = next(self._tickets)
         heapq.heappush(self._heap, (self.priority(node), node.ticket, node.key))
+        self._prune()
+
+    def _prune(self) -> None:
+        """Rebuild the heap from the entries once records of entries gone (or
+        pushed again) make up half of it: memory stays in proportion to the entries."""
         if len(self._heap) > 2 * len(self._data) + 64:
             self._heap = [(self.priority(n), n.ticket, k) for k, n in self._data.items()]
             heapq.heapify(self._heap)
 
     def _lowest(self) -> Node[V] | None:
-        """The entry of the lowest priority, at the top of the heap (settled:
-        entries gone are dropped from the heap, raised ones pushed again)."""
+        """The entry at the top of the heap, settled: records of entries gone are
+        dropped, and up to ``SETTLE_LIMIT`` entries whose priority rose since they
+        were pushed are pushed again first."""
         heap = self._heap
+        settle = SETTLE_LIMIT
         while heap:
             pushed, ticket, key = heap[0]
             node = self._data.get(key)
             if node is None or node.ticket != ticket:
                 heapq.heappop(heap)
                 continue
-            current = self.priority(node)
-            if current > pushed:
-                node.ticket = next(self._tickets)
-                heapq.heapreplace(heap, (current, node.ticket, key))
-                continue
+            if settle > 0:
+                current = self.priority(node)
+                if current > pushed:
+                    settle -= 1
+                    node.ticket = next(self._tickets)
+                    heapq.heapreplace(heap, (current, node.ticket, key))
+                    continue
             return node
         return None
 
@@ -144,8 +160,9 @@ class GDSF(QueuedMap[V]):
             node = self._lowest()
             if node is None:  # pragma: no cover - bytes_used > 0 means an entry is stored
                 break
-            heapq.heappop(self._heap)
-            self._inflation = max(self._inflation, self.priority(node))
+            # The priority it leaves with: its own when settled, else its record's.
+            pushed = heapq.heappop(self._heap)[0]
+            self._inflation = max(self._inflation, pushed)
             evicted += 1
             evicted_bytes += self._evict(node)
         return evicted, evicted_bytes

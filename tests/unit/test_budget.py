@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from proxy.budget import DEFAULT_POLICY, POLICIES, BytePolicy, make_policy
-from proxy.gdsf import GDSF
+from proxy.gdsf import GDSF, SETTLE_LIMIT
 from proxy.lru import ByteLRU, PutResult
 from proxy.s3fifo import S3FIFO
 from proxy.tinylfu import CountMinSketch, TinyLFU
@@ -302,6 +302,32 @@ def test_gdsf_heap_stays_bounded_by_the_entries() -> None:
         p.delete(f"gone{i}")
         assert len(p._heap) <= 2 * len(p) + 65
     assert list(p.keys()) == ["a"] and p.bytes_used == 10
+
+
+def test_gdsf_a_put_settles_a_bounded_number_of_entries() -> None:
+    """After many hits and no eviction, every heap record is low; the put that
+    needs room pushes at most SETTLE_LIMIT of them again, not the whole cache,
+    and still evicts one entry, not more."""
+    p: GDSF[int] = GDSF(10_000)
+    for i in range(10_000):
+        p.put(f"k{i}", i, 1, expires_at=1e9, now=0)
+    for i in range(10_000):
+        p.get(f"k{i}", 0)
+    before = next(p._tickets)
+    assert p.put("new", 0, 1, expires_at=1e9, now=0) == PutResult(True, 1, 1)
+    assert SETTLE_LIMIT <= 64
+    assert next(p._tickets) - before <= 66  # the re-pushes and "new"
+    assert len(p) == 10_000 and "new" in p
+
+
+def test_gdsf_a_large_purge_does_not_leave_the_heap_large() -> None:
+    p: GDSF[int] = GDSF(1000)
+    for i in range(1000):
+        p.put(f"k{i}", i, 1, expires_at=1e9, now=0)
+    assert p.remove_where(lambda k, _v: k != "k0") == 999
+    for i in range(1000, 2001):  # the cache fills again and makes room once
+        p.put(f"k{i}", i, 1, expires_at=1e9, now=0)
+    assert len(p._heap) <= 2 * len(p) + 65 and p.bytes_used == 1000
 
 
 def test_the_default_policy_is_gdsf() -> None:
