@@ -66,9 +66,12 @@ def test_table_marks_the_target() -> None:
         Result("zipf-1.0", 0.01, DEFAULT_POLICY, 0.45, 0.31, 5),
         Result("scan", 0.1, "lru", 0.40, 0.30, 0),
         Result("scan", 0.1, DEFAULT_POLICY, 0.43, 0.31, 5),
+        Result("gallery", 0.1, "lru", 0.40, 0.30, 0),
+        Result("gallery", 0.1, DEFAULT_POLICY, 0.30, 0.20, 0),
     ]
     rows = table(results).splitlines()
     assert "| +12.5% | met |" in rows[3] and "| +7.5% | not met |" in rows[5]
+    assert rows[7].endswith("| -25.0% |  |")  # reported, not a target
 
 
 def test_every_trace_name_builds() -> None:
