@@ -197,6 +197,23 @@ class QueuedMap(Generic[V]):
                 removed += 1
         return removed
 
+    def resize(self, max_bytes: int, now: float) -> int:
+        """A new budget: the policy's shares follow, and entries are evicted
+        until they fit; the number evicted."""
+        if max_bytes <= 0:
+            raise ValueError("max_bytes must be positive")
+        self._max_bytes = max_bytes
+        self._set_sizes()
+        evicted, _ = self._make_room(0, now)
+        return evicted
+
+    def _set_sizes(self) -> None:
+        """Size the policy's own parts from ``_max_bytes`` (none by default)."""
+
+    def _make_room(self, size: int, now: float) -> tuple[int, int]:
+        """Evict until ``size`` more bytes fit: (entries, bytes) evicted."""
+        raise NotImplementedError
+
     def evict_oldest(self) -> bool:
         """Drop the entry the policy would evict first, for a bound of the caller's
         own (not counted in ``evictions``: the caller says why); False if empty."""

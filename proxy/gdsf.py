@@ -102,13 +102,6 @@ class GDSF(QueuedMap[V]):
         self._heap.clear()
         return cleared
 
-    def resize(self, max_bytes: int, now: float) -> int:
-        if max_bytes <= 0:
-            raise ValueError("max_bytes must be positive")
-        self._max_bytes = max_bytes
-        evicted, _ = self._make_room(0, now)
-        return evicted
-
     def priority(self, node: Node[V]) -> float:
         return node.base + node.freq / math.pow(max(1, node.size), self._exponent)
 

@@ -45,6 +45,7 @@ class S3FIFO(QueuedMap[V]):
     def _set_sizes(self) -> None:
         self._small_max = max(1, int(self._max_bytes * self._small_fraction))
         self._ghost_max = self._max_bytes - self._small_max
+        self._trim_ghost()
 
     def get(self, key: str, now: float) -> V | None:
         node = self._data.get(key)
@@ -76,15 +77,6 @@ class S3FIFO(QueuedMap[V]):
         node.freq = freq
         self._link(node, queue)
         return PutResult(stored=True, evicted=evicted, evicted_bytes=evicted_bytes)
-
-    def resize(self, max_bytes: int, now: float) -> int:
-        if max_bytes <= 0:
-            raise ValueError("max_bytes must be positive")
-        self._max_bytes = max_bytes
-        self._set_sizes()
-        self._trim_ghost()
-        evicted, _ = self._make_room(0, now)
-        return evicted
 
     def _make_room(self, size: int, now: float) -> tuple[int, int]:
         if self.bytes_used + size <= self._max_bytes:

@@ -149,14 +149,6 @@ class TinyLFU(QueuedMap[V]):
         self._link(node, self._window)
         return PutResult(stored=True, evicted=evicted, evicted_bytes=evicted_bytes)
 
-    def resize(self, max_bytes: int, now: float) -> int:
-        if max_bytes <= 0:
-            raise ValueError("max_bytes must be positive")
-        self._max_bytes = max_bytes
-        self._set_sizes()
-        evicted, _ = self._make_room(0, now, ())
-        return evicted
-
     def frequency(self, node: Node[V]) -> int:
         """Misses seen by the sketch plus the entry's own hits, both aged alike."""
         shift = self._sketch.epoch - node.epoch
@@ -230,7 +222,7 @@ class TinyLFU(QueuedMap[V]):
         return doomed
 
     def _make_room(
-        self, size: int, now: float, candidates: list[Node[V]] | tuple[()]
+        self, size: int, now: float, candidates: list[Node[V]] | tuple[()] = ()
     ) -> tuple[int, int]:
         """Evict until ``size`` more bytes fit. ``candidates`` (just out of the
         window, at probation's newest end), oldest first, each contest the oldest
