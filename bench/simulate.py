@@ -277,7 +277,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=200_000)
     parser.add_argument("--budgets", default="0.01,0.1", help="fractions of the working set")
     parser.add_argument("--traces", default=",".join(TRACES))
-    parser.add_argument("--policies", default=",".join(POLICIES))
+    # LRU first (the reference), then the default, then the others.
+    order = sorted(POLICIES, key=lambda name: (name != "lru", name != DEFAULT_POLICY))
+    parser.add_argument("--policies", default=",".join(order))
     parser.add_argument("--timeit", action="store_true", help="measure get() on the hit path")
     parser.add_argument(
         "--reference", action="store_true", help="our LRU against libCacheSim's (extra 'sim')"
