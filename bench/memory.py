@@ -101,7 +101,7 @@ async def slow_clients(urls: Sequence[str]) -> tuple[int, int]:
     return done[0], done[1]
 
 
-async def peak_rss_during(pid: int, work: asyncio.Future[object], every: float = 0.05) -> int:
+async def peak_rss_during(pid: int, work: asyncio.Future[Any], every: float = 0.05) -> int:
     peak = rss_bytes(pid)
     while not work.done():
         peak = max(peak, rss_bytes(pid))

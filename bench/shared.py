@@ -53,7 +53,10 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=2_500_000)
     args = parser.parse_args()
     lat = asyncio.run(measure(args.url, args.count, args.size))
-    pick = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]  # noqa: E731
+
+    def pick(q: float) -> float:
+        return lat[min(len(lat) - 1, int(q * len(lat)))]
+
     print(
         f"{args.size / 1e6:.1f} MB shared-tier hit (get + decode), {args.count} reads: "
         f"p50 {pick(0.5):.2f} ms, p95 {pick(0.95):.2f} ms, p99 {pick(0.99):.2f} ms"

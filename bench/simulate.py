@@ -38,7 +38,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import cast
 
-from proxy.budget import DEFAULT_POLICY, POLICIES, make_policy
+from proxy.budget import DEFAULT_POLICY, POLICIES, BytePolicy, make_policy
 from proxy.entry import ENTRY_OVERHEAD, StoredResponse
 from proxy.loadtest.scenario import next_gallery, scroll
 from proxy.store import MemoryLRUCache
@@ -262,7 +262,7 @@ def _gain(r: Result, base: Result) -> float:
 
 def get_cost(policy: str, *, entries: int = 10_000, number: int = 200_000) -> float:
     """Seconds per hit of ``policy``'s get() on a warm map (keys cycling)."""
-    lru = make_policy(policy, 10**12)
+    lru: BytePolicy[int] = make_policy(policy, 10**12)
     for i in range(entries):
         lru.put(f"k{i}", i, 100, 1e18, 0.0)
     keys = itertools.cycle([f"k{i}" for i in range(entries)])
