@@ -27,7 +27,7 @@ form{margin-top:1em;font-size:.9em}#status{color:#a00;font-size:.85em}
  <div class="tile"><div class="label">misses</div><div class="value" id="misses">-</div></div>
  <div class="tile"><div class="label">stale / bypass</div>
   <div class="value"><span id="stale">-</span> / <span id="bypass">-</span></div></div>
- <div class="tile"><div class="label">cache: <span id="entries">-</span> entries</div>
+ <div class="tile"><div class="label">cache (<span id="policy">-</span>): <span id="entries">-</span> entries</div>
   <div class="value" id="bytes">-</div><div class="bar"><div id="budget-bar" style="width:0"></div></div>
   <div class="label">of <span id="max-bytes">-</span></div></div>
  <div class="tile"><div class="label">upstream in flight / queued</div>
@@ -36,6 +36,8 @@ form{margin-top:1em;font-size:.9em}#status{color:#a00;font-size:.85em}
   <div class="value"><span id="upstream-requests">-</span> / <span id="upstream-errors">-</span></div></div>
  <div class="tile"><div class="label">latency p50 / p95 / p99 (5 min)</div>
   <div class="value" id="latency">-</div></div>
+ <div class="tile"><div class="label">memory (resident)</div><div class="value" id="rss">-</div>
+  <div class="label" id="memory-limit">-</div></div>
 </div>
 <svg id="chart" width="760" height="220" viewBox="0 0 760 220"></svg>
 <div class="legend"><span style="color:#2b7">&#9632; HIT/s</span><span style="color:#e63">&#9632; MISS/s</span>
@@ -87,6 +89,13 @@ async function refresh() {
     set("stale", fmt(c.stale), c.stale); set("bypass", fmt(c.bypass), c.bypass);
     set("entries", fmt(c.entries), c.entries); set("bytes", mib(c.bytes), c.bytes);
     set("max-bytes", mib(c.max_bytes), c.max_bytes);
+    $("policy").textContent = c.policy || "-";
+    const m = d.stats.memory;  // rss null where the platform does not tell
+    if (m && m.rss_bytes !== null) {
+      set("rss", mib(m.rss_bytes), m.rss_bytes);
+      $("memory-limit").textContent = m.limit_bytes === null ? "no container limit" :
+        `of a ${mib(m.limit_bytes)} limit: ${mib(m.headroom_bytes)} left`;
+    }
     $("budget-bar").style.width = (100 * c.bytes / c.max_bytes).toFixed(1) + "%";
     set("in-flight", fmt(u.in_flight), u.in_flight); set("queued", fmt(u.queued), u.queued);
     set("upstream-requests", fmt(u.requests), u.requests);

@@ -89,6 +89,15 @@ async def test_dashboard_shows_what_stats_says(
     assert shown["upstream-requests"] == upstream["requests"]
     assert shown["upstream-errors"] == upstream["errors"] == 0
     assert await page.locator('#routes tr[data-route="photo"]').count() == 1
+    assert await page.locator("#policy").text_content() == cache["policy"] == "gdsf"
+    memory = stats["memory"]
+    # Resident memory moves between two reads: the same order of size, not equal.
+    assert 0.5 * memory["rss_bytes"] <= shown["rss"] <= 2 * memory["rss_bytes"]
+    limit = await page.locator("#memory-limit").text_content()
+    if memory["limit_bytes"] is None:
+        assert limit == "no container limit"
+    else:
+        assert limit is not None and limit.startswith("of a ") and limit.endswith(" left")
     await page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
 
 
