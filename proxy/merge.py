@@ -169,6 +169,7 @@ class WorkerState:
     storage: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     shadow: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     rss: int | None = None  # resident bytes; None: unknown (or a worker that did not say)
+    policy: str | None = None  # its ``cache.policy`` (None: a worker that did not say)
 
     @classmethod
     def from_document(cls, doc: Mapping[str, Any]) -> WorkerState:
@@ -188,6 +189,7 @@ class WorkerState:
             storage=dict(doc.get("storage") or {}),
             shadow=dict(doc.get("shadow") or {}),
             rss=None if doc.get("rss") is None else int(doc["rss"]),
+            policy=None if doc.get("policy") is None else str(doc["policy"]),
         )
 
 

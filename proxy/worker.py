@@ -79,6 +79,7 @@ def worker_state(runtime: Runtime) -> dict[str, object]:
     return {
         "pid": os.getpid(),
         "rss": rss_bytes(),
+        "policy": runtime.store.policy,
         "stats": stats_document(runtime.stats),
         "cache": figures_document(runtime.store.figures()),
         "shared": None

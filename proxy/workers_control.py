@@ -213,6 +213,7 @@ def _workers(states: list[WorkerState | None]) -> list[dict[str, object]]:
                 "entries": state.cache.entries,
                 "bytes": state.cache.bytes,
                 "rss_bytes": state.rss,
+                "policy": state.policy,
             }
         )
     return out

@@ -259,6 +259,32 @@ async def test_a_worker_started_again_runs_the_config_in_force_not_an_unreloaded
     assert await stop_gracefully(served.proc) == 0
 
 
+async def test_a_worker_started_again_keeps_the_policy_the_others_run(
+    tmp_path: Path, upstream: TestServer
+) -> None:
+    """cache.policy takes effect on restart of the whole: a worker started again
+    after a reload that changed it runs the policy of the others, not the new one."""
+    path = tmp_path / "sidecache.yaml"
+    lru = CONFIG.format(port=upstream.port, routes=PHOTO).replace(
+        "max_bytes: 64MiB", "max_bytes: 64MiB, policy: lru"
+    )
+    path.write_text(lru)
+    async with serving(path) as served:
+        _, stats = await control(served, "GET", "/stats")
+        assert [w["policy"] for w in stats["workers"]] == ["lru", "lru"]
+        path.write_text(lru.replace("policy: lru", "policy: s3fifo"))
+        served.proc.send_signal(signal.SIGHUP)
+        await served.wait_log(b"cache.policy changed in the config: it takes effect on restart")
+        await served.wait_log(b"worker 1 proxy.server: config reloaded")
+        os.kill(stats["workers"][0]["pid"], signal.SIGKILL)
+        await served.wait_log(b"worker 0 exited with code -9: starting it again")
+        await wait_line(served, b"worker 0 listening (pid ", after=len(served.log))
+        _, stats = await control(served, "GET", "/stats")
+        assert [w["policy"] for w in stats["workers"]] == ["lru", "lru"]
+        assert stats["cache"]["policy"] == "lru"
+        assert await stop_gracefully(served.proc) == 0
+
+
 async def test_sighup_reloads_every_worker(
     workers: tuple[Served, Path], upstream: TestServer
 ) -> None:
